@@ -1,0 +1,1 @@
+"""Orchestration: the Definitions (jobs, schedule, sensors, resources) for `dagster dev`."""

@@ -1,0 +1,101 @@
+"""`python -m orchestration.cli`: materialize the whole graph on a local Dagster instance and say where
+everything is. The same runs then show in `dagster dev -w workspace.yaml` (same DAGSTER_HOME)."""
+
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _prepare_environment(home: Path) -> Path:
+    dagster_home = Path(os.environ.get("DAGSTER_HOME", home / "dagster_home")).resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    os.environ["SYNEHRGY_HOME"] = str(home)
+    # dbt-duckdb runs `dbt` from PATH: use the one next to this interpreter (P6 in docs/stack.md).
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return dagster_home
+
+
+def materialize(args: argparse.Namespace) -> int:
+    home = Path(args.home or os.environ.get("SYNEHRGY_HOME") or Path.cwd() / ".synehrgy").resolve()
+    dagster_home = _prepare_environment(home)
+    if args.mimic_dir is not None:
+        os.environ["MIMIC_DIR"] = args.mimic_dir
+    if args.patients:
+        os.environ["SYNEHRGY_SYNTHETIC_PATIENTS"] = str(args.patients)
+
+    import dagster as dg
+
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(home=str(home))
+    job = defs.resolve_job_def(args.job)
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=args.run_config or None)
+    minutes = (time.perf_counter() - started) / 60
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        print(f"\nRun {result.run_id} FAILED in {minutes:.1f} min at step(s) {failed}.", file=sys.stderr)
+        for e in result.all_events:
+            if e.is_step_failure and e.step_failure_data and e.step_failure_data.error:
+                print(e.step_failure_data.error.to_string(), file=sys.stderr)
+        return 1
+    print_summary(home, dagster_home, result, minutes)
+    return 0
+
+
+def print_summary(home: Path, dagster_home: Path, result, minutes: float) -> None:
+    from synehrgy_assets.resources import MlflowResource
+
+    def meta(asset: str) -> dict:
+        for event in result.get_asset_materialization_events():
+            mat = event.event_specific_data.materialization
+            if mat.asset_key.to_user_string() == asset:
+                return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        return {}
+
+    ml = MlflowResource(home=str(home), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    ckpt, rel = meta("gpt_checkpoint"), meta("synthetic_release")
+    source = meta("mimic_raw/patients")
+    print(
+        f"""
+synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
+
+  raw data            {source.get('source')} in {Path(str(source.get('path'))).parent}
+  DuckDB file         {home / 'warehouse.duckdb'}
+                      real marts: main.visits, main.visit_codes, main.visit_phenotypes, main.measurements
+                      synthetic:  synthetic.* (marts shape), synthetic_mimic.* (MIMIC-III shape)
+  synthetic Parquet   {home / 'artifacts' / 'synthetic' / 'cohort'}
+  MLflow tracking     {ml.resolved_tracking_uri}
+  generator model     {ml.model_name} v{ckpt.get('model_version')} (alias candidate{', champion' if rel.get('promoted_to_champion') else ''})
+  synthetic release   {ml.release_name} v{rel.get('release_version')} — validation {rel.get('validation_status')}
+  Dagster instance    {dagster_home}
+
+Open the UIs:
+  DAGSTER_HOME={dagster_home} SYNEHRGY_HOME={home} .venv/bin/dagster dev -w workspace.yaml
+  .venv/bin/mlflow ui --backend-store-uri {ml.resolved_tracking_uri}
+"""
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestration.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("materialize", help="run a job end to end on the local instance")
+    m.add_argument("--job", default="synehrgy_end_to_end")
+    m.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
+    m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
+    m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
+    m.set_defaults(run_config=None)
+    args = parser.parse_args(argv)
+    return materialize(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

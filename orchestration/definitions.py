@@ -1,0 +1,35 @@
+"""The one place the Definitions are loaded (`dagster dev -w workspace.yaml`)."""
+
+
+import dagster as dg
+
+from orchestration.jobs import end_to_end_job, retrain_job
+from orchestration.resources import build_resources
+from orchestration.schedules import weekly_retraining_schedule
+from orchestration.sensors import mimic_files_sensor, release_announcement_sensor
+from synehrgy_assets.defs import evaluation, raw, release, staging, synthesis, tokens, training, validation
+
+
+def build_definitions(**resource_overrides) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            raw.mimic_raw_files,
+            staging.dbt_mimic_models,
+            tokens.patient_split,
+            tokens.token_vocabulary,
+            tokens.token_sequences,
+            training.gpt_checkpoint,
+            synthesis.synthetic_sequences,
+            synthesis.synthetic_cohort,
+            evaluation.evaluation,
+            release.synthetic_release,
+        ],
+        asset_checks=[tokens.train_tokens_used_fraction, *validation.gx_checks, *evaluation.evaluation_checks],
+        jobs=[end_to_end_job, retrain_job],
+        schedules=[weekly_retraining_schedule],
+        sensors=[mimic_files_sensor, release_announcement_sensor],
+        resources=build_resources(**resource_overrides),
+    )
+
+
+defs = build_definitions()

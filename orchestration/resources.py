@@ -1,0 +1,28 @@
+"""Resources, configured from the environment (embedded defaults: nothing to start by hand)."""
+
+
+import os
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from synehrgy_assets.defs.evaluation import ReleaseGateResource
+from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_project
+from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, default_home
+
+
+def build_resources(home: str | None = None, mimic_dir: str | None = None, synthetic_patients: int | None = None) -> dict:
+    """Resources for one environment. Arguments override the environment variables."""
+    home = home or default_home()
+    mimic_dir = os.environ.get("MIMIC_DIR", "") if mimic_dir is None else mimic_dir
+    n = synthetic_patients or int(os.environ.get("SYNEHRGY_SYNTHETIC_PATIENTS", "1000"))
+    return {
+        "workspace": WorkspaceResource(home=home),
+        "mimic_source": MimicSourceResource(mimic_dir=mimic_dir, synthetic_patients=n),
+        "mlflow_tracking": MlflowResource(
+            home=home,
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        ),
+        "release_gate": ReleaseGateResource(),
+        "dbt": DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR)),
+    }

@@ -1,0 +1,1 @@
+"""Pure core: plain Python modules, testable without Dagster."""

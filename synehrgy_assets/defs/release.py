@@ -1,0 +1,141 @@
+"""Stage 6: record the synthetic release in the MLflow registry; move `champion` only when gated checks pass."""
+
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from synehrgy_assets.defs.evaluation import evaluation, evaluation_dir
+from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
+from synehrgy_assets.defs.training import CHAMPION_ALIAS
+from synehrgy_assets.resources import MlflowResource, WorkspaceResource
+
+GATED_ASSETS = (synthetic_cohort.key, evaluation.key)
+
+
+def gate_status(instance, check_keys) -> dict[str, dict]:
+    """Latest execution of each gating check, as {check: {passed, run_id}} (missing = not passed)."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    status = {}
+    for key in check_keys:
+        record = latest.get(key)
+        status[key.to_user_string()] = {
+            "passed": bool(record is not None and record.status == AssetCheckExecutionRecordStatus.SUCCEEDED),
+            "status": record.status.value if record is not None else "NOT_RUN",
+            "run_id": record.run_id if record is not None else None,
+        }
+    return status
+
+
+@dg.asset(
+    group_name="release",
+    deps=[evaluation, synthetic_cohort],
+    kinds={"mlflow"},
+    description=(
+        "The synthetic cohort recorded as a version of a registered MLflow model (Parquet tables as artifacts). "
+        "Alias `champion` (on the release and on its generator) moves only when every GX and gate check passed."
+    ),
+)
+def synthetic_release(
+    context: dg.AssetExecutionContext, workspace: WorkspaceResource, mlflow_tracking: MlflowResource
+) -> dg.MaterializeResult:
+    import mlflow
+
+    from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
+
+    repo_def = context.repository_def
+    check_keys = [
+        key
+        for asset_key in GATED_ASSETS
+        for key in repo_def.asset_graph.get_check_keys_for_assets({asset_key})
+    ]
+    status = gate_status(context.instance, check_keys)
+    passed = bool(check_keys) and all(s["passed"] for s in status.values())
+    provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
+    metrics = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["metrics"]
+    if str(provenance["model_version"]) != str(
+        json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["model_version"]
+    ):
+        raise ValueError("evaluation is stale: it evaluated another generator version; re-materialize evaluation")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = Path(tmp) / "tables"
+        tables.mkdir()
+        # Only synthetic tables travel: the MIMIC-shaped ones and the marts-shaped ones.
+        for sub in ("mimic", "marts"):
+            for f in (synthetic_dir(workspace) / "cohort" / sub).glob("*.parquet"):
+                shutil.copy(f, tables / f.name)
+        card = Path(tmp) / "release_card.md"
+        card.write_text(_release_card(provenance, metrics, status, passed))
+        with mlflow_tracking.start_run(context, run_name="synthetic_release", tags={"synehrgy.stage": "release"}) as run:
+            mlflow.log_artifact(str(card))
+            mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
+            info = mlflow.pyfunc.log_model(
+                name="synthetic_cohort",
+                python_model=str(RELEASE_MODEL_CODE),
+                artifacts={"tables": str(tables)},
+                registered_model_name=mlflow_tracking.release_name,
+            )
+    version = str(info.registered_model_version)
+    client = mlflow_tracking.client()
+    tags = {
+        "validation_status": "passed" if passed else "failed",
+        "generator_model": mlflow_tracking.model_name,
+        "generator_version": str(provenance["model_version"]),
+        "vocabulary_version": provenance["vocabulary_version"],
+        "dagster_run_id": context.run.run_id,
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(mlflow_tracking.release_name, version, k, v)
+    client.set_model_version_tag(
+        mlflow_tracking.model_name, str(provenance["model_version"]), "validation_status", tags["validation_status"]
+    )
+    if passed:
+        client.set_registered_model_alias(mlflow_tracking.release_name, CHAMPION_ALIAS, version)
+        client.set_registered_model_alias(mlflow_tracking.model_name, CHAMPION_ALIAS, str(provenance["model_version"]))
+        context.log.info(f"All checks passed: {mlflow_tracking.release_name} v{version} is now @{CHAMPION_ALIAS}")
+    else:
+        failed = [k for k, s in status.items() if not s["passed"]]
+        context.log.warning(f"Release v{version} recorded but NOT promoted; failing checks: {failed}")
+    return dg.MaterializeResult(
+        metadata={
+            "release_model": mlflow_tracking.release_name,
+            "release_version": version,
+            "promoted_to_champion": passed,
+            "validation_status": tags["validation_status"],
+            "checks": dg.MetadataValue.json(status),
+            "generator_version": str(provenance["model_version"]),
+            "mlflow_run_id": run.info.run_id,
+            "consume": dg.MetadataValue.md(
+                "```python\nimport mlflow\n"
+                f"mlflow.set_tracking_uri('{mlflow_tracking.resolved_tracking_uri}')\n"
+                f"path = mlflow.artifacts.download_artifacts('models:/{mlflow_tracking.release_name}@{CHAMPION_ALIAS}')\n"
+                "```"
+            ),
+        }
+    )
+
+
+def _release_card(provenance: dict, metrics: dict, status: dict, passed: bool) -> str:
+    lines = [
+        "# Synthetic MIMIC-III release (SynEHRgy)",
+        "",
+        f"- validation: **{'passed' if passed else 'FAILED'}**",
+        f"- generator: version {provenance['model_version']}, vocabulary {provenance['vocabulary_version']}",
+        f"- sampling: seed {provenance['seed']}, temperature {provenance['temperature']}, top_k {provenance['top_k']}",
+        f"- decoded: {provenance['decode_report']['n_valid']} of {provenance['decode_report']['n_sequences']} sequences valid",
+        "",
+        "Every row is synthetic. No real patient row is part of this release.",
+        "",
+        "## Checks",
+        *[f"- {k}: {v['status']}" for k, v in sorted(status.items())],
+        "",
+        "## Metrics",
+        *[f"- {k}: {float(v):.4f}" for k, v in sorted(metrics.items())],
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,73 @@
+"""Stage 1: dbt_mimic stages the raw tables into DuckDB; every dbt model is a Dagster asset."""
+
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from synehrgy_assets.defs.raw import raw_table_key
+from synehrgy_assets.resources import MimicSourceResource, WorkspaceResource
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_mimic"
+
+
+@cache
+def dbt_project() -> DbtProject:
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        # Scripts, pytest and `dagster asset materialize` do not run the dev preparer.
+        project.preparer.prepare(project)
+    return project
+
+
+class MimicDbtTranslator(DagsterDbtTranslator):
+    """dbt models keep their names as keys; each raw source maps to its `mimic_raw/<table>` asset."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return raw_table_key(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "staging"
+
+
+def dbt_environment(workspace: WorkspaceResource) -> dict[str, str]:
+    """The variables profiles.yml reads (dbt runs with its own working directory)."""
+    workspace.ensure()
+    return {
+        "SYNEHRGY_DUCKDB_PATH": str(workspace.duckdb_path),
+        "SYNEHRGY_DUCKDB_THREADS": str(workspace.duckdb_threads),
+        "SYNEHRGY_DUCKDB_MEMORY_LIMIT": workspace.duckdb_memory_limit,
+        "SYNEHRGY_DUCKDB_TEMP_DIR": str(workspace.root / "duckdb_tmp"),
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project().manifest_path,
+    project=dbt_project(),
+    dagster_dbt_translator=MimicDbtTranslator(),
+)
+def dbt_mimic_models(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    workspace: WorkspaceResource,
+    mimic_source: MimicSourceResource,
+):
+    files = mimic_source.resolve(workspace)
+    os.environ.update(dbt_environment(workspace))
+    context.log.info(f"Staging {files.directory} ({files.header_case}-case headers) into {workspace.duckdb_path}")
+    args = ["build", "--vars", json.dumps(files.dbt_vars())]
+    yield from dbt.cli(args, context=context).stream().fetch_row_counts()
+
+
+def mart_key(model_name: str) -> dg.AssetKey:
+    from dagster_dbt import get_asset_key_for_model
+
+    return get_asset_key_for_model([dbt_mimic_models], model_name)

@@ -1,0 +1,126 @@
+"""Full materializations of the asset graph: real dbt, DuckDB, torch, MLflow registry, GX checks.
+
+Small configs keep each run to about a minute on 2 CPU cores; the defaults are exercised by the
+README's command 1 (see docs/benchmarks.md for its wall time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+SMALL_RUN_CONFIG = {
+    "ops": {
+        "token_sequences": {"config": {"n_ctx": 256}},
+        "gpt_checkpoint": {
+            "config": {"n_layer": 1, "n_head": 2, "n_embd": 32, "max_steps": 30, "batch_size": 8, "eval_every": 15}
+        },
+        "synthetic_sequences": {"config": {"n_patients": 40, "batch_size": 20}},
+    }
+}
+
+
+def materialize_graph(home: Path, mimic_dir: str = "", synthetic_patients: int = 150):
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(home=str(home), mimic_dir=mimic_dir, synthetic_patients=synthetic_patients)
+    job = defs.resolve_job_def("synehrgy_end_to_end")
+    instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
+    result = job.execute_in_process(instance=instance, run_config=SMALL_RUN_CONFIG, raise_on_error=False)
+    return defs, instance, result
+
+
+def failure_text(result) -> str:
+    return "\n".join(
+        e.step_failure_data.error.to_string()
+        for e in result.all_events
+        if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
+    )
+
+
+def materialized(result) -> dict[str, dict]:
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out
+
+
+def check_results(result) -> dict[str, bool]:
+    return {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def assert_whole_graph(result, home: Path, defs) -> dict:
+    assert result.success, failure_text(result)
+    mats = materialized(result)
+    for key in ("mimic_raw/patients", "mimic_raw/chartevents", "visits", "measurements", "patient_split", "token_vocabulary",
+                "token_sequences", "gpt_checkpoint", "synthetic_sequences", "synthetic_cohort",
+                "evaluation", "synthetic_release"):
+        assert key in mats, f"{key} was not materialized"
+    checks = check_results(result)
+    assert {"gx_visits", "gx_visit_codes", "gx_measurements", "train_tokens_used_fraction"} <= set(checks)
+    assert checks["train_tokens_used_fraction"] is True
+    for gx in ("gx_visits", "gx_visit_codes", "gx_measurements"):
+        assert checks[gx] is True, f"{gx} failed on the synthetic cohort"
+
+    # The MLflow registry holds the generator with alias `candidate`, and the release is recorded.
+    import mlflow
+
+    ml = defs.resources["mlflow_tracking"]
+    client = ml.client()
+    gen = client.get_model_version_by_alias(ml.model_name, "candidate")
+    assert gen.version == str(mats["gpt_checkpoint"]["model_version"])
+    release_version = str(mats["synthetic_release"]["release_version"])
+    rel = client.get_model_version(ml.release_name, release_version)
+    promoted = mats["synthetic_release"]["promoted_to_champion"]
+    assert rel.tags["validation_status"] == ("passed" if promoted else "failed")
+    gates_passed = all(checks.get(n) for n in ("gx_visits", "gx_visit_codes", "gx_measurements", "privacy_gate", "fidelity_gate"))
+    assert promoted == gates_passed
+    if promoted:
+        assert client.get_model_version_by_alias(ml.release_name, "champion").version == release_version
+        tables = Path(mlflow.artifacts.download_artifacts(f"models:/{ml.release_name}@champion"))
+        assert any(tables.rglob("PATIENTS.parquet"))
+    # The run's MLflow metrics are there; no real patient identifiers travel to MLflow.
+    run = client.get_run(str(mats["gpt_checkpoint"]["mlflow_run_id"]))
+    assert "best_val_loss" in run.data.metrics
+    return mats
+
+
+def assert_no_real_rows_in_mlflow(home: Path, real_subject_ids) -> None:
+    """Released tables carry synthetic ids only (privacy rule: no real patient row leaves DuckDB)."""
+    import pandas as pd
+
+    for f in (home / "mlartifacts").rglob("*.parquet"):
+        frame = pd.read_parquet(f)
+        if "subject_id" in frame.columns:
+            assert not set(frame["subject_id"].astype("int64")) & set(real_subject_ids), f
+
+
+@pytest.mark.integration
+def test_whole_graph_on_the_synthetic_hospital(tmp_path):
+    defs, _instance, result = materialize_graph(tmp_path, mimic_dir="", synthetic_patients=150)
+    mats = assert_whole_graph(result, tmp_path, defs)
+    assert mats["mimic_raw/patients"]["source"] == "synthetic hospital"
+    assert mats["patient_split"]["patients/train"] > mats["patient_split"]["patients/test"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.demo
+@pytest.mark.parametrize("layout", ["demo", "upper"])
+def test_whole_graph_on_the_real_mimic_demo(tmp_path, layout, mimic_demo_dir, request):
+    import duckdb
+
+    source = mimic_demo_dir if layout == "demo" else request.getfixturevalue("mimic_demo_upper_dir")
+    defs, _instance, result = materialize_graph(tmp_path, mimic_dir=str(source))
+    mats = assert_whole_graph(result, tmp_path, defs)
+    assert mats["mimic_raw/patients"]["source"] == "MIMIC-III folder"
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        real_ids = {r[0] for r in con.execute("select subject_id from main.cohort").fetchall()}
+    assert len(real_ids) > 50
+    assert_no_real_rows_in_mlflow(tmp_path, real_ids)
