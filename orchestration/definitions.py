@@ -7,7 +7,7 @@ from orchestration.jobs import end_to_end_job, retrain_job
 from orchestration.resources import build_resources
 from orchestration.schedules import weekly_retraining_schedule
 from orchestration.sensors import mimic_files_sensor, release_announcement_sensor
-from synehrgy_assets.defs import evaluation, raw, release, staging, synthesis, tokens, training, validation
+from synehrgy_assets.defs import evaluation, meds, raw, release, staging, synthesis, tokens, training, validation
 
 
 def build_definitions(**resource_overrides) -> dg.Definitions:
@@ -16,6 +16,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
             raw.mimic_raw_files,
             staging.dbt_mimic_models,
             tokens.patient_split,
+            meds.meds_export,
             tokens.token_vocabulary,
             tokens.token_sequences,
             training.gpt_checkpoint,

@@ -3,7 +3,6 @@
 One asset per raw table (`mimic_raw/<table>`), so the UI shows which dbt models read which file.
 """
 
-import shutil
 import time
 
 import dagster as dg
@@ -46,13 +45,9 @@ def mimic_raw_files(
             header_case=mimic_source.synthetic_header_case,
         )
         context.log.info(f"No MIMIC_DIR configured: writing the synthetic hospital ({config}) to {out_dir}")
-        # Write beside the target and swap in at the end: a failed run leaves nothing half-written.
-        tmp_dir = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        summary = generate_hospital(tmp_dir, config)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp_dir.rename(out_dir)
-        row_counts = {t.lower(): int(n) for t, n in summary.row_counts.items()}
+        # generate_hospital writes into a private temp dir and moves files in only on success.
+        summary = generate_hospital(out_dir, config, progress=context.log.info)
+        row_counts = {t.lower(): int(n) for t, n in summary.rows.items()}
     files = mimic_source.resolve(workspace)
     source = "synthetic hospital" if mimic_source.uses_synthetic_hospital else "MIMIC-III folder"
     context.log.info(f"{source}: {files.directory} ({files.header_case}-case headers), {time.perf_counter() - started:.1f}s")

@@ -143,17 +143,19 @@ def gpt_checkpoint(
         save_checkpoint(model, ckpt_dir, extra={"vocabulary_version": vocab.version, "mlflow_run_id": run.info.run_id})
         curve = loss_curve_png(result.history)
         mlflow.log_image(_png_to_array(curve), "plots/loss_curve.png")
-        mlflow.log_metrics(
-            {
-                "best_val_loss": float(result.best_val_loss),
-                "tokens_per_second": float(result.tokens_per_second),
-                "train_seconds": float(result.seconds),
-            }
-        )
+        final_metrics = {
+            "final_train_loss": float(result.final_train_loss),
+            "tokens_per_second": float(result.tokens_per_second),
+            "train_seconds": float(result.seconds),
+        }
+        if result.best_val_loss is not None:  # None when the val split has no windows
+            final_metrics["best_val_loss"] = float(result.best_val_loss)
+        mlflow.log_metrics(final_metrics)
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(GENERATOR_MODEL_CODE),
             artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(vocabulary_path(workspace))},
+            signature=generator_signature(),
             registered_model_name=mlflow_tracking.model_name,
         )
         version = str(info.registered_model_version)
@@ -173,8 +175,7 @@ def gpt_checkpoint(
             "mlflow": mlflow_tracking.run_url_hint(run.info.run_id),
             "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
             "parameters": model.num_parameters(),
-            "best_val_loss": float(result.best_val_loss),
-            "final_train_loss": float(result.final_train_loss),
+            **final_metrics,
             "tokens_per_second": round(float(result.tokens_per_second), 1),
             "train_seconds": round(time.perf_counter() - started, 1),
             "device": str(result.device),
@@ -182,6 +183,13 @@ def gpt_checkpoint(
             "loss_curve": png_markdown(curve, "loss curve"),
         }
     )
+
+
+def generator_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("long", "n_patients"), ColSpec("long", "seed", required=False)]))
 
 
 def _png_to_array(png: bytes) -> np.ndarray:

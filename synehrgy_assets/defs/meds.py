@@ -1,0 +1,63 @@
+"""The staged real cohort as a MEDS 0.4 dataset (docs/meds.md), in the private folder."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from synehrgy_assets.defs.staging import mart_key
+from synehrgy_assets.defs.tokens import patient_split
+from synehrgy_assets.resources import WorkspaceResource
+
+
+class MedsExportConfig(dg.Config):
+    shard_rows: int = Field(
+        default=1_000_000,
+        description="Target events per data shard; a shard closes at the next subject boundary.",
+    )
+
+
+def meds_dir(workspace: WorkspaceResource) -> Path:
+    """Real patient events: private, never logged or released."""
+    return workspace.private_dir / "meds"
+
+
+@dg.asset(
+    group_name="staging",
+    deps=[patient_split, *(mart_key(m) for m in ("visits", "visit_codes", "visit_phenotypes", "measurements"))],
+    kinds={"parquet"},
+    description=(
+        "The staged real cohort as a MEDS 0.4 dataset (data shards, codes, subject splits with "
+        "train/tuning/held_out from patient_split) in the private folder."
+    ),
+)
+def meds_export(
+    context: dg.AssetExecutionContext, config: MedsExportConfig, workspace: WorkspaceResource
+) -> dg.MaterializeResult:
+    from synehrgy_assets.core.meds import export_meds
+
+    out = meds_dir(workspace)
+    # Read-only: other assets may read the warehouse meanwhile. The sort may spill: keep it in the workspace.
+    with workspace.connect(read_only=True) as con:
+        con.execute(f"set temp_directory = '{workspace.root / 'duckdb_tmp'}'")
+        summary = export_meds(con, out, shard_rows=config.shard_rows)
+    context.log.info(
+        f"MEDS export {summary.dataset_version}: {summary.events:,} events, {summary.subjects:,} subjects, "
+        f"{summary.shards} shard(s)"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "dataset_version": summary.dataset_version,
+            "events": summary.events,
+            "subjects": summary.subjects,
+            "shards": summary.shards,
+            "max_shard_events": summary.max_shard_events,
+            "codes": summary.codes,
+            "births_age_capped": summary.births_age_capped,
+            **{f"subjects/{k}": v for k, v in sorted(summary.subjects_by_split.items())},
+            "events_by_code_family": dg.MetadataValue.md(summary.families_markdown()),
+            "icd_descriptions_from": ", ".join(summary.icd_descriptions_from) or "none (ICD codes described by number)",
+        }
+    )

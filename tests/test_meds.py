@@ -1,0 +1,353 @@
+"""MEDS 0.4 export of the staged cohort, on a tiny hand-made marts database."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from synehrgy_assets.core.meds import MedsExportError, export_meds
+
+T0 = datetime(2150, 3, 1, 8, 0, 0)
+
+# Patients: 1 train (two admissions, the first with two ICU stays), 2 val (age capped, in-hospital
+# death, GCS categories), 3 test (no codes, a measurement before intime), 4 train (many rows).
+VISITS = [
+    # subject, hadm, icustay, visit_index, intime, los_h, age, capped, gender, eth, ins, adm_type, unit, death
+    (1, 100, 1000, 0, T0, 30.0, 64.25, False, "M", "WHITE", "Medicare", "EMERGENCY", "MICU", 0),
+    (1, 100, 1001, 1, T0 + timedelta(hours=50), 20.0, 64.26, False, "M", "WHITE", "Medicare", "EMERGENCY", "SICU", 0),
+    (1, 101, 1002, 2, T0 + timedelta(days=200), 48.5, 64.8, False, "M", "BLACK", "Private", "ELECTIVE", "CSRU", 0),
+    (2, 200, 2000, 0, T0 + timedelta(days=3), 72.0, 90.0, True, "F", "UNKNOWN", "Medicare", "EMERGENCY", "MICU", 1),
+    (3, 300, 3000, 0, T0 + timedelta(days=5), 12.0, 18.5, False, "F", "HISPANIC", "Medicaid", "URGENT", "CCU", 0),
+    (4, 400, 4000, 0, T0 + timedelta(days=9), 100.0, 45.0, False, "M", "ASIAN", "Private", "EMERGENCY", "TSICU", 0),
+]
+CODES = [
+    # (icustay, code_type, icd9_code, seq_num): admission 100's codes repeated on both of its stays
+    *[(stay, t, c, s) for stay in (1000, 1001)
+      for (t, c, s) in [("diagnosis", "4019", 1), ("diagnosis", "0066", 2), ("procedure", "0066", 1),
+                        ("procedure", "3893", 2)]],
+    (1002, "diagnosis", "E8790", 1),
+    (1002, "diagnosis", "V4581", 2),
+    (2000, "diagnosis", "0389", 1),
+    (2000, "procedure", "9604", 1),
+]
+PHENOTYPES = [(1000, "Essential hypertension"), (1001, "Essential hypertension"), (2000, "Septicemia (except in labor)")]
+MEASUREMENTS = [
+    # (icustay, hours, variable, value, value_text)
+    (1000, 0.5, "heart_rate", 88.0, None),
+    (1000, 0.5, "temperature", 36.6, None),
+    (1000, 2.25, "glucose", 143.0, None),
+    (1001, 1.0, "heart_rate", 91.0, None),
+    (1002, 10.0, "ph", 7.41, None),
+    (2000, 0.0, "gcs_eye_opening", 4.0, "Spontaneously"),
+    (2000, 0.0, "gcs_verbal_response", 1.0, "No Response-ETT"),
+    (2000, 71.5, "fraction_inspired_oxygen", 0.35, None),
+    (3000, -0.5, "heart_rate", 110.0, None),
+    *[(4000, h * 0.25, "oxygen_saturation", 90.0 + (h % 10), None) for h in range(40)],
+]
+SPLITS = [(1, "train"), (2, "val"), (3, "test"), (4, "train")]
+ALL_TABLES = ("main.visits", "main.visit_codes", "main.visit_phenotypes", "main.measurements", "synehrgy.patient_split")
+
+
+def build_marts(path: Path) -> Path:
+    """A DuckDB file with the four marts (docs/architecture.md types), the split, and one ICD dictionary."""
+    con = duckdb.connect(str(path))
+    con.execute(
+        """create table main.visits (subject_id bigint, hadm_id bigint, icustay_id bigint, visit_index integer,
+             intime timestamp, outtime timestamp, los_hours double, hours_since_previous_visit double,
+             age_years double, age_is_capped boolean, gender varchar, ethnicity_group varchar, insurance varchar,
+             admission_type varchar, first_careunit varchar, mortality_inhospital integer)"""
+    )
+    prev_out: dict[int, datetime] = {}
+    for (s, h, i, k, intime, los, age, capped, g, e, ins, adm, unit, death) in VISITS:
+        outtime = intime + timedelta(hours=los)
+        since = None if s not in prev_out else (intime - prev_out[s]).total_seconds() / 3600
+        prev_out[s] = outtime
+        con.execute("insert into main.visits values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [s, h, i, k, intime, outtime, los, since, age, capped, g, e, ins, adm, unit, death])
+    subject_of = {v[2]: v[0] for v in VISITS}
+    con.execute("create table main.visit_codes (subject_id bigint, icustay_id bigint, code_type varchar, "
+                "icd9_code varchar, seq_num integer)")
+    con.executemany("insert into main.visit_codes values (?,?,?,?,?)",
+                    [[subject_of[i], i, t, c, n] for (i, t, c, n) in CODES])
+    con.execute("create table main.visit_phenotypes (subject_id bigint, icustay_id bigint, phenotype varchar)")
+    con.executemany("insert into main.visit_phenotypes values (?,?,?)", [[subject_of[i], i, p] for (i, p) in PHENOTYPES])
+    con.execute("create table main.measurements (subject_id bigint, icustay_id bigint, hours double, "
+                "variable varchar, value double, value_text varchar)")
+    con.executemany("insert into main.measurements values (?,?,?,?,?,?)",
+                    [[subject_of[i], i, h, v, x, t] for (i, h, v, x, t) in MEASUREMENTS])
+    con.execute("create schema synehrgy")
+    con.execute("create table synehrgy.patient_split (subject_id bigint, split varchar)")
+    con.executemany("insert into synehrgy.patient_split values (?,?)", [list(r) for r in SPLITS])
+    # A diagnoses dictionary (as the staging view would give); no procedures dictionary.
+    con.execute("create table main.stg_mimic__d_icd_diagnoses (icd9_code varchar, short_title varchar, long_title varchar)")
+    con.execute("insert into main.stg_mimic__d_icd_diagnoses values ('4019', 'Hypertension NOS', "
+                "'Unspecified essential hypertension')")
+    con.close()
+    return path
+
+
+@pytest.fixture
+def marts(tmp_path) -> Path:
+    return build_marts(tmp_path / "warehouse.duckdb")
+
+
+def export(db: Path, out: Path, **kw):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return export_meds(con, out, **kw)
+
+
+def read_data(out: Path) -> tuple[list[Path], pa.Table]:
+    shards = sorted((out / "data").glob("*.parquet"))
+    return shards, pa.concat_tables([pq.read_table(p) for p in shards])
+
+
+def test_schemas_are_meds_0_4(marts, tmp_path):
+    out = tmp_path / "meds"
+    summary = export(marts, out, shard_rows=10)
+    shards, _ = read_data(out)
+    assert len(shards) == summary.shards > 1
+    for p in shards:
+        schema = pq.read_schema(p)
+        assert schema.names == ["subject_id", "time", "code", "numeric_value", "text_value"]
+        assert schema.field("subject_id").type == pa.int64() and not schema.field("subject_id").nullable
+        assert schema.field("time").type == pa.timestamp("us") and schema.field("time").type.tz is None
+        assert schema.field("code").type == pa.string() and not schema.field("code").nullable
+        assert schema.field("numeric_value").type == pa.float32()
+        assert schema.field("text_value").type == pa.large_string()
+    codes = pq.read_schema(out / "metadata" / "codes.parquet")
+    assert codes.names[:3] == ["code", "description", "parent_codes"]
+    assert codes.field("description").type == pa.string()
+    assert codes.field("parent_codes").type.equals(pa.list_(pa.string()))
+    splits = pq.read_schema(out / "metadata" / "subject_splits.parquet")
+    assert splits.names == ["subject_id", "split"]
+    assert splits.field("subject_id").type == pa.int64() and splits.field("split").type == pa.string()
+    meta = json.loads((out / "metadata" / "dataset.json").read_text())
+    assert meta["meds_version"] == "0.4.0"
+    assert meta["dataset_name"] == "MIMIC-III (synehrgy staging)"
+    assert {"dataset_version", "etl_name", "etl_version", "created_at"} <= meta.keys()
+    datetime.fromisoformat(meta["created_at"])
+
+
+def test_sorted_and_sharded_by_subject(marts, tmp_path):
+    out = tmp_path / "meds"
+    summary = export(marts, out, shard_rows=10)
+    shards, data = read_data(out)
+    sid = data["subject_id"].to_numpy()
+    assert np.all(np.diff(sid) >= 0)
+    # Within a subject: static (null time) first, then non-decreasing time.
+    times = data["time"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    null = data["time"].is_null().to_numpy(zero_copy_only=False)
+    key = np.where(null, np.iinfo(np.int64).min, times)
+    for s in np.unique(sid):
+        assert np.all(np.diff(key[sid == s]) >= 0), f"subject {s} not in time order"
+    seen = {}
+    for k, p in enumerate(shards):
+        t = pq.read_table(p)
+        subjects = set(t["subject_id"].to_pylist())
+        for s in subjects:
+            assert s not in seen, f"subject {s} split across shards {seen[s]} and {k}"
+            seen[s] = k
+        assert t.num_rows <= 10 or len(subjects) == 1 or t.num_rows < 10 + max(
+            int(np.sum(sid == s)) for s in subjects)
+    assert summary.events == data.num_rows == sum(summary.events_by_family.values())
+    assert summary.subjects == 4
+    # One big shard gives the same rows in the same order.
+    single = tmp_path / "meds_single"
+    export(marts, single)
+    _, data1 = read_data(single)
+    assert data1.equals(data)
+
+
+def test_subject_splits_cover_every_subject(marts, tmp_path):
+    out = tmp_path / "meds"
+    summary = export(marts, out)
+    _, data = read_data(out)
+    splits = pq.read_table(out / "metadata" / "subject_splits.parquet").to_pydict()
+    assert sorted(splits["subject_id"]) == sorted(set(data["subject_id"].to_pylist()))
+    assert set(splits["split"]) <= {"train", "tuning", "held_out"}
+    assert dict(zip(splits["subject_id"], splits["split"])) == {1: "train", 2: "tuning", 3: "held_out", 4: "train"}
+    assert summary.subjects_by_split == {"train": 2, "tuning": 1, "held_out": 1}
+
+
+def test_codes_metadata_covers_data(marts, tmp_path):
+    out = tmp_path / "meds"
+    summary = export(marts, out)
+    _, data = read_data(out)
+    codes = pq.read_table(out / "metadata" / "codes.parquet").to_pydict()
+    assert len(codes["code"]) == len(set(codes["code"])) == summary.codes
+    assert set(data["code"].to_pylist()) == set(codes["code"])
+    meta = {c: (d, p) for c, d, p in zip(codes["code"], codes["description"], codes["parent_codes"])}
+    assert all(d for d, _ in meta.values())
+    assert meta["ICD9CM//4019"][0].startswith("Unspecified essential hypertension")
+    assert meta["ICD9CM//4019"][1] == ["ICD9CM/401.9"]
+    assert meta["ICD9CM//E8790"][1] == ["ICD9CM/E879.0"]
+    assert meta["ICD9CM//V4581"][1] == ["ICD9CM/V45.81"]
+    assert meta["ICD9PROC//0066"][1] == ["ICD9Proc/00.66"]
+    assert meta["ICD9PROC//0066"][0].startswith("ICD-9-CM procedure 0066")  # no procedures dictionary
+    assert meta["MEASUREMENT//heart_rate"][0] == "Heart rate (bpm)"
+    assert "text_value = category" in meta["MEASUREMENT//gcs_eye_opening"][0]
+    assert summary.icd_descriptions_from == ["main.stg_mimic__d_icd_diagnoses"]
+
+
+def test_measurements_preserved(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out)
+    _, data = read_data(out)
+    rows = data.to_pylist()
+    got = sorted(
+        (r["subject_id"], r["time"], r["code"].removeprefix("MEASUREMENT//"), r["numeric_value"], r["text_value"])
+        for r in rows if r["code"].startswith("MEASUREMENT//")
+    )
+    intime = {v[2]: (v[0], v[4]) for v in VISITS}
+    want = sorted(
+        (intime[i][0], intime[i][1] + timedelta(hours=h), var, float(np.float32(x)), t)
+        for (i, h, var, x, t) in MEASUREMENTS
+    )
+    assert got == want
+    gcs = [r for r in rows if r["code"] == "MEASUREMENT//gcs_verbal_response"]
+    assert gcs[0]["numeric_value"] == 1.0 and gcs[0]["text_value"] == "No Response-ETT"
+
+
+def test_icd_codes_keep_zeros_are_typed_and_once_per_admission(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out)
+    _, data = read_data(out)
+    rows = data.to_pylist()
+    p1 = [r for r in rows if r["subject_id"] == 1]
+    codes1 = [r["code"] for r in p1]
+    assert "ICD9PROC//0066" in codes1 and "ICD9CM//0066" in codes1
+    assert not any(c in codes1 for c in ("ICD9PROC//66", "ICD9PROC//066", "ICD9CM//66"))
+    # Admission 100 had two ICU stays: each code once, at the later stay's outtime.
+    last_out = T0 + timedelta(hours=50 + 20)
+    for code in ("ICD9CM//4019", "ICD9CM//0066", "ICD9PROC//0066", "ICD9PROC//3893", "PHENOTYPE//Essential hypertension"):
+        hits = [r for r in p1 if r["code"] == code]
+        assert len(hits) == 1, code
+        assert hits[0]["time"] == last_out
+    icd = [r["code"] for r in p1 if r["code"].startswith("ICD9CM//") and r["time"] == last_out]
+    assert icd == ["ICD9CM//4019", "ICD9CM//0066"]  # MIMIC priority (seq_num) kept
+
+
+def test_static_birth_death_and_visit_events(marts, tmp_path):
+    out = tmp_path / "meds"
+    summary = export(marts, out)
+    _, data = read_data(out)
+    rows = data.to_pylist()
+    static = [r for r in rows if r["time"] is None]
+    assert sorted((r["subject_id"], r["code"]) for r in static) == [
+        (1, "GENDER//M"), (2, "GENDER//F"), (3, "GENDER//F"), (4, "GENDER//M")]
+    first = {v[0]: v for v in reversed(VISITS)}  # the first visit of each subject
+    for s, v in first.items():
+        (birth,) = [r for r in rows if r["subject_id"] == s and r["code"] == "MEDS_BIRTH"]
+        age = (v[4] - birth["time"]).total_seconds() / (365.2425 * 86400)
+        assert age == pytest.approx(v[6], abs=1e-6)
+        assert birth["text_value"] == ("AGE_CAPPED_AT_90" if v[7] else None)
+    assert summary.births_age_capped == 1
+    deaths = [r for r in rows if r["code"] == "MEDS_DEATH"]
+    assert [(r["subject_id"], r["time"]) for r in deaths] == [(2, T0 + timedelta(days=3, hours=72))]
+    p1 = [r["code"] for r in rows if r["subject_id"] == 1]
+    assert p1.count("HOSPITAL_ADMISSION//EMERGENCY") == 1 and p1.count("ETHNICITY//WHITE") == 1
+    assert p1.count("ETHNICITY//BLACK") == 1 and p1.count("INSURANCE//Private") == 1
+    assert p1.count("ICU_DISCHARGE") == 3
+    assert [c for c in p1 if c.startswith("ICU_ADMISSION//")] == ["ICU_ADMISSION//MICU", "ICU_ADMISSION//SICU",
+                                                                   "ICU_ADMISSION//CSRU"]
+    # The measurement charted before ICU intime precedes the ICU admission event.
+    p3 = [r["code"] for r in rows if r["subject_id"] == 3 and r["time"] is not None]
+    assert p3.index("MEASUREMENT//heart_rate") < p3.index("ICU_ADMISSION//CCU")
+    fam = summary.events_by_family
+    assert fam["MEASUREMENT"] == len(MEASUREMENTS)
+    assert fam["ICD9CM"] == 5 and fam["ICD9PROC"] == 3 and fam["PHENOTYPE"] == 2
+    assert fam["GENDER"] == 4 and fam["MEDS_BIRTH"] == 4 and fam["MEDS_DEATH"] == 1
+
+
+def test_reexport_replaces_atomically_and_failure_keeps_old(marts, tmp_path):
+    out = tmp_path / "meds"
+    first = export(marts, out, shard_rows=10)
+    (out / "data" / "stale.parquet").write_bytes(b"old")
+    second = export(marts, out, shard_rows=1_000)
+    assert not (out / "data" / "stale.parquet").exists()
+    assert second.shards == 1 < first.shards
+    assert second.dataset_version != first.dataset_version  # different sharding, different files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".meds.lock", "meds", "warehouse.duckdb"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with duckdb.connect(str(marts)) as con:
+        con.execute("drop table main.visit_phenotypes")
+    with pytest.raises(MedsExportError, match=r"main\.visit_phenotypes"):
+        export(marts, out)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".meds.lock", "meds", "warehouse.duckdb"]
+
+
+def test_same_marts_same_version(marts, tmp_path):
+    a = export(marts, tmp_path / "a", shard_rows=10)
+    b = export(marts, tmp_path / "b", shard_rows=10)
+    assert a.dataset_version == b.dataset_version
+
+
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_missing_table_is_named(marts, tmp_path, table):
+    with duckdb.connect(str(marts)) as con:
+        con.execute(f"drop table {table}")
+    with pytest.raises(MedsExportError, match=table.replace(".", r"\.")):
+        export(marts, tmp_path / "meds")
+    assert not (tmp_path / "meds").exists()
+
+
+def test_missing_column_and_bad_splits_are_named(marts, tmp_path):
+    with duckdb.connect(str(marts)) as con:
+        con.execute("alter table main.measurements drop column value_text")
+    with pytest.raises(MedsExportError, match=r"main\.measurements lacks column\(s\) \['value_text'\]"):
+        export(marts, tmp_path / "meds")
+    with duckdb.connect(str(marts)) as con:
+        con.execute("alter table main.measurements add column value_text varchar")
+        con.execute("delete from synehrgy.patient_split where subject_id = 3")
+    with pytest.raises(MedsExportError, match=r"1 subject\(s\) .* no row in synehrgy\.patient_split"):
+        export(marts, tmp_path / "meds")
+    with duckdb.connect(str(marts)) as con:
+        con.execute("insert into synehrgy.patient_split values (3, 'validation')")
+    with pytest.raises(MedsExportError, match=r"\['validation'\]"):
+        export(marts, tmp_path / "meds")
+    assert not (tmp_path / "meds").exists()
+
+
+def test_refuses_to_replace_a_foreign_folder(marts, tmp_path):
+    out = tmp_path / "meds"
+    out.mkdir()
+    (out / "notes.txt").write_text("not an export")
+    with pytest.raises(MedsExportError, match="refusing to replace"):
+        export(marts, out)
+    assert (out / "notes.txt").read_text() == "not an export"
+    with pytest.raises(MedsExportError, match="shard_rows"):
+        export(marts, tmp_path / "x", shard_rows=0)
+
+
+@pytest.mark.integration
+def test_asset_materializes_into_private_folder(tmp_path):
+    import dagster as dg
+
+    from synehrgy_assets.defs.meds import meds_export
+    from synehrgy_assets.resources import WorkspaceResource
+
+    workspace = WorkspaceResource(home=str(tmp_path / "home"))
+    workspace.ensure()
+    build_marts(workspace.duckdb_path)
+    result = dg.materialize(
+        [meds_export], resources={"workspace": workspace},
+        run_config={"ops": {"meds_export": {"config": {"shard_rows": 10}}}},
+    )
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("meds_export")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    out = workspace.private_dir / "meds"
+    shards, data = read_data(out)
+    assert meta["path"] == str(out)
+    assert meta["events"] == data.num_rows and meta["shards"] == len(shards) > 1 and meta["subjects"] == 4
+    assert "| `MEASUREMENT` | 49 |" in meta["events_by_code_family"]
+    assert meta["subjects/tuning"] == 1
