@@ -11,7 +11,7 @@ from pydantic import Field
 
 from synehrgy_assets.defs._metadata import png_markdown
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
-from synehrgy_assets.defs.tokens import load_split
+from synehrgy_assets.defs.tokens import REAL_MART_DEPS, load_split, patient_split
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
 
 
@@ -35,7 +35,7 @@ def evaluation_dir(workspace: WorkspaceResource) -> Path:
 
 @dg.asset(
     group_name="evaluation",
-    deps=[synthetic_cohort],
+    deps=[synthetic_cohort, patient_split, *REAL_MART_DEPS],
     kinds={"mlflow"},
     description=(
         "Fidelity (ICD prevalence correlation, per-variable marginal distances), utility (mortality AUROC: "

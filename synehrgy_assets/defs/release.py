@@ -79,6 +79,7 @@ def synthetic_release(
                 name="synthetic_cohort",
                 python_model=str(RELEASE_MODEL_CODE),
                 artifacts={"tables": str(tables)},
+                signature=release_signature(),
                 registered_model_name=mlflow_tracking.release_name,
             )
     version = str(info.registered_model_version)
@@ -119,6 +120,13 @@ def synthetic_release(
             ),
         }
     )
+
+
+def release_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "table")]))
 
 
 def _release_card(provenance: dict, metrics: dict, status: dict, passed: bool) -> str:

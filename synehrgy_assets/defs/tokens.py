@@ -16,6 +16,8 @@ from synehrgy_assets.defs.staging import mart_key
 from synehrgy_assets.resources import WorkspaceResource, write_json
 
 SPLITS = ("train", "val", "test")
+# Every asset that reads the real cohort depends on the four marts it reads.
+REAL_MART_DEPS = [mart_key(m) for m in ("visits", "visit_codes", "visit_phenotypes", "measurements")]
 SPLIT_TABLE = "synehrgy.patient_split"
 # What the reference implementation keeps by truncating to its 1024-token context (its Results
 # notebook, full MIMIC-III): shown beside our own fraction for comparison.
@@ -108,7 +110,7 @@ def vocabulary_path(workspace: WorkspaceResource) -> Path:
 
 @dg.asset(
     group_name="tokens",
-    deps=[patient_split],
+    deps=[patient_split, *REAL_MART_DEPS],
     kinds={"json"},
     description="The SynEHRgy token vocabulary fitted on the train split only (JSON, content-hash version).",
 )
@@ -150,7 +152,7 @@ def tokens_dir(workspace: WorkspaceResource) -> Path:
 
 @dg.asset(
     group_name="tokens",
-    deps=[token_vocabulary],
+    deps=[token_vocabulary, patient_split, *REAL_MART_DEPS],
     kinds={"numpy"},
     description=(
         "Per split: one flat int32 token array + per-patient offsets (memory-mappable .npy in the private "
