@@ -11,7 +11,12 @@ from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_project
 from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, default_home
 
 
-def build_resources(home: str | None = None, mimic_dir: str | None = None, synthetic_patients: int | None = None) -> dict:
+def build_resources(
+    home: str | None = None,
+    mimic_dir: str | None = None,
+    synthetic_patients: int | None = None,
+    release_gate: ReleaseGateResource | None = None,
+) -> dict:
     """Resources for one environment. Arguments override the environment variables."""
     home = home or default_home()
     mimic_dir = os.environ.get("MIMIC_DIR", "") if mimic_dir is None else mimic_dir
@@ -23,6 +28,6 @@ def build_resources(home: str | None = None, mimic_dir: str | None = None, synth
             home=home,
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         ),
-        "release_gate": ReleaseGateResource(),
+        "release_gate": release_gate or ReleaseGateResource(),
         "dbt": DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR)),
     }

@@ -38,6 +38,10 @@ NEEDED_TABLES = (
 )
 
 
+# The demo quotes only fields that need it; DuckDB's sniffer must not guess "no quoting".
+CSV_OPTIONS = "all_varchar=true, header=true, quote='\"', escape='\"'"
+
+
 def write_uppercase_copy(src: Path, dst: Path) -> Path:
     """The demo re-written in the full-release layout: UPPERCASE quoted headers, quoted strings, .csv.gz."""
     import duckdb
@@ -45,11 +49,11 @@ def write_uppercase_copy(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     for table in NEEDED_TABLES:
-        rel = con.sql(f"select * from read_csv('{src / (table + '.csv.gz')}', all_varchar=true, header=true)")
+        rel = con.sql(f"select * from read_csv('{src / (table + '.csv.gz')}', {CSV_OPTIONS})")
         cols = ", ".join(f'"{c}" as "{c.upper()}"' for c in rel.columns)
         out = dst / f"{table}.csv.gz"
         con.execute(
-            f"copy (select {cols} from read_csv('{src / (table + '.csv.gz')}', all_varchar=true, header=true)) "
+            f"copy (select {cols} from read_csv('{src / (table + '.csv.gz')}', {CSV_OPTIONS})) "
             f"to '{out}' (header, force_quote *, compression gzip)"
         )
     con.close()

@@ -27,6 +27,7 @@ def materialize_graph(home: Path, mimic_dir: str = "", synthetic_patients: int =
 
     defs = build_definitions(home=str(home), mimic_dir=mimic_dir, synthetic_patients=synthetic_patients)
     job = defs.resolve_job_def("synehrgy_end_to_end")
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
     result = job.execute_in_process(instance=instance, run_config=SMALL_RUN_CONFIG, raise_on_error=False)
     return defs, instance, result
@@ -75,7 +76,7 @@ def assert_whole_graph(result, home: Path, defs) -> dict:
     ml = defs.resources["mlflow_tracking"]
     client = ml.client()
     gen = client.get_model_version_by_alias(ml.model_name, "candidate")
-    assert gen.version == str(mats["gpt_checkpoint"]["model_version"])
+    assert str(gen.version) == str(mats["gpt_checkpoint"]["model_version"])
     release_version = str(mats["synthetic_release"]["release_version"])
     rel = client.get_model_version(ml.release_name, release_version)
     promoted = mats["synthetic_release"]["promoted_to_champion"]
@@ -83,7 +84,7 @@ def assert_whole_graph(result, home: Path, defs) -> dict:
     gates_passed = all(checks.get(n) for n in ("gx_visits", "gx_visit_codes", "gx_measurements", "privacy_gate", "fidelity_gate"))
     assert promoted == gates_passed
     if promoted:
-        assert client.get_model_version_by_alias(ml.release_name, "champion").version == release_version
+        assert str(client.get_model_version_by_alias(ml.release_name, "champion").version) == release_version
         tables = Path(mlflow.artifacts.download_artifacts(f"models:/{ml.release_name}@champion"))
         assert any(tables.rglob("PATIENTS.parquet"))
     # The run's MLflow metrics are there; no real patient identifiers travel to MLflow.
@@ -104,10 +105,35 @@ def assert_no_real_rows_in_mlflow(home: Path, real_subject_ids) -> None:
 
 @pytest.mark.integration
 def test_whole_graph_on_the_synthetic_hospital(tmp_path):
-    defs, _instance, result = materialize_graph(tmp_path, mimic_dir="", synthetic_patients=150)
+    from orchestration.definitions import build_definitions
+    from synehrgy_assets.defs.evaluation import ReleaseGateResource
+
+    defs, instance, result = materialize_graph(tmp_path, mimic_dir="", synthetic_patients=150)
     mats = assert_whole_graph(result, tmp_path, defs)
     assert mats["mimic_raw/patients"]["source"] == "synthetic hospital"
     assert mats["patient_split"]["patients/train"] > mats["patient_split"]["patients/test"] > 0
+    assert mats["visits"]["dagster/row_count"] > 150
+
+    # A gate nobody can pass: the release is still recorded, but `champion` must not move.
+    strict = build_definitions(
+        home=str(tmp_path), mimic_dir="", synthetic_patients=150,
+        release_gate=ReleaseGateResource(max_membership_inference_auroc=0.0),
+    )
+    rerun = strict.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("evaluation"), dg.AssetKey("synthetic_release")],
+        raise_on_error=False,
+    )
+    assert rerun.success, failure_text(rerun)
+    assert check_results(rerun)["privacy_gate"] is False
+    again = materialized(rerun)["synthetic_release"]
+    assert again["promoted_to_champion"] is False and again["validation_status"] == "failed"
+    ml = strict.resources["mlflow_tracking"]
+    client = ml.client()
+    assert client.get_model_version(ml.release_name, str(again["release_version"])).tags["validation_status"] == "failed"
+    if mats["synthetic_release"]["promoted_to_champion"]:
+        champion = str(client.get_model_version_by_alias(ml.release_name, "champion").version)
+        assert champion == str(mats["synthetic_release"]["release_version"]) != str(again["release_version"])
 
 
 @pytest.mark.integration

@@ -300,7 +300,7 @@ class GrammarConstraint:
     never leaves the accelerator; without it they are numpy arrays.
     """
 
-    def __init__(self, vocab, max_visits: int = 16, device=None):
+    def __init__(self, vocab, max_visits: int = 16, device=None, allow_unknown: bool = False):
         if max_visits < 1:
             raise ValueError(f"max_visits must be >= 1, got {max_visits}")
         self.max_visits = int(max_visits)
@@ -318,8 +318,20 @@ class GrammarConstraint:
             raise ValueError("diagnosis and procedure tokens must be adjacent id ranges")
         self._codes = slice(dx.start if dx.stop > dx.start else px.start, max(dx.stop, px.stop))
         self._end_label = int(np.flatnonzero(token_types == T.END_LABEL)[0])
+        # `X//UNK` tokens encode real values unseen in train (rare codes, new categories). Sampling
+        # them makes NULL covariates and "UNK" codes, so they are masked unless asked for — but only
+        # where the same token type has another token to choose instead.
+        unknown = np.array([str(tok).endswith("//UNK") for tok in vocab.tokens], dtype=bool)
+        if not allow_unknown:
+            for kind in np.unique(token_types[unknown]):
+                if (~unknown & (token_types == kind)).any():
+                    continue
+                unknown[token_types == kind] = False
+        else:
+            unknown[:] = False
         arrays = {
             "token_types": token_types,
+            "unknown": unknown,
             "phase_table": table[:, token_types],       # [N_PHASES, vocab]
             "cost": 1 + dist[token_types],              # tokens to finish if this one comes next
             "value_rank": value_rank,
@@ -368,6 +380,7 @@ class GrammarConstraint:
         """bool [batch, vocab]: the tokens that may come next."""
         t = self._t
         mask = t["phase_table"][state.phase]
+        mask &= ~t["unknown"][None, :]
         mask[:, self._pheno] &= t["pheno_ids"][None, :] > state.last[:, None]
         mask[:, self._values] &= t["value_ranks"][None, :] > state.last_rank[:, None]
         mask[:, self._codes] &= ~state.used_codes

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from synehrgy_assets.defs.evaluation import evaluation, evaluation_dir
+from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks, evaluation_dir
 from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
 from synehrgy_assets.defs.training import CHAMPION_ALIAS
+from synehrgy_assets.defs.validation import gx_checks
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
 
-GATED_ASSETS = (synthetic_cohort.key, evaluation.key)
+# Every check that gates `champion`: the GX suites on the cohort and the evaluation gates.
+GATING_CHECK_KEYS = [key for checks in (*gx_checks, *evaluation_checks) for key in checks.check_keys]
 
 
 def gate_status(instance, check_keys) -> dict[str, dict]:
@@ -48,14 +50,8 @@ def synthetic_release(
 
     from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
 
-    repo_def = context.repository_def
-    check_keys = [
-        key
-        for asset_key in GATED_ASSETS
-        for key in repo_def.asset_graph.get_check_keys_for_assets({asset_key})
-    ]
-    status = gate_status(context.instance, check_keys)
-    passed = bool(check_keys) and all(s["passed"] for s in status.values())
+    status = gate_status(context.instance, GATING_CHECK_KEYS)
+    passed = all(s["passed"] for s in status.values())
     provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
     metrics = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["metrics"]
     if str(provenance["model_version"]) != str(

@@ -64,7 +64,27 @@ def dbt_mimic_models(
     os.environ.update(dbt_environment(workspace))
     context.log.info(f"Staging {files.directory} ({files.header_case}-case headers) into {workspace.duckdb_path}")
     args = ["build", "--vars", json.dumps(files.dbt_vars())]
-    yield from dbt.cli(args, context=context).stream().fetch_row_counts()
+    events = list(dbt.cli(args, context=context).stream())
+    yield from with_row_counts(events, workspace)
+
+
+def with_row_counts(events, workspace: WorkspaceResource):
+    """Attach `dagster/row_count` to every table model, counted after the build.
+
+    Counted here rather than with dagster-dbt's `fetch_row_counts()`: that keeps the dbt adapter's
+    DuckDB connection open in this process, and DuckDB then refuses our own connections to the file.
+    """
+    with workspace.connect(read_only=True) as con:
+        tables = {
+            r[0]
+            for r in con.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()
+        }
+        for event in events:
+            table = getattr(event, "output_name", None)  # dagster-dbt names outputs after the model
+            if isinstance(event, dg.Output) and table in tables:
+                rows = con.execute(f'select count(*) from main."{table}"').fetchall()[0][0]
+                event = event.with_metadata({**event.metadata, "dagster/row_count": int(rows)})
+            yield event
 
 
 def mart_key(model_name: str) -> dg.AssetKey:
