@@ -37,7 +37,8 @@ def materialize(args: argparse.Namespace) -> int:
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=args.run_config or None)
+        run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
     minutes = (time.perf_counter() - started) / 60
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
     m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
     m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
-    m.set_defaults(run_config=None)
+    m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event)")
     args = parser.parse_args(argv)
     return materialize(args)
 

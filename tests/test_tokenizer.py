@@ -626,6 +626,27 @@ def test_grammar_random_walks_always_decode(vocab, limit, max_visits):
         assert np.all(s[end + 1:] == vocab.pad_id)
 
 
+def test_sampling_never_generates_unknown_tokens(vocab):
+    """`X//UNK` stands for real values unseen in train: generating it would make NULL covariates."""
+    unknown = np.array([t.endswith("//UNK") for t in vocab.tokens])
+    assert unknown.any()
+    constraint = GrammarConstraint(vocab)
+    seqs, finished = _walk(constraint, 64, 400, np.random.default_rng(3))
+    assert finished.all()
+    assert not np.isin(np.concatenate(list(seqs)), np.flatnonzero(unknown)).any()
+    decoded, report = decode(list(seqs), vocab, seed=0)
+    assert report.n_valid == 64
+    assert decoded.visits[["gender", "insurance", "admission_type", "first_careunit"]].notna().all().all()
+    # Right where a gender comes: M is allowed, GENDER//UNK is neither allowed nor accepted.
+    state = constraint.start(1)
+    constraint.advance(state, np.array([vocab.bos_id]))
+    constraint.advance(state, np.array([int(np.flatnonzero(constraint.allowed(state)[0])[0])]))  # an age bin
+    mask = constraint.allowed(state)[0]
+    assert mask[vocab.id_of("GENDER//M")] and not mask[vocab.id_of("GENDER//UNK")]
+    with pytest.raises(ValueError, match="not allowed"):
+        constraint.advance(state, np.array([vocab.id_of("GENDER//UNK")]))
+
+
 def test_constraint_rejects_what_it_masks(vocab):
     constraint = GrammarConstraint(vocab)
     state = constraint.start(2)
@@ -651,7 +672,7 @@ def test_advance_enforces_exactly_the_mask(vocab, train):
     import copy
 
     seqs = encode(train.subset(train.visits["subject_id"].unique()[:2]), vocab)
-    constraint = GrammarConstraint(vocab)
+    constraint = GrammarConstraint(vocab, allow_unknown=True)  # real sequences may hold UNK tokens
     rng = np.random.default_rng(2)
     state = constraint.start(1)
     checked = 0
@@ -685,7 +706,7 @@ def test_advance_enforces_exactly_the_mask(vocab, train):
 def test_constraint_and_decoder_agree_on_mutations(vocab, train):
     """Mutated real sequences: the decoder rejects exactly what the constraint would forbid."""
     seqs = encode(train.subset(train.visits["subject_id"].unique()[:40]), vocab)
-    constraint = GrammarConstraint(vocab, max_visits=100)
+    constraint = GrammarConstraint(vocab, max_visits=100, allow_unknown=True)
     rng = np.random.default_rng(5)
     mutated = []
     for i in range(len(seqs)):

@@ -395,6 +395,7 @@ class GrammarConstraint:
     def _token_ok(self, state: GrammarState, tokens):
         t = self._t
         ok = t["phase_table"][state.phase, tokens]
+        ok &= ~t["unknown"][tokens]
         types = t["token_types"][tokens]
         ok &= ~((types == T.PHENOTYPE) & (tokens <= state.last))
         ok &= ~((types == T.VALUE) & (t["value_rank"][tokens] <= state.last_rank))

@@ -22,12 +22,13 @@ class GptTrainingConfig(dg.Config):
     n_head: int = Field(default=4, description="Attention heads.")
     n_embd: int = Field(default=128, description="Embedding width.")
     dropout: float = 0.1
-    max_steps: int = Field(default=300, description="Optimizer steps (CPU default is brief on purpose).")
-    batch_size: int = 16
+    # CPU defaults keep the quickstart to minutes; raise both on a GPU (see docs/benchmarks.md).
+    max_steps: int = Field(default=150, description="Optimizer steps (the CPU default is brief on purpose).")
+    batch_size: int = Field(default=8, description="Windows per optimizer step.")
     learning_rate: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 20
-    eval_every: int = 50
+    eval_every: int = 25
     seed: int = 0
     device: str = Field(default="auto", description="auto = CUDA (bf16, fused attention) when present, else CPU.")
 
