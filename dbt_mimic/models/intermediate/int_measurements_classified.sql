@@ -3,7 +3,12 @@
 {%- set tolerance = var('stay_window_tolerance_hours') %}
 -- int_events_filtered is referenced directly in both branches (no shared CTE): DuckDB would
 -- materialize a CTE used twice in memory, ~10^8 rows at full scale.
-with kept_stays as (
+with items as (
+    select itemid, source_table = 'labevents' as is_labevents, variable, conversion
+    from {{ ref('variable_itemids') }}
+),
+
+kept_stays as (
     select subject_id, hadm_id, icustay_id, intime, outtime
     from {{ ref('int_icustays_classified') }}
     where drop_reason is null
@@ -13,10 +18,11 @@ with kept_stays as (
 -- patient under 18) leaves the row unattached, recorded as dropped_stay_not_kept.
 by_icustay as (
     select
-        e.source_table, e.itemid, e.variable, e.conversion, e.subject_id, e.icustay_id,
+        i.variable, i.conversion, e.subject_id, e.icustay_id,
         e.charttime, e.value, e.valuenum, e.is_error,
         s.intime, s.outtime, s.icustay_id is not null as stay_is_kept
     from {{ ref('int_events_filtered') }} as e
+    inner join items as i on i.itemid = e.itemid and i.is_labevents = e.is_labevents
     left join kept_stays as s on s.icustay_id = e.icustay_id
     where e.icustay_id is not null
 ),
@@ -26,17 +32,18 @@ by_icustay as (
 -- then the nearest edge, when windows of two stays overlap. Unattached rows are not ICU data.
 by_window as (
     select
-        e.source_table, e.itemid, e.variable, e.conversion, e.subject_id, s.icustay_id,
+        i.variable, i.conversion, e.subject_id, s.icustay_id,
         e.charttime, e.value, e.valuenum, e.is_error,
         s.intime, s.outtime, true as stay_is_kept
     from {{ ref('int_events_filtered') }} as e
+    inner join items as i on i.itemid = e.itemid and i.is_labevents = e.is_labevents
     inner join kept_stays as s
         on s.hadm_id = e.hadm_id
         and e.charttime >= s.intime - interval ({{ tolerance }}) hour
         and e.charttime <= s.outtime + interval ({{ tolerance }}) hour
     where e.icustay_id is null
     qualify row_number() over (
-        partition by e.source_table, e.row_id, e.itemid, e.charttime
+        partition by e.is_labevents, e.row_id, e.itemid, e.charttime
         order by
             (e.charttime between s.intime and s.outtime) desc,
             least(abs(date_diff('second', s.intime, e.charttime)), abs(date_diff('second', s.outtime, e.charttime))),
@@ -97,10 +104,7 @@ harmonised as (
 )
 
 select
-    source_table,
-    itemid,
     variable,
-    kind,
     subject_id,
     icustay_id,
     date_diff('second', intime, charttime) / 3600.0 as hours,
