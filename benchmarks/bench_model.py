@@ -21,19 +21,9 @@ import torch
 from synehrgy_assets.core.model import GPT, GPTConfig
 from synehrgy_assets.core.sampler import sample
 from synehrgy_assets.core.trainer import TrainConfig, resolve_device, resolve_precision, train
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 PAD, BOS, EOS = 0, 1, 2
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device) -> dict:
@@ -42,7 +32,7 @@ def machine_info(device: torch.device) -> dict:
         "python": platform.python_version(),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
     }
     if device.type == "cuda":

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from synehrgy_assets.core.mimic_layout import resolve_mimic_dir  # noqa: E402
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 BENCH_ROOT = Path("/tmp/synehrgy_bench")
 RAW_SUMMARY = "synehrgy_bench_raw.json"
@@ -53,16 +54,6 @@ POLL_SECONDS = 0.2
 # ---------------------------------------------------------------------------------------------
 # Machine
 # ---------------------------------------------------------------------------------------------
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mem_total_bytes() -> int | None:
@@ -85,7 +76,7 @@ def _version(dist: str) -> str | None:
 
 def machine_info() -> dict:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_bytes": _mem_total_bytes(),

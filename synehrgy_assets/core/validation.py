@@ -164,8 +164,3 @@ def validate_cohort(cohort: StagedCohort, variables: pd.DataFrame) -> dict[str, 
         "measurements": validate_measurements(cohort, variables, ctx),
     }
 
-
-def load_variables() -> pd.DataFrame:
-    from synehrgy_assets.core.cohort import SEEDS_DIR
-
-    return pd.read_csv(SEEDS_DIR / "variables.csv")

@@ -53,10 +53,9 @@ def synthetic_release(
     status = gate_status(context.instance, GATING_CHECK_KEYS)
     passed = all(s["passed"] for s in status.values())
     provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
-    metrics = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["metrics"]
-    if str(provenance["model_version"]) != str(
-        json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["model_version"]
-    ):
+    evaluated = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())
+    metrics = evaluated["metrics"]
+    if str(provenance["model_version"]) != str(evaluated["model_version"]):
         raise ValueError("evaluation is stale: it evaluated another generator version; re-materialize evaluation")
 
     with tempfile.TemporaryDirectory() as tmp:

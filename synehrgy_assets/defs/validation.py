@@ -26,7 +26,9 @@ def _check(suite: str):
         elif suite == "visit_codes":
             result = validation.validate_codes(cohort)
         else:
-            result = validation.validate_measurements(cohort, validation.load_variables())
+            from synehrgy_assets.core.tokenizer import load_variables
+
+            result = validation.validate_measurements(cohort, load_variables())
         return dg.AssetCheckResult(
             passed=result.success,
             metadata={
