@@ -335,6 +335,22 @@ def test_encode_independent_of_row_order(vocab, train):
     np.testing.assert_array_equal(a.visit_starts, b.visit_starts)
 
 
+def test_parallel_patient_blocks_give_the_same_sequences(vocab, train, monkeypatch):
+    import synehrgy_assets.core.tokenizer as tokenizer
+
+    whole = encode(train, vocab, n_threads=1)
+    monkeypatch.setattr(tokenizer, "_MIN_CHUNK_ROWS", 500)  # force many blocks on a small cohort
+    assert len(tokenizer._patient_blocks(train, 2)) > 2
+    blocked = encode(train, vocab, n_threads=2)
+    for name in ("tokens", "offsets", "subject_ids", "visit_starts"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(blocked, name), err_msg=name)
+    assert blocked.stats == whole.stats
+    # Frames not ordered by subject_id are encoded in one block, with the same result.
+    shuffled = StagedCohort(*(f.iloc[::-1].reset_index(drop=True) for f in train.frames()))
+    assert tokenizer._patient_blocks(shuffled, 2) == []
+    np.testing.assert_array_equal(encode(shuffled, vocab, n_threads=2).tokens, whole.tokens)
+
+
 def test_sequences_save_load(vocab, train, tmp_path):
     seqs = encode(train, vocab)
     seqs.save(tmp_path / "seqs")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,9 @@ from synehrgy_assets.core.grammar import (
 __all__ = [
     "AGE_CAP", "AGE_EDGES", "DT_EDGES", "GAP_VISIT_EDGES", "UNK", "VocabularyConfig", "NumericBins",
     "VariableSpec", "TokenVocabulary", "TokenSequences", "DecodeReport", "ContextWindows",
-    "GrammarConstraint", "GrammarState", "TokenType", "load_variables", "encode", "decode",
+    "GrammarConstraint", "GrammarState", "TokenType", "load_variables", "encode", "encode_blocks",
+    "encode_marts",
+    "decode",
     "context_windows", "reference_fraction",
 ]
 
@@ -415,10 +418,12 @@ def _index_in(arr, values: list[str]) -> np.ndarray:
         in_dict = _arrow_index(pc.index_in(arr.dictionary, value_set=pa.array(
             values, type=arr.type.value_type)))
         codes = arr.indices.to_numpy(zero_copy_only=False)
-        codes = np.where(_arrow_valid(arr), codes, 0).astype(np.int64)
         if len(in_dict) == 0:
             return np.full(len(arr), -1, dtype=np.int32)
-        return np.where(_arrow_valid(arr), in_dict[codes], -1).astype(np.int32)
+        if arr.null_count == 0:
+            return in_dict.astype(np.int32, copy=False)[codes]
+        valid = _arrow_valid(arr)
+        return np.where(valid, in_dict[np.where(valid, codes, 0)], -1).astype(np.int32)
     return _arrow_index(pc.index_in(arr, value_set=pa.array(values, type=arr.type)))
 
 
@@ -521,22 +526,12 @@ def _rows_and_gaps(gv: np.ndarray, hours: np.ndarray):
     return heads, row_gv, gaps
 
 
-def _one_sorted_run_per_visit(gv: np.ndarray, hours: np.ndarray, rank=None, strict: bool = True) -> bool:
-    """True if each visit's rows are one contiguous run, in time (then rank) order.
-
-    Without `rank` ties in hours are allowed; with it, (hours, rank) must strictly increase
-    (or, with `strict=False`, not decrease: duplicate values of a variable at one time).
-    """
+def _one_sorted_run_per_visit(gv: np.ndarray, hours: np.ndarray) -> bool:
+    """True if each visit's rows are one contiguous run in time order (ties allowed)."""
     if len(gv) < 2:
         return True
     same = gv[1:] == gv[:-1]
-    d_h = np.diff(hours)
-    if rank is None:
-        ordered = ~same | (d_h >= 0)
-    else:
-        d_r = np.diff(rank.astype(np.int16))
-        ordered = ~same | (d_h > 0) | ((d_h == 0) & ((d_r > 0) if strict else (d_r >= 0)))
-    if not ordered.all():
+    if np.any(same & (hours[1:] < hours[:-1])):
         return False
     run_gv = gv[np.concatenate([[0], np.flatnonzero(~same) + 1])]
     return int(np.bincount(run_gv).max()) <= 1
@@ -697,10 +692,15 @@ class TokenVocabulary:
         self.size = len(tokens)
         self._ids = {t: i for i, t in enumerate(tokens)}
         self.token_types = np.asarray(types, dtype=np.int8)
+        # Values inside a measurement row are ordered by variable *name*: the order the marts
+        # loader returns rows in, so encoding needs no sort (and independent of the seed's order).
+        names = [v.name for v in self.variables]
+        self._rank_of_var = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"),
+                                       kind="stable").astype(np.int16)
         self.value_rank = np.full(self.size, -1, dtype=np.int64)
         self.value_var = np.full(self.size, -1, dtype=np.int64)
         for tid, j in value_var.items():
-            self.value_rank[tid] = j
+            self.value_rank[tid] = self._rank_of_var[j]
             self.value_var[tid] = j
         self.bin_low = np.full(self.size, np.nan)
         self.bin_high = np.full(self.size, np.nan)
@@ -1045,14 +1045,147 @@ class TokenSequences:
         return seqs
 
 
+_MIN_CHUNK_ROWS = 1 << 20  # measurement rows below which splitting the cohort costs more than it saves
+
+
 def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None = None
            ) -> TokenSequences:
     """Tokenize a staged cohort; patients in ascending subject_id, visits by visit_index.
 
-    `n_threads` (default: up to 2 cores) threads share the per-row measurement work.
+    `n_threads` (default: up to 2 cores) threads encode disjoint blocks of patients. Patients are
+    independent, so when every mart is ordered by subject_id (the marts loader's order) the
+    cohort is cut into contiguous patient blocks and the blocks' arrays are concatenated; the
+    result is identical to encoding the whole cohort at once.
     """
     n_threads = n_threads or min(2, os.cpu_count() or 1)
     cohort.validate_columns("cohort")
+    blocks = _patient_blocks(cohort, n_threads)
+    if len(blocks) <= 1:
+        return _encode_block(cohort, vocab, n_threads)
+    # numpy and arrow release the GIL in the kernels that dominate, so blocks run in parallel.
+    with ThreadPoolExecutor(n_threads) as pool:
+        parts = list(pool.map(lambda block: _encode_block(block, vocab, 1), blocks))
+    return _concatenate(parts, vocab.version)
+
+
+def encode_blocks(load_block, n_blocks: int, vocab: TokenVocabulary, n_threads: int | None = None,
+                  progress=None) -> TokenSequences:
+    """Tokenize a cohort that arrives in `n_blocks` blocks of whole patients, block i being
+    `load_block(i)` (a StagedCohort; blocks in ascending subject_id order, disjoint).
+
+    `n_threads` threads each load and encode blocks, so reading the marts (DuckDB) overlaps
+    with encoding and at most ~2 blocks per thread are in memory at once. `progress(done, total)`
+    is called after each block.
+    """
+    n_threads = n_threads or min(2, os.cpu_count() or 1)
+    done = [0]
+    lock = threading.Lock()
+
+    def run(i: int) -> TokenSequences:
+        block = load_block(i)
+        block.validate_columns(f"cohort block {i}")
+        part = _encode_block(block, vocab, 1)
+        if progress is not None:
+            with lock:
+                done[0] += 1
+                progress(done[0], n_blocks)
+        return part
+
+    if n_threads > 1 and n_blocks > 1:
+        with ThreadPoolExecutor(n_threads) as pool:
+            parts = list(pool.map(run, range(n_blocks)))
+    else:
+        parts = [run(i) for i in range(n_blocks)]
+    if not parts:
+        raise ValueError("encode_blocks: no blocks to encode")
+    return parts[0] if len(parts) == 1 else _concatenate(parts, vocab.version)
+
+
+def encode_marts(con, vocab: TokenVocabulary, subject_ids=None, schema: str = "main",
+                 n_threads: int | None = None, patients_per_block: int = 3000,
+                 progress=None) -> TokenSequences:
+    """Staged DuckDB marts -> token arrays, for `subject_ids` (None: every patient).
+
+    The patients are read and encoded in blocks of about `patients_per_block` by `n_threads`
+    threads (see `encode_blocks`); the result is identical to
+    `encode(load_staged_cohort(con, subject_ids), vocab)`. While the threads run, DuckDB uses
+    one thread per query: two queries with two DuckDB threads each on two cores lose ~20 % to
+    oversubscription.
+    """
+    from synehrgy_assets.core.cohort import MartReader
+
+    n_threads = n_threads or min(2, os.cpu_count() or 1)
+    with MartReader(con, subject_ids, schema) as reader:
+        n_patients = len(reader.all_subjects if reader.ids is None else reader.ids)
+        blocks = reader.blocks(max(1, math.ceil(n_patients / max(patients_per_block, 1))))
+        pipelined = n_threads > 1 and len(blocks) > 1
+        threads_before = con.sql("select current_setting('threads')").fetchall()[0][0]
+        if pipelined:
+            con.execute("set threads = 1")
+        try:
+            return encode_blocks(lambda i: reader.load(blocks[i], check_order=False),
+                                 len(blocks), vocab, n_threads, progress)
+        finally:
+            if pipelined:
+                con.execute(f"set threads = {int(threads_before)}")
+
+
+def _subject_column(frame: pd.DataFrame, table: str) -> np.ndarray | None:
+    """subject_id as int64 if the frame is ordered by it (no NULLs), else None."""
+    try:
+        subject = frame["subject_id"].to_numpy(dtype=np.int64)
+    except (TypeError, ValueError):
+        return None  # NULL or non-numeric subject_id: the one-block path names the problem
+    if len(subject) > 1 and np.any(subject[1:] < subject[:-1]):
+        return None
+    return subject
+
+
+def _patient_blocks(cohort: StagedCohort, n_threads: int) -> list[StagedCohort]:
+    """Contiguous blocks of patients with about equal measurement rows, or [] to encode whole."""
+    n_rows = len(cohort.measurements)
+    n_blocks = min(4 * n_threads, n_rows // _MIN_CHUNK_ROWS)
+    if n_threads < 2 or n_blocks < 2:
+        return []
+    subjects = []
+    for name, frame in zip(("visits", "visit_codes", "visit_phenotypes", "measurements"),
+                           cohort.frames()):
+        subject = _subject_column(frame, name)
+        if subject is None:
+            return []
+        subjects.append(subject)
+    m_subject = subjects[3]
+    # Cut at the first row of a patient, near equal shares of the measurement rows.
+    cuts = np.unique(m_subject[np.linspace(0, n_rows, n_blocks + 1)[1:-1].astype(np.int64)])
+    cuts = cuts[cuts > m_subject[0]]
+    if len(cuts) == 0:
+        return []
+    blocks = []
+    bounds = [np.concatenate([[0], np.searchsorted(s, cuts), [len(s)]]) for s in subjects]
+    for b in range(len(cuts) + 1):
+        blocks.append(StagedCohort(*(frame.iloc[bound[b]:bound[b + 1]]
+                                     for frame, bound in zip(cohort.frames(), bounds))))
+    return blocks
+
+
+def _concatenate(parts: list[TokenSequences], vocab_version: str) -> TokenSequences:
+    lengths = [len(p.tokens) for p in parts]
+    shift = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    offsets = [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shift)]
+    stats: dict = {}
+    for p in parts:
+        for key, value in p.stats.items():
+            stats[key] = stats.get(key, 0) + value
+    return TokenSequences(
+        np.concatenate([p.tokens for p in parts]),
+        np.concatenate(offsets),
+        np.concatenate([p.subject_ids for p in parts]),
+        np.concatenate([p.visit_starts + s for p, s in zip(parts, shift)]),
+        vocab_version, stats,
+    )
+
+
+def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int) -> TokenSequences:
     stats: dict = {}
     visits = cohort.visits
     vis = _prepare_visits(visits)
@@ -1150,8 +1283,15 @@ def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None =
     out[cd_start[cd_gv] + cd_rank] = cd_tok
     out[cd_start + n_cd] = vocab.end_code_id
     m_start = cd_start + n_cd + 1
-    out[np.repeat(m_start[m.run_gv], m.run_len) + m.val_rel] = m.val_tok
-    out[m_start[m.row_gv] + m.row_rel] = m.row_tok
+    if len(m.stream):
+        # Each visit's segment moves as a block: position = stream position + segment shift.
+        shift = m_start[m.seg_gv] - m.seg_start
+        if len(shift) == 1 or np.all(shift[1:] == shift[:-1]):
+            out[shift[0]:shift[0] + len(m.stream)] = m.stream
+        else:
+            pos = np.repeat(shift, m.seg_len)
+            pos += np.arange(len(m.stream))
+            out[pos] = m.stream
     ts_end = m_start + n_val + n_row
     out[ts_end] = vocab.end_ts_id
     out[ts_end + 1] = vocab.end_adm_id
@@ -1161,17 +1301,18 @@ def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None =
 
 @dataclass
 class _Measured:
-    """Measurement section of every visit, as offsets inside that section."""
+    """Measurement section of every visit: one int32 stream of value and DT tokens.
+
+    The stream holds one contiguous segment per visit (values, each row closed by its DT token);
+    segments come in the input's visit order, which need not be the sorted-visit order.
+    """
 
     n_val: np.ndarray      # values per visit
     n_row: np.ndarray      # rows (= DT tokens) per visit
-    run_gv: np.ndarray     # value tokens come in one contiguous run per visit
-    run_len: np.ndarray
-    val_tok: np.ndarray
-    val_rel: np.ndarray    # position of each value token inside its visit's section
-    row_gv: np.ndarray
-    row_rel: np.ndarray
-    row_tok: np.ndarray
+    stream: np.ndarray     # int32 [n_values + n_rows]
+    seg_gv: np.ndarray     # visit of each segment
+    seg_start: np.ndarray  # first stream position of each segment
+    seg_len: np.ndarray
 
 
 _CHUNK = 1 << 18  # rows per elementwise chunk: the working set stays in cache
@@ -1186,7 +1327,7 @@ def _value_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, stats: dict, n_thr
     value = _float_column(meas, "measurements", "value", allow_null=True)
     var_set, cat_set = vocab.variable_names, vocab._category_union
     token = np.empty(n, dtype=np.int32)
-    rank = np.empty(n, dtype=np.int8 if len(vocab.variables) < 127 else np.int16)
+    rank = np.empty(n, dtype=np.int16)
     bounds = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
     # Per chunk: unknown variables, clipped values, unknown categories.
     counts = np.zeros((len(bounds), 3), dtype=np.int64)
@@ -1236,7 +1377,7 @@ def _value_tokens_chunk(vocab, var_arr, var_set, v, text, cat_set, token_out, ra
         cat_tok = np.where(pos >= 0, vocab._category_token[var[cat_rows], np.maximum(pos, 0)], -1)
         counts[2] += int(np.count_nonzero((has_text | fill) & (cat_tok < 0)))
         token_out[cat_rows] = cat_tok
-    rank_out[:] = var
+    np.take(vocab._rank_of_var, var, out=rank_out)
 
 
 def _arrow_valid(arr) -> np.ndarray:
@@ -1275,7 +1416,8 @@ def _measurement_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, vis: _Visits
     """Value and DT tokens of every visit, ordered (hours, variable rank) within the visit.
 
     Fast path (the marts loader's order: rows of a stay contiguous and sorted by hours and
-    variable, nothing missing): no sort at all. Otherwise one lexsort.
+    variable name, which is the rank order): no sort at all, and adjacent-row comparisons are
+    computed once. Otherwise one lexsort.
     """
     hours = _float_column(meas, "measurements", "hours", allow_null=False)
     gv = vis.position_of(_int_column(meas, "measurements", "icustay_id"), "measurements")
@@ -1283,64 +1425,109 @@ def _measurement_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, vis: _Visits
     keep = token >= 0
     if not keep.all():
         gv, hours, rank, token = gv[keep], hours[keep], rank[keep], token[keep]
-    n = len(gv)
-    stats["n_duplicate_values"] = 0
-    if not _one_sorted_run_per_visit(gv, hours, rank):
+    same_visit, same_row, dup = _adjacent(gv, hours, rank)
+    if not _in_visit_order(gv, hours, rank, same_visit, same_row):
         # Sorting by token too makes duplicates' order independent of the input order.
-        if _one_sorted_run_per_visit(gv, hours, rank, strict=False):
-            # The marts loader's order with duplicates: only the tokens inside each tie group are
-            # out of order, so a stable sort of (group, token) is nearly linear (timsort runs).
-            new_group = np.ones(len(gv), dtype=bool)
-            new_group[1:] = (gv[1:] != gv[:-1]) | (hours[1:] != hours[:-1]) | (rank[1:] != rank[:-1])
-            group = np.cumsum(new_group, dtype=np.int64)
-            order = np.argsort(group * np.int64(vocab.size) + token, kind="stable")
-        else:
-            order = np.lexsort((token, rank, hours, gv))
+        order = np.lexsort((token, rank, hours, gv))
         gv, hours, rank, token = gv[order], hours[order], rank[order], token[order]
-        dup = np.zeros(n, dtype=bool)
-        dup[1:] = (gv[1:] == gv[:-1]) & (hours[1:] == hours[:-1]) & (rank[1:] == rank[:-1])
-        stats["n_duplicate_values"] = int(dup.sum())
-        if dup.any():
-            # Several values of one variable at one time: keep the (lower) median token.
-            heads = np.flatnonzero(~dup)
-            sizes = np.diff(np.append(heads, n))
-            keep = heads + (sizes - 1) // 2
-            gv, hours, token = gv[keep], hours[keep], token[keep]
-            n = len(gv)
-    same = gv[1:] == gv[:-1]
-    run_heads = np.concatenate([[0], np.flatnonzero(~same) + 1]) if n else np.zeros(0, np.int64)
+        same_visit, same_row, dup = _adjacent(gv, hours, rank)
+    n = len(gv)
+    # Row and visit boundaries (every visit start is a row start). A duplicate (same variable,
+    # same time) is never a row start, so rows are found before duplicates are dropped.
     new_row = np.ones(n, dtype=bool)
-    if n > 1:
-        new_row[1:] = ~same | (hours[1:] != hours[:-1])
+    np.logical_not(same_row, out=new_row[1:])
     row_heads = np.flatnonzero(new_row)
-    row_id = np.cumsum(new_row) - 1
-    run_len = np.diff(np.append(run_heads, n))
-    run_gv = gv[run_heads]
-    first_row = row_id[run_heads] if n else np.zeros(0, np.int64)
-    # Position inside the visit's section: values before it plus DT tokens (rows) before it.
-    val_rel = np.arange(n) + row_id - np.repeat(run_heads + first_row, run_len)
-
-    row_gv = gv[row_heads]
+    n_rows = len(row_heads)
+    new_visit_row = np.ones(n_rows, dtype=bool)  # per row: first row of its visit's segment
+    if n_rows > 1:
+        np.logical_not(same_visit[row_heads[1:] - 1], out=new_visit_row[1:])
     row_hours = hours[row_heads]
-    row_first = np.ones(len(row_heads), dtype=bool)
-    row_first[1:] = row_gv[1:] != row_gv[:-1]
-    prev = np.zeros(len(row_heads))
-    prev[1:] = row_hours[:-1]
-    gaps = row_hours - np.where(row_first, 0.0, prev)  # first row: from ICU admission
-    row_run = np.cumsum(row_first) - 1
-    row_end = np.append(row_heads[1:], n)
-    row_rel = (row_end - run_heads[row_run]) + (np.arange(len(row_heads)) - first_row[row_run])
+    seg_first_row = np.flatnonzero(new_visit_row)
+    seg_gv = gv[row_heads[seg_first_row]]
+    prev = np.empty(n_rows)
+    if n_rows:
+        prev[0] = 0.0
+        prev[1:] = row_hours[:-1]
+    prev[seg_first_row] = 0.0  # the first row of a visit: gap from ICU admission
+    gaps = row_hours - prev
     dt_scale = vocab.scales["DT"]
-    stats["n_negative_first_gaps"] = int(np.sum(gaps < 0))
-    stats["n_gaps_clipped"] = int(np.sum(gaps > dt_scale.edges[-1]))
-    row_tok = vocab.dt_base + dt_scale.assign(np.maximum(gaps, 0.0))
+    stats["n_negative_first_gaps"] = int(np.count_nonzero(gaps < 0))
+    stats["n_gaps_clipped"] = int(np.count_nonzero(gaps > dt_scale.edges[-1]))
+    np.maximum(gaps, 0.0, out=gaps)
+    row_tok = (vocab.dt_base + dt_scale.assign(gaps)).astype(np.int32)
+
+    dup_rows = np.flatnonzero(dup) + 1
+    stats["n_duplicate_values"] = int(len(dup_rows))
+    if len(dup_rows):
+        token = _drop_duplicates(token, dup_rows)
+        row_heads = row_heads - np.searchsorted(dup_rows, row_heads)
+        n = len(token)
+
+    # Stream: the values of row r sit at i + r, its DT token right after its last value.
+    dt_pos = np.empty(n_rows, dtype=np.int64)
+    dt_pos[:-1] = row_heads[1:]
+    if n_rows:
+        dt_pos[-1] = n
+    dt_pos += np.arange(n_rows)
+    stream = np.empty(n + n_rows, dtype=np.int32)
+    is_value = np.ones(n + n_rows, dtype=bool)
+    is_value[dt_pos] = False
+    stream[is_value] = token
+    stream[dt_pos] = row_tok
+
+    seg_start = row_heads[seg_first_row] + seg_first_row
+    seg_len = np.diff(np.append(seg_start, n + n_rows))
+    rows_per_seg = np.diff(np.append(seg_first_row, n_rows))
     n_visits = vis.n
-    return _Measured(
-        n_val=np.bincount(run_gv, weights=run_len, minlength=n_visits).astype(np.int64),
-        n_row=np.bincount(row_gv, minlength=n_visits).astype(np.int64),
-        run_gv=run_gv, run_len=run_len, val_tok=token, val_rel=val_rel,
-        row_gv=row_gv, row_rel=row_rel, row_tok=row_tok,
-    )
+    n_row = np.bincount(seg_gv, weights=rows_per_seg, minlength=n_visits).astype(np.int64)
+    n_val = np.bincount(seg_gv, weights=seg_len, minlength=n_visits).astype(np.int64) - n_row
+    return _Measured(n_val=n_val, n_row=n_row, stream=stream, seg_gv=seg_gv,
+                     seg_start=seg_start, seg_len=seg_len)
+
+
+def _adjacent(gv: np.ndarray, hours: np.ndarray, rank: np.ndarray):
+    """Row i+1 vs row i: same visit, same measurement row (visit and time), same variable too."""
+    same_visit = gv[1:] == gv[:-1]
+    same_row = hours[1:] == hours[:-1]
+    same_row &= same_visit
+    dup = rank[1:] == rank[:-1]
+    dup &= same_row
+    return same_visit, same_row, dup
+
+
+def _in_visit_order(gv, hours, rank, same_visit, same_row) -> bool:
+    """True if each visit's rows are one contiguous run in (hours, rank) order (ties allowed)."""
+    if len(gv) < 2:
+        return True
+    backwards = hours[1:] < hours[:-1]
+    backwards &= same_visit
+    if backwards.any():
+        return False
+    rank_down = rank[1:] < rank[:-1]
+    rank_down &= same_row
+    if rank_down.any():
+        return False
+    run_gv = gv[np.concatenate([[0], np.flatnonzero(~same_visit) + 1])]
+    return int(np.bincount(run_gv).max()) <= 1
+
+
+def _drop_duplicates(token: np.ndarray, dup_rows: np.ndarray) -> np.ndarray:
+    """Several values of one variable at one time: keep the (lower) median token in place of the
+    group's first row and drop the others. `dup_rows` (ascending) repeat the row before them;
+    only these few groups are sorted."""
+    run_start = np.ones(len(dup_rows), dtype=bool)
+    run_start[1:] = dup_rows[1:] != dup_rows[:-1] + 1
+    group_heads = dup_rows[run_start] - 1
+    sizes = np.diff(np.append(np.flatnonzero(run_start), len(dup_rows))) + 1
+    first = _excl_cumsum(sizes)
+    members = np.repeat(group_heads - first, sizes) + np.arange(int(sizes.sum()))
+    group = np.repeat(np.arange(len(group_heads)), sizes)
+    order = np.lexsort((token[members], group))
+    token = token.copy()
+    token[group_heads] = token[members[order]][first + (sizes - 1) // 2]
+    keep = np.ones(len(token), dtype=bool)
+    keep[dup_rows] = False
+    return token[keep]
 
 
 # ----------------------------------------------------------------------------------------------

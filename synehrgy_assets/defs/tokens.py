@@ -146,6 +146,18 @@ class TokenSequencesConfig(dg.Config):
     n_ctx: int = Field(default=512, description="Model context; long patients become visit-aligned windows.")
 
 
+def _progress_logger(context: dg.AssetExecutionContext, split: str):
+    """Log block progress at most about every 10 % (large cohorts take tens of blocks)."""
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        if total > 1 and (done == total or done / total - last[0] >= 0.1):
+            last[0] = done / total
+            context.log.info(f"{split}: encoded {done}/{total} patient blocks")
+
+    return report
+
+
 def tokens_dir(workspace: WorkspaceResource) -> Path:
     return workspace.private_dir / "token_sequences"
 
@@ -162,7 +174,7 @@ def tokens_dir(workspace: WorkspaceResource) -> Path:
 def token_sequences(
     context: dg.AssetExecutionContext, config: TokenSequencesConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
-    from synehrgy_assets.core.tokenizer import TokenVocabulary, context_windows, encode
+    from synehrgy_assets.core.tokenizer import TokenVocabulary, context_windows, encode_marts
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
     out = tokens_dir(workspace)
@@ -171,8 +183,13 @@ def token_sequences(
     train_lengths = None
     for split in SPLITS:
         started = time.perf_counter()
-        seqs = encode(load_split(workspace, split), vocab)
+        with workspace.connect(read_only=True) as con:
+            ids = split_subject_ids(con, split)
+            # Blocks of patients are read and encoded on two threads (staged marts -> arrays).
+            seqs = encode_marts(con, vocab, ids, progress=_progress_logger(context, split))
         seconds = time.perf_counter() - started
+        context.log.info(f"{split}: {len(seqs):,} patients, {len(seqs.tokens):,} tokens "
+                         f"in {seconds:.1f} s ({len(seqs) / max(seconds, 1e-9):,.0f} patients/s)")
         seqs.save(out / split)
         lengths = np.diff(seqs.offsets)
         windows = context_windows(seqs, config.n_ctx)
