@@ -137,8 +137,8 @@ class MartReader:
     def _measurement_select(self) -> str:
         """SELECT list of the measurements: text columns as int16 category codes (-1: NULL).
 
-        `list_position` on DuckDB's dictionary-compressed strings costs about a quarter of a
-        cast to ENUM and far less than materializing the strings."""
+        A constant MAP lookup costs about a third of a cast to ENUM (and half of
+        `list_position`) and far less than materializing the strings."""
         table = f"{self.schema}.measurements"
         aggregates = ", ".join(f"array_agg(distinct {c} order by {c}) filter (where {c} is not null)"
                                for c in CATEGORICAL_TEXT)
@@ -152,8 +152,11 @@ class MartReader:
                     raise ValueError(f"table 'measurements': column '{col}' has {len(values)} "
                                      "distinct values; expected a short list of names/categories")
                 self._categories[col] = values
-                literal = "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::varchar[]"
-                select.append(f"cast(coalesce(list_position({literal}, {col}), 0) - 1 as smallint) as {col}")
+                if not values:
+                    select.append(f"cast(-1 as smallint) as {col}")
+                    continue
+                entries = ", ".join("'" + v.replace("'", "''") + f"': {i}" for i, v in enumerate(values))
+                select.append(f"cast(coalesce((map {{{entries}}})[{col}], -1) as smallint) as {col}")
             else:
                 select.append(col)
         return ", ".join(select)

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synehrgy_assets.core import _kernels
 from synehrgy_assets.core.cohort import (
     CODE_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -1045,7 +1046,7 @@ class TokenSequences:
         return seqs
 
 
-_MIN_CHUNK_ROWS = 1 << 20  # measurement rows below which splitting the cohort costs more than it saves
+_MIN_CHUNK_ROWS = 1 << 18  # measurement rows below which splitting the cohort costs more than it saves
 
 
 def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None = None
@@ -1061,10 +1062,10 @@ def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None =
     cohort.validate_columns("cohort")
     blocks = _patient_blocks(cohort, n_threads)
     if len(blocks) <= 1:
-        return _encode_block(cohort, vocab, n_threads)
-    # numpy and arrow release the GIL in the kernels that dominate, so blocks run in parallel.
+        return _encode_block(cohort, vocab)
+    # The compiled loops, numpy and arrow release the GIL, so blocks run in parallel.
     with ThreadPoolExecutor(n_threads) as pool:
-        parts = list(pool.map(lambda block: _encode_block(block, vocab, 1), blocks))
+        parts = list(pool.map(lambda block: _encode_block(block, vocab), blocks))
     return _concatenate(parts, vocab.version)
 
 
@@ -1084,7 +1085,7 @@ def encode_blocks(load_block, n_blocks: int, vocab: TokenVocabulary, n_threads: 
     def run(i: int) -> TokenSequences:
         block = load_block(i)
         block.validate_columns(f"cohort block {i}")
-        part = _encode_block(block, vocab, 1)
+        part = _encode_block(block, vocab)
         if progress is not None:
             with lock:
                 done[0] += 1
@@ -1185,7 +1186,7 @@ def _concatenate(parts: list[TokenSequences], vocab_version: str) -> TokenSequen
     )
 
 
-def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int) -> TokenSequences:
+def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequences:
     stats: dict = {}
     visits = cohort.visits
     vis = _prepare_visits(visits)
@@ -1260,7 +1261,7 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int) 
     n_cd, cd_rank = _group_rank(cd_gv, n_visits)
 
     # Measurements.
-    m = _measurement_tokens(cohort.measurements, vocab, vis, stats, n_threads)
+    m = _measurement_tokens(cohort.measurements, vocab, vis, stats)
     n_val, n_row = m.n_val, m.n_row
 
     # Positions: every section's start is arithmetic on the per-visit counts.
@@ -1315,69 +1316,63 @@ class _Measured:
     seg_len: np.ndarray
 
 
-_CHUNK = 1 << 18  # rows per elementwise chunk: the working set stays in cache
+def _codes(series: pd.Series, table: str, column: str) -> tuple[np.ndarray, list[str]]:
+    """int32 codes (-1: NULL) and their categories for a text column of any representation.
+
+    Categoricals (the marts loader's measurement text) cost nothing; arrow dictionary columns
+    cost a concatenation; plain strings are dictionary-encoded once."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return (series.cat.codes.to_numpy().astype(np.int32, copy=False),
+                [str(c) for c in series.cat.categories])
+    arr = _to_arrow_strings(series, table, column, keep_dictionary=True)
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    chunks = arr.unify_dictionaries().chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    chunks = [ch for ch in chunks if len(ch)]
+    if not chunks:
+        return np.zeros(0, dtype=np.int32), []
+    codes = np.concatenate([
+        ch.indices.cast(pa.int32()).fill_null(-1).to_numpy(zero_copy_only=False) for ch in chunks])
+    return codes.astype(np.int32, copy=False), [str(c) for c in chunks[0].dictionary.to_pylist()]
 
 
-def _value_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, stats: dict, n_threads: int):
+def _positions(categories: list[str], values: Sequence[str], absent: int) -> np.ndarray:
+    index = {v: i for i, v in enumerate(values)}
+    return np.array([index.get(c, absent) for c in categories] or [absent], dtype=np.int32)
+
+
+def _value_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, stats: dict):
     """Token id of every measurement row (-1: missing or unknown category) and variable rank."""
     n = len(meas)
-    var_arr = _to_arrow_strings(meas["variable"], "measurements", "variable", keep_dictionary=True)
-    text_arr = _to_arrow_strings(meas["value_text"], "measurements", "value_text",
-                                 keep_dictionary=True)
+    var_code, var_cats = _codes(meas["variable"], "measurements", "variable")
+    text_code, text_cats = _codes(meas["value_text"], "measurements", "value_text")
     value = _float_column(meas, "measurements", "value", allow_null=True)
-    var_set, cat_set = vocab.variable_names, vocab._category_union
+    var_map = _positions(var_cats, vocab.variable_names, -1)
+    text_map = _positions(text_cats, vocab._category_union, -2)
     token = np.empty(n, dtype=np.int32)
     rank = np.empty(n, dtype=np.int16)
-    bounds = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
-    # Per chunk: unknown variables, clipped values, unknown categories.
-    counts = np.zeros((len(bounds), 3), dtype=np.int64)
-
-    def run(i: int) -> None:
-        a, b = bounds[i]
-        _value_tokens_chunk(vocab, var_arr.slice(a, b - a), var_set, value[a:b],
-                            text_arr.slice(a, b - a), cat_set, token[a:b], rank[a:b], counts[i])
-
-    # numpy and arrow release the GIL inside these kernels, so chunks run in parallel threads.
-    if n_threads > 1 and len(bounds) > 1:
-        with ThreadPoolExecutor(n_threads) as pool:
-            list(pool.map(run, range(len(bounds))))
-    else:
-        for i in range(len(bounds)):
-            run(i)
-    counts = counts.sum(axis=0)
+    counts = np.zeros(4, dtype=np.int64)
+    grid = vocab._grid
+    _kernels.value_tokens(*map(_kernels.readonly, (
+        var_code, var_map, value, text_code, text_map, vocab._var_continuous, grid.low,
+        grid.scale)), int(grid.size), *map(_kernels.readonly, (
+        grid.base, grid.edge, vocab._value_base32, vocab._valid_low, vocab._valid_high,
+        vocab._category_token, vocab._rank_of_var)), token, rank, counts)
     if counts[0]:
         var = _lookup(meas["variable"], vocab.variable_names, "measurements", "variable")
         _raise_unknown_variables(meas, var)
+    if counts[3]:
+        # A categorical value without text: its score names the category ("%g" of the score).
+        rows = np.flatnonzero(token == _kernels.NEEDS_SCORE_LOOKUP)
+        formatted = pd.Series(np.char.mod("%g", value[rows]))
+        pos = _lookup(formatted, vocab._category_union, "measurements", "value")
+        var = var_map[var_code[rows]]
+        cat_tok = np.where(pos >= 0, vocab._category_token[var, np.maximum(pos, 0)], -1)
+        counts[2] += int(np.count_nonzero(cat_tok < 0))
+        token[rows] = cat_tok
     stats["n_values_clipped"] = int(counts[1])
     stats["n_unknown_categories"] = int(counts[2])
     return token, rank
-
-
-def _value_tokens_chunk(vocab, var_arr, var_set, v, text, cat_set, token_out, rank_out, counts):
-    var = _index_in(var_arr, var_set)
-    if np.any(var < 0):
-        counts[0] += int(np.sum(var < 0))
-        return
-    bins = vocab._grid.assign(var, v)
-    continuous = vocab._var_continuous[var]
-    np.add(bins, vocab._value_base32[var], out=bins)
-    np.copyto(token_out, np.where(continuous & ~np.isnan(v), bins, np.int32(-1)))
-    counts[1] += int(np.count_nonzero(continuous & ((v < vocab._valid_low[var]) |
-                                                    (v > vocab._valid_high[var]))))
-    cat_rows = np.flatnonzero(~continuous)
-    if cat_rows.size:
-        text = text.take(pa.array(cat_rows))
-        pos = _index_in(text, cat_set)
-        has_text = _arrow_valid(text)
-        v_cat = v[cat_rows]
-        fill = ~has_text & ~np.isnan(v_cat)  # no text: the score names the category
-        if fill.any():
-            formatted = pd.Series(np.char.mod("%g", v_cat[fill]))
-            pos[fill] = _lookup(formatted, vocab._category_union, "measurements", "value")
-        cat_tok = np.where(pos >= 0, vocab._category_token[var[cat_rows], np.maximum(pos, 0)], -1)
-        counts[2] += int(np.count_nonzero((has_text | fill) & (cat_tok < 0)))
-        token_out[cat_rows] = cat_tok
-    np.take(vocab._rank_of_var, var, out=rank_out)
 
 
 def _arrow_valid(arr) -> np.ndarray:
@@ -1412,122 +1407,33 @@ def _arrow_index(result) -> np.ndarray:
 
 
 def _measurement_tokens(meas: pd.DataFrame, vocab: TokenVocabulary, vis: _Visits,
-                        stats: dict, n_threads: int) -> _Measured:
+                        stats: dict) -> _Measured:
     """Value and DT tokens of every visit, ordered (hours, variable rank) within the visit.
 
-    Fast path (the marts loader's order: rows of a stay contiguous and sorted by hours and
-    variable name, which is the rank order): no sort at all, and adjacent-row comparisons are
-    computed once. Otherwise one lexsort.
+    Rows in the marts loader's order (a stay's rows contiguous, by hours, then variable name,
+    which is the rank order) go through one compiled pass. Any other order costs one lexsort
+    first and gives the same tokens.
     """
     hours = _float_column(meas, "measurements", "hours", allow_null=False)
     gv = vis.position_of(_int_column(meas, "measurements", "icustay_id"), "measurements")
-    token, rank = _value_tokens(meas, vocab, stats, n_threads)
-    keep = token >= 0
-    if not keep.all():
-        gv, hours, rank, token = gv[keep], hours[keep], rank[keep], token[keep]
-    same_visit, same_row, dup = _adjacent(gv, hours, rank)
-    if not _in_visit_order(gv, hours, rank, same_visit, same_row):
-        # Sorting by token too makes duplicates' order independent of the input order.
-        order = np.lexsort((token, rank, hours, gv))
-        gv, hours, rank, token = gv[order], hours[order], rank[order], token[order]
-        same_visit, same_row, dup = _adjacent(gv, hours, rank)
-    n = len(gv)
-    # Row and visit boundaries (every visit start is a row start). A duplicate (same variable,
-    # same time) is never a row start, so rows are found before duplicates are dropped.
-    new_row = np.ones(n, dtype=bool)
-    np.logical_not(same_row, out=new_row[1:])
-    row_heads = np.flatnonzero(new_row)
-    n_rows = len(row_heads)
-    new_visit_row = np.ones(n_rows, dtype=bool)  # per row: first row of its visit's segment
-    if n_rows > 1:
-        np.logical_not(same_visit[row_heads[1:] - 1], out=new_visit_row[1:])
-    row_hours = hours[row_heads]
-    seg_first_row = np.flatnonzero(new_visit_row)
-    seg_gv = gv[row_heads[seg_first_row]]
-    prev = np.empty(n_rows)
-    if n_rows:
-        prev[0] = 0.0
-        prev[1:] = row_hours[:-1]
-    prev[seg_first_row] = 0.0  # the first row of a visit: gap from ICU admission
-    gaps = row_hours - prev
-    dt_scale = vocab.scales["DT"]
-    stats["n_negative_first_gaps"] = int(np.count_nonzero(gaps < 0))
-    stats["n_gaps_clipped"] = int(np.count_nonzero(gaps > dt_scale.edges[-1]))
-    np.maximum(gaps, 0.0, out=gaps)
-    row_tok = (vocab.dt_base + dt_scale.assign(gaps)).astype(np.int32)
-
-    dup_rows = np.flatnonzero(dup) + 1
-    stats["n_duplicate_values"] = int(len(dup_rows))
-    if len(dup_rows):
-        token = _drop_duplicates(token, dup_rows)
-        row_heads = row_heads - np.searchsorted(dup_rows, row_heads)
-        n = len(token)
-
-    # Stream: the values of row r sit at i + r, its DT token right after its last value.
-    dt_pos = np.empty(n_rows, dtype=np.int64)
-    dt_pos[:-1] = row_heads[1:]
-    if n_rows:
-        dt_pos[-1] = n
-    dt_pos += np.arange(n_rows)
-    stream = np.empty(n + n_rows, dtype=np.int32)
-    is_value = np.ones(n + n_rows, dtype=bool)
-    is_value[dt_pos] = False
-    stream[is_value] = token
-    stream[dt_pos] = row_tok
-
-    seg_start = row_heads[seg_first_row] + seg_first_row
-    seg_len = np.diff(np.append(seg_start, n + n_rows))
-    rows_per_seg = np.diff(np.append(seg_first_row, n_rows))
-    n_visits = vis.n
-    n_row = np.bincount(seg_gv, weights=rows_per_seg, minlength=n_visits).astype(np.int64)
-    n_val = np.bincount(seg_gv, weights=seg_len, minlength=n_visits).astype(np.int64) - n_row
+    token, rank = _value_tokens(meas, vocab, stats)
+    dt = vocab.scales["DT"]
+    args = (_kernels.readonly(dt.edges[1:-1]), float(dt.edges[-1]), int(vocab.dt_base), int(vis.n))
+    rows = tuple(map(_kernels.readonly, (gv, hours, rank, token)))
+    ok, stream, seg_gv, seg_start, seg_len, n_val, n_row, counts = _kernels.measurement_stream(
+        *rows, *args)
+    if not ok:
+        keep = np.flatnonzero(token >= 0)
+        order = keep[np.lexsort((token[keep], rank[keep], hours[keep], gv[keep]))]
+        rows = tuple(_kernels.readonly(a[order]) for a in (gv, hours, rank, token))
+        ok, stream, seg_gv, seg_start, seg_len, n_val, n_row, counts = _kernels.measurement_stream(
+            *rows, *args)
+        assert ok, "measurement rows still out of order after sorting"
+    stats["n_duplicate_values"] = int(counts[0])
+    stats["n_negative_first_gaps"] = int(counts[1])
+    stats["n_gaps_clipped"] = int(counts[2])
     return _Measured(n_val=n_val, n_row=n_row, stream=stream, seg_gv=seg_gv,
                      seg_start=seg_start, seg_len=seg_len)
-
-
-def _adjacent(gv: np.ndarray, hours: np.ndarray, rank: np.ndarray):
-    """Row i+1 vs row i: same visit, same measurement row (visit and time), same variable too."""
-    same_visit = gv[1:] == gv[:-1]
-    same_row = hours[1:] == hours[:-1]
-    same_row &= same_visit
-    dup = rank[1:] == rank[:-1]
-    dup &= same_row
-    return same_visit, same_row, dup
-
-
-def _in_visit_order(gv, hours, rank, same_visit, same_row) -> bool:
-    """True if each visit's rows are one contiguous run in (hours, rank) order (ties allowed)."""
-    if len(gv) < 2:
-        return True
-    backwards = hours[1:] < hours[:-1]
-    backwards &= same_visit
-    if backwards.any():
-        return False
-    rank_down = rank[1:] < rank[:-1]
-    rank_down &= same_row
-    if rank_down.any():
-        return False
-    run_gv = gv[np.concatenate([[0], np.flatnonzero(~same_visit) + 1])]
-    return int(np.bincount(run_gv).max()) <= 1
-
-
-def _drop_duplicates(token: np.ndarray, dup_rows: np.ndarray) -> np.ndarray:
-    """Several values of one variable at one time: keep the (lower) median token in place of the
-    group's first row and drop the others. `dup_rows` (ascending) repeat the row before them;
-    only these few groups are sorted."""
-    run_start = np.ones(len(dup_rows), dtype=bool)
-    run_start[1:] = dup_rows[1:] != dup_rows[:-1] + 1
-    group_heads = dup_rows[run_start] - 1
-    sizes = np.diff(np.append(np.flatnonzero(run_start), len(dup_rows))) + 1
-    first = _excl_cumsum(sizes)
-    members = np.repeat(group_heads - first, sizes) + np.arange(int(sizes.sum()))
-    group = np.repeat(np.arange(len(group_heads)), sizes)
-    order = np.lexsort((token[members], group))
-    token = token.copy()
-    token[group_heads] = token[members[order]][first + (sizes - 1) // 2]
-    keep = np.ones(len(token), dtype=bool)
-    keep[dup_rows] = False
-    return token[keep]
 
 
 # ----------------------------------------------------------------------------------------------
