@@ -501,3 +501,14 @@ def test_measurements_mart_is_stored_in_reader_order(builds, layout):
     frame["variable"] = frame["variable"].cat.reorder_categories(sorted(frame["variable"].cat.categories))
     assert len(frame) > 100_000
     assert _is_sorted(frame, MART_ORDER["measurements"])
+
+
+def test_spill_directory_is_set_once_per_database():
+    """dbt-duckdb re-applies `settings` on every cursor, and DuckDB refuses to set
+    temp_directory again once something spilled to it (the sorted `measurements` mart spills at
+    scale: a 100 M-row staging failed in the next model). It belongs in `config_options`."""
+    import yaml
+
+    profile = yaml.safe_load((DBT_DIR / "profiles.yml").read_text())["dbt_mimic"]["outputs"]["dev"]
+    assert "temp_directory" not in profile.get("settings", {})
+    assert "temp_directory" in profile["config_options"]

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import synehrgy_assets.core.tokenizer as tokenizer_module
 from synehrgy_assets.core.cohort import StagedCohort
 from synehrgy_assets.core.grammar import REASONS, TokenType, find_violations
 from synehrgy_assets.core.tokenizer import (
@@ -906,8 +907,13 @@ def test_vectorized_binning_matches_searchsorted(vocab, data):
     near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
     drawn = data.draw(st.lists(st.floats(var.valid_low - 10, var.valid_high + 10), max_size=50))
     values = np.concatenate([near, np.asarray(drawn, dtype=float)])
-    got = vocab._grid.assign(np.full(len(values), j), values)
-    np.testing.assert_array_equal(got, var.bins.assign(values))
+    meas = pd.DataFrame({"variable": [var.name] * len(values), "value": values,
+                         "value_text": pd.Series([None] * len(values), dtype=object)})
+    stats: dict = {}
+    token, _ = tokenizer_module._value_tokens(meas, vocab, stats)  # the compiled loop
+    np.testing.assert_array_equal(token - vocab.value_base[j], var.bins.assign(values))
+    clipped = int(np.sum((values < var.valid_low) | (values > var.valid_high)))
+    assert stats["n_values_clipped"] == clipped
 
 
 def test_context_windows_save_load(vocab, train, tmp_path):

@@ -28,7 +28,7 @@ NEEDS_SCORE_LOOKUP = -3
 @njit(cache=True, nogil=True)
 def value_tokens(var_code, var_map, value, text_code, text_map, continuous, grid_low, grid_scale,
                  grid_size, grid_base, grid_edge, value_base, valid_low, valid_high,
-                 category_token, rank_of_var, token_out, rank_out, counts):  # pragma: no cover
+                 category_token, rank_of_var, token_out, rank_out, counts):
     """Token id (-1: none) and variable rank of every measurement row.
 
     `var_code`/`text_code` index `var_map`/`text_map` (-1: NULL); `var_map` gives the vocabulary
@@ -78,7 +78,7 @@ def value_tokens(var_code, var_map, value, text_code, text_map, continuous, grid
 
 @njit(cache=True, nogil=True)
 def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visits
-                       ):  # pragma: no cover
+                       ):
     """Values and DT tokens of every visit, for rows already in (visit, hours, rank) order.
 
     Rows with token < 0 are skipped. Several values of one variable at one time keep the lower
@@ -181,7 +181,7 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
 
 
 @njit(cache=True, nogil=True)
-def _dt_token(gap, dt_inner, dt_cap, dt_base, stats):  # pragma: no cover
+def _dt_token(gap, dt_inner, dt_cap, dt_base, stats):
     if gap < 0.0:
         stats[1] += 1
         gap = 0.0

@@ -282,7 +282,7 @@ def _candidate_inner_edges(sorted_values, low, high, config, clinical_text, name
 
 
 class _BinGrid:
-    """Exact bin lookup for every continuous variable at once, without a per-variable loop.
+    """Exact bin lookup for every continuous variable at once (used by `_kernels.value_tokens`).
 
     cell(v) = floor((v - low) * scale), clamped to [0, G), is monotone in v, so a value whose cell
     holds no edge is binned by the cell alone; a cell holding one edge needs one exact comparison.
@@ -320,14 +320,6 @@ class _BinGrid:
         np.fmax(t, 0.0, out=t)  # fmax/fmin map NaN to the bound
         np.fmin(t, self.size - 1, out=t)
         return t.astype(np.int32)
-
-    def assign(self, var: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """int32 bin index of each value of variable `var` (continuous variables)."""
-        key = self._cells(var, values)
-        key += var.astype(np.int32) * np.int32(self.size)
-        bins = self.base[key]
-        bins += values >= self.edge[key]
-        return bins
 
 
 @dataclass
@@ -411,21 +403,6 @@ def _to_arrow_strings(series: pd.Series, table: str, column: str, keep_dictionar
     if pa.types.is_dictionary(arr.type) and not keep_dictionary:
         arr = arr.cast(value_type)
     return arr
-
-
-def _index_in(arr, values: list[str]) -> np.ndarray:
-    """int32 position of each entry of an arrow string array in `values`, -1 if NULL/absent."""
-    if pa.types.is_dictionary(arr.type):
-        in_dict = _arrow_index(pc.index_in(arr.dictionary, value_set=pa.array(
-            values, type=arr.type.value_type)))
-        codes = arr.indices.to_numpy(zero_copy_only=False)
-        if len(in_dict) == 0:
-            return np.full(len(arr), -1, dtype=np.int32)
-        if arr.null_count == 0:
-            return in_dict.astype(np.int32, copy=False)[codes]
-        valid = _arrow_valid(arr)
-        return np.where(valid, in_dict[np.where(valid, codes, 0)], -1).astype(np.int32)
-    return _arrow_index(pc.index_in(arr, value_set=pa.array(values, type=arr.type)))
 
 
 def _lookup(series: pd.Series, values: Sequence[str], table: str, column: str) -> np.ndarray:
