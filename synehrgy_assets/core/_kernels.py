@@ -105,6 +105,7 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
     cur_h = 0.0      # hours of the open row
     cur_r = -1       # rank of the last value in the open row
     last_h = 0.0     # hours of the previous row of this visit (0: ICU admission)
+    ok = True
     i = 0
     while i < n:
         t = token[i]
@@ -123,7 +124,8 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
             if s >= 0:
                 seg_len[s] = k - seg_start[s]
             if seen[g]:
-                return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
+                ok = False  # the visit's rows are not contiguous
+                break
             seen[g] = True
             s += 1
             seg_gv[s] = g
@@ -133,10 +135,12 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
         if row_open:
             if h == cur_h:
                 if r <= cur_r:
-                    return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
+                    ok = False  # variables of a row out of rank order
+                    break
             else:
                 if h < cur_h:
-                    return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
+                    ok = False  # rows of a visit out of time order
+                    break
                 stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
                 k += 1
                 n_row[g] += 1
@@ -171,6 +175,8 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
         n_val[g] += 1
         cur_r = r
         i = j
+    if not ok:
+        return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
     if row_open:
         stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
         k += 1

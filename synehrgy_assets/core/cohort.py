@@ -204,18 +204,17 @@ class MartReader:
         order = ", ".join(MART_ORDER["measurements"])
 
         def sorted_by_duckdb() -> pd.DataFrame:
-            if block.ids is None:
-                rel = con.sql(f"select {self._select} from {table} where {where} "
+            wanted = ""
+            if block.ids is not None:
+                con.register("_wanted_subjects", pd.DataFrame({"subject_id": block.ids}))
+                wanted = " and subject_id in (select subject_id from _wanted_subjects)"
+            try:
+                rel = con.sql(f"select {self._select} from {table} where {where}{wanted} "
                               f"order by {order}", params=params)
                 return _arrow_frame(rel.to_arrow_table(), self._categories)
-            con.register("_wanted_subjects", pd.DataFrame({"subject_id": block.ids}))
-            try:
-                rel = con.sql(
-                    f"select {self._select} from {table} where {where} and subject_id in "
-                    f"(select subject_id from _wanted_subjects) order by {order}", params=params)
-                return _arrow_frame(rel.to_arrow_table(), self._categories)
             finally:
-                con.unregister("_wanted_subjects")
+                if block.ids is not None:
+                    con.unregister("_wanted_subjects")
 
         if block.ids is not None and len(block.ids) < _SQL_FILTER_SHARE * max(self._n_in_range(block), 1):
             return sorted_by_duckdb()
@@ -249,7 +248,7 @@ class PatientBlock:
     def filter(self, frame: pd.DataFrame) -> pd.DataFrame:
         if self.ids is None:
             return frame
-        keep = np.isin(frame["subject_id"].to_numpy(), self.ids)
+        keep = _rows_of_subjects(frame["subject_id"].to_numpy(), self.ids)
         return frame if keep.all() else frame[keep].reset_index(drop=True)
 
 
@@ -261,27 +260,21 @@ def _arrow_frame(table, categories: dict[str, list[str]], ids: np.ndarray | None
     column from numpy: filtering before the frame exists costs one compress per column instead
     of a pandas take over every column.
     """
+    # ChunkedArray.to_numpy() concatenates the chunks; NULL becomes NaN, as in DuckDB's .df().
     keep = None
     if ids is not None:
-        keep = _rows_of_subjects(_column_numpy(table.column("subject_id")), ids)
+        keep = _rows_of_subjects(table.column("subject_id").to_numpy(), ids)
         if keep.all():
             keep = None
     columns = {}
     for name in table.column_names:
-        values = _column_numpy(table.column(name))
+        values = table.column(name).to_numpy()
         if keep is not None:
             values = values[keep]
         if name in categories:
             values = pd.Categorical.from_codes(values, dtype=pd.CategoricalDtype(categories[name]))
         columns[name] = values
     return pd.DataFrame(columns, copy=False)
-
-
-def _column_numpy(col) -> np.ndarray:
-    """Arrow array or chunked column -> numpy; NULL becomes NaN (numbers) as in DuckDB's .df()."""
-    if hasattr(col, "chunks"):
-        return col.to_numpy()
-    return col.to_numpy(zero_copy_only=False)
 
 
 def _rows_of_subjects(subject: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -1037,13 +1037,8 @@ def encode(cohort: StagedCohort, vocab: TokenVocabulary, n_threads: int | None =
     """
     n_threads = n_threads or min(2, os.cpu_count() or 1)
     cohort.validate_columns("cohort")
-    blocks = _patient_blocks(cohort, n_threads)
-    if len(blocks) <= 1:
-        return _encode_block(cohort, vocab)
-    # The compiled loops, numpy and arrow release the GIL, so blocks run in parallel.
-    with ThreadPoolExecutor(n_threads) as pool:
-        parts = list(pool.map(lambda block: _encode_block(block, vocab), blocks))
-    return _concatenate(parts, vocab.version)
+    blocks = _patient_blocks(cohort, n_threads) or [cohort]
+    return encode_blocks(blocks.__getitem__, len(blocks), vocab, n_threads)
 
 
 def encode_blocks(load_block, n_blocks: int, vocab: TokenVocabulary, n_threads: int | None = None,
@@ -1070,6 +1065,7 @@ def encode_blocks(load_block, n_blocks: int, vocab: TokenVocabulary, n_threads: 
         return part
 
     if n_threads > 1 and n_blocks > 1:
+        # The compiled loops, numpy and arrow release the GIL, so blocks run in parallel.
         with ThreadPoolExecutor(n_threads) as pool:
             parts = list(pool.map(run, range(n_blocks)))
     else:
@@ -1108,7 +1104,7 @@ def encode_marts(con, vocab: TokenVocabulary, subject_ids=None, schema: str = "m
                 con.execute(f"set threads = {int(threads_before)}")
 
 
-def _subject_column(frame: pd.DataFrame, table: str) -> np.ndarray | None:
+def _subject_column(frame: pd.DataFrame) -> np.ndarray | None:
     """subject_id as int64 if the frame is ordered by it (no NULLs), else None."""
     try:
         subject = frame["subject_id"].to_numpy(dtype=np.int64)
@@ -1126,9 +1122,8 @@ def _patient_blocks(cohort: StagedCohort, n_threads: int) -> list[StagedCohort]:
     if n_threads < 2 or n_blocks < 2:
         return []
     subjects = []
-    for name, frame in zip(("visits", "visit_codes", "visit_phenotypes", "measurements"),
-                           cohort.frames()):
-        subject = _subject_column(frame, name)
+    for frame in cohort.frames():
+        subject = _subject_column(frame)
         if subject is None:
             return []
         subjects.append(subject)
