@@ -36,7 +36,7 @@ from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when r
 
 def main() -> None:
     from synehrgy_assets.core.cohort import load_staged_cohort
-    from synehrgy_assets.core.tokenizer import TokenVocabulary, context_windows, encode, encode_marts
+    from synehrgy_assets.core.tokens import TokenVocabulary, context_windows, encode, encode_marts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duckdb", required=True, help="a warehouse with the dbt_mimic marts")

@@ -18,7 +18,7 @@ from synehrgy_assets.core.cohort import (
     StagedCohort,
     load_staged_cohort,
 )
-from synehrgy_assets.core.tokenizer import TokenVocabulary, encode, encode_marts
+from synehrgy_assets.core.tokens import TokenVocabulary, encode, encode_marts
 from tests.test_tokenizer import synthetic_cohort
 
 

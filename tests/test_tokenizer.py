@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import synehrgy_assets.core.tokenizer as tokenizer_module
+import synehrgy_assets.core.tokens.encoding as tokenizer_module
 from synehrgy_assets.core.cohort import StagedCohort
-from synehrgy_assets.core.grammar import REASONS, TokenType, find_violations
-from synehrgy_assets.core.tokenizer import (
+from synehrgy_assets.core.tokens.grammar import REASONS, TokenType, find_violations
+from synehrgy_assets.core.tokens import (
     AGE_CAP,
     AGE_EDGES,
     DT_EDGES,
@@ -337,7 +337,7 @@ def test_encode_independent_of_row_order(vocab, train):
 
 
 def test_parallel_patient_blocks_give_the_same_sequences(vocab, train, monkeypatch):
-    import synehrgy_assets.core.tokenizer as tokenizer
+    import synehrgy_assets.core.tokens.encoding as tokenizer
 
     whole = encode(train, vocab, n_threads=1)
     monkeypatch.setattr(tokenizer, "_MIN_CHUNK_ROWS", 500)  # force many blocks on a small cohort

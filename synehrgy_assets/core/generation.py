@@ -22,7 +22,7 @@ def generate_sequences(
 ):
     """Sample `n_patients` token sequences that parse by construction (grammar-masked)."""
     from synehrgy_assets.core.sampler import sample
-    from synehrgy_assets.core.tokenizer import GrammarConstraint
+    from synehrgy_assets.core.tokens import GrammarConstraint
 
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
@@ -46,7 +46,7 @@ def generate_sequences(
 
 def generate_cohort(model, vocabulary, n_patients: int, *, seed: int = 0, **kwargs):
     """Sample and decode: returns (StagedCohort, DecodeReport, SampleResult)."""
-    from synehrgy_assets.core.tokenizer import decode
+    from synehrgy_assets.core.tokens import decode
 
     result = generate_sequences(model, vocabulary, n_patients, seed=seed, **kwargs)
     cohort, report = decode(result.sequences, vocabulary, seed=seed)

@@ -39,7 +39,7 @@ def load_generator(mlflow_tracking: MlflowResource, alias: str, device):
     import mlflow
 
     from synehrgy_assets.core.model import load_checkpoint
-    from synehrgy_assets.core.tokenizer import TokenVocabulary
+    from synehrgy_assets.core.tokens import TokenVocabulary
 
     client = mlflow_tracking.client()
     mv = client.get_model_version_by_alias(mlflow_tracking.model_name, alias)
@@ -131,7 +131,7 @@ def synthetic_cohort(
 ) -> dg.MaterializeResult:
     from synehrgy_assets.core.decoder import cohort_to_mimic_tables
     from synehrgy_assets.core.generation import unflatten
-    from synehrgy_assets.core.tokenizer import TokenVocabulary, decode
+    from synehrgy_assets.core.tokens import TokenVocabulary, decode
 
     seq_dir = synthetic_dir(workspace) / "sequences"
     provenance = json.loads((seq_dir / "provenance.json").read_text())

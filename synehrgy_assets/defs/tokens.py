@@ -117,7 +117,7 @@ def vocabulary_path(workspace: WorkspaceResource) -> Path:
 def token_vocabulary(
     context: dg.AssetExecutionContext, config: TokenVocabularyConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
-    from synehrgy_assets.core.tokenizer import TokenVocabulary, VocabularyConfig
+    from synehrgy_assets.core.tokens import TokenVocabulary, VocabularyConfig
 
     train = load_split(workspace, "train")
     vocab = TokenVocabulary.fit(
@@ -174,7 +174,7 @@ def tokens_dir(workspace: WorkspaceResource) -> Path:
 def token_sequences(
     context: dg.AssetExecutionContext, config: TokenSequencesConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
-    from synehrgy_assets.core.tokenizer import TokenVocabulary, context_windows, encode_marts
+    from synehrgy_assets.core.tokens import TokenVocabulary, context_windows, encode_marts
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
     out = tokens_dir(workspace)

@@ -70,7 +70,7 @@ def gpt_checkpoint(
     import mlflow
 
     from synehrgy_assets.core.model import GPT, GPTConfig, save_checkpoint
-    from synehrgy_assets.core.tokenizer import ContextWindows, TokenSequences, TokenVocabulary
+    from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
     from synehrgy_assets.core.trainer import TrainConfig, resolve_device, train
     from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE
 

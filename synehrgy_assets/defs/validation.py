@@ -26,7 +26,7 @@ def _check(suite: str):
         elif suite == "visit_codes":
             result = validation.validate_codes(cohort)
         else:
-            from synehrgy_assets.core.tokenizer import load_variables
+            from synehrgy_assets.core.tokens import load_variables
 
             result = validation.validate_measurements(cohort, load_variables())
         return dg.AssetCheckResult(

@@ -14,7 +14,7 @@ import pandas as pd
 class SynEHRgyGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from synehrgy_assets.core.model import load_checkpoint
-        from synehrgy_assets.core.tokenizer import TokenVocabulary
+        from synehrgy_assets.core.tokens import TokenVocabulary
 
         self.model = load_checkpoint(context.artifacts["checkpoint"], device="cpu")
         self.vocabulary = TokenVocabulary.from_json(context.artifacts["vocabulary"])

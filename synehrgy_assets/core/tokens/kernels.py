@@ -3,7 +3,7 @@
 Two passes over the measurement rows that numpy could only express as ~40 full-array
 operations each: value tokens (variable lookup, exact binning, categories) and the measurement
 section of every visit (rows, DT tokens, duplicate values). They do exactly what the array code
-in `tokenizer.py` describes; the tests compare them with `searchsorted` and with reference
+in `encoding.py` describes; the tests compare them with `searchsorted` and with reference
 orderings.
 """
 

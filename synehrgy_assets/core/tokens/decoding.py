@@ -1,0 +1,208 @@
+"""Decoding: token sequences -> marts-shaped frames; invalid sequences are dropped, never repaired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from synehrgy_assets.core.cohort import (
+    CODE_COLUMNS,
+    MEASUREMENT_COLUMNS,
+    PHENOTYPE_COLUMNS,
+    VISIT_COLUMNS,
+    StagedCohort,
+)
+from synehrgy_assets.core.tokens.encoding import TokenSequences
+from synehrgy_assets.core.tokens.grammar import TokenType, Violations, find_violations
+from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, COVARIATES, MIN_ROW_GAP_HOURS, TokenVocabulary
+
+T = TokenType
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+@dataclass
+class DecodeReport:
+    """Structural validity of decoded sequences; invalid ones are dropped, never repaired."""
+
+    n_sequences: int
+    n_valid: int
+    n_invalid: int
+    reasons: dict
+    valid: np.ndarray  # bool per input sequence
+
+    @property
+    def validity_rate(self) -> float:
+        return self.n_valid / self.n_sequences if self.n_sequences else 0.0
+
+    def to_dict(self) -> dict:
+        return {"n_sequences": self.n_sequences, "n_valid": self.n_valid,
+                "n_invalid": self.n_invalid, "validity_rate": self.validity_rate,
+                "reasons": dict(self.reasons)}
+
+
+def _flatten(sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if isinstance(sequences, TokenSequences):
+        return (np.asarray(sequences.tokens, dtype=np.int64), np.asarray(sequences.offsets),
+                np.asarray(sequences.subject_ids))
+    arrays = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    return flat, offsets, None
+
+
+def _sample_bins(vocab: TokenVocabulary, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Inverse-CDF sample inside each token's bin, interpolating the stored quantiles."""
+    table = vocab._qtable[vocab._qrow[tokens]]
+    k = table.shape[1]
+    u = rng.random(len(tokens)) * (k - 1)
+    i = np.minimum(u.astype(np.int64), k - 2)
+    frac = u - i
+    rows = np.arange(len(tokens))
+    lo, hi = table[rows, i], table[rows, i + 1]
+    return lo + frac * (hi - lo)
+
+
+def decode(
+    sequences,
+    vocab: TokenVocabulary,
+    seed: int = 0,
+    subject_ids: np.ndarray | None = None,
+) -> tuple[StagedCohort, DecodeReport]:
+    """Parse token sequences back into marts-shaped frames; invalid sequences are dropped.
+
+    Subject ids: `subject_ids` if given, else the TokenSequences' own, else 0..n-1 (position of
+    the sequence in the input). Stays get synthetic ids 0..n_visits-1 (`hadm_id` the same);
+    intime/outtime are NULL (the MIMIC writer fills dates).
+    """
+    flat, offsets, own_ids = _flatten(sequences)
+    n_seq = len(offsets) - 1
+    if subject_ids is None:
+        subject_ids = own_ids if own_ids is not None else np.arange(n_seq, dtype=np.int64)
+    subject_ids = np.asarray(subject_ids, dtype=np.int64)
+    if len(subject_ids) != n_seq:
+        raise ValueError(f"decode: {len(subject_ids)} subject ids for {n_seq} sequences")
+    if isinstance(sequences, TokenSequences) and sequences.vocab_version != vocab.version:
+        raise ValueError(f"decode: sequences use vocabulary {sequences.vocab_version}, "
+                         f"got vocabulary {vocab.version}")
+    violations: Violations = find_violations(flat, offsets, vocab.token_types, vocab.value_rank)
+    valid = violations.valid
+    reasons = violations.counts()
+    report = DecodeReport(n_seq, int(valid.sum()), int((~valid).sum()), reasons, valid)
+
+    lengths = np.diff(offsets)
+    keep_tok = np.repeat(valid, lengths)
+    tokens = flat[keep_tok]
+    seq_of = np.repeat(np.flatnonzero(valid), lengths[valid])
+    types = vocab.token_types[tokens]
+    rng = np.random.default_rng(seed)
+
+    # Visits: one AGE token each.
+    is_age = types == T.AGE
+    visit_of = np.cumsum(is_age) - 1  # valid for every token from its visit's AGE onwards
+    age_pos = np.flatnonzero(is_age)
+    n_visits = len(age_pos)
+    v_seq = seq_of[age_pos]
+    v_first = np.ones(n_visits, dtype=bool)
+    v_first[1:] = v_seq[1:] != v_seq[:-1]
+    v_index = np.arange(n_visits) - np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
+
+    def per_visit(kind: TokenType) -> np.ndarray:
+        return tokens[types == kind]
+
+    age_tok = tokens[age_pos]
+    age_years = _sample_bins(vocab, age_tok, rng)
+    age_capped = age_tok == vocab.age_base + vocab.scales["AGE"].n_bins - 1
+    gap = np.full(n_visits, np.nan)
+    gap[~v_first] = _sample_bins(vocab, per_visit(T.GAP_VISIT), rng)
+
+    # Measurements: rows end with a DT token; values belong to the next DT.
+    is_dt = types == T.DT
+    dt_pos = np.flatnonzero(is_dt)
+    row_visit = visit_of[dt_pos]
+    row_gap = _sample_bins(vocab, tokens[dt_pos], rng)
+    row_first = np.ones(len(dt_pos), dtype=bool)
+    row_first[1:] = row_visit[1:] != row_visit[:-1]
+    # Rows are distinct times: a later row comes at least one second after the previous one
+    # (a zero gap only occurs for a stay's first row in training data).
+    row_gap[~row_first] = np.maximum(row_gap[~row_first], MIN_ROW_GAP_HOURS)
+    csum = np.cumsum(row_gap)
+    base = np.maximum.accumulate(np.where(row_first, np.arange(len(dt_pos)), 0))
+    row_hours = csum - (csum[base] - row_gap[base]) if len(dt_pos) else csum
+    val_pos = np.flatnonzero(types == T.VALUE)
+    val_tok = tokens[val_pos]
+    val_row = np.cumsum(is_dt)[val_pos]  # DT tokens before the value = its row index
+    var_idx = vocab.value_var[val_tok]
+    continuous = vocab._var_continuous[var_idx]
+    values = np.where(continuous, 0.0, vocab._number[val_tok])
+    cont = np.flatnonzero(continuous)
+    values[cont] = _sample_bins(vocab, val_tok[cont], rng)
+    value_text = np.where(continuous, None, vocab._text[val_tok])
+
+    los = np.full(n_visits, np.nan)
+    row_last = np.ones(len(dt_pos), dtype=bool)
+    row_last[:-1] = row_visit[1:] != row_visit[:-1]
+    los[row_visit[row_last]] = row_hours[row_last]
+    empty = np.isnan(los)
+    if empty.any():
+        if vocab.los_quantiles is not None:
+            q = np.asarray(vocab.los_quantiles)
+            u = rng.random(int(empty.sum())) * (len(q) - 1)
+            i = np.minimum(u.astype(np.int64), len(q) - 2)
+            los[empty] = q[i] + (u - i) * (q[i + 1] - q[i])
+
+    subj = subject_ids[v_seq]
+    icustay = np.arange(n_visits, dtype=np.int64)
+    visits = pd.DataFrame({
+        "subject_id": subj,
+        "hadm_id": icustay.copy(),
+        "icustay_id": icustay,
+        "visit_index": v_index.astype(np.int32),
+        "intime": pd.Series(pd.NaT, index=range(n_visits), dtype="datetime64[us]"),
+        "outtime": pd.Series(pd.NaT, index=range(n_visits), dtype="datetime64[us]"),
+        "los_hours": los,
+        "hours_since_previous_visit": gap,
+        "age_years": np.where(age_capped, AGE_CAP, age_years),
+        "age_is_capped": age_capped,
+    })
+    for col, kind in COVARIATES:
+        visits[col] = pd.Series(vocab._text[per_visit(kind)], dtype=object)
+    visits["mortality_inhospital"] = (per_visit(T.MORTALITY) - vocab.mortality_base).astype(np.int32)
+    visits = visits[VISIT_COLUMNS]
+
+    ph_pos = np.flatnonzero(types == T.PHENOTYPE)
+    ph_visit = visit_of[ph_pos]
+    phenotypes = pd.DataFrame({
+        "subject_id": subj[ph_visit], "icustay_id": icustay[ph_visit],
+        "phenotype": pd.Series(vocab._text[tokens[ph_pos]], dtype=object),
+    })[PHENOTYPE_COLUMNS]
+
+    cd_pos = np.flatnonzero((types == T.DX) | (types == T.PX))
+    cd_visit = visit_of[cd_pos]
+    cd_px = types[cd_pos] == T.PX
+    group = cd_visit * 2 + cd_px
+    g_first = np.ones(len(cd_pos), dtype=bool)
+    g_first[1:] = group[1:] != group[:-1]
+    g_start = np.maximum.accumulate(np.where(g_first, np.arange(len(cd_pos)), 0))
+    codes = pd.DataFrame({
+        "subject_id": subj[cd_visit], "icustay_id": icustay[cd_visit],
+        "code_type": np.where(cd_px, "procedure", "diagnosis").astype(object),
+        "icd9_code": pd.Series(vocab._text[tokens[cd_pos]], dtype=object),
+        "seq_num": (np.arange(len(cd_pos)) - g_start + 1).astype(np.int64),
+    })[CODE_COLUMNS]
+
+    mv_visit = row_visit[val_row]
+    measurements = pd.DataFrame({
+        "subject_id": subj[mv_visit], "icustay_id": icustay[mv_visit],
+        "hours": row_hours[val_row],
+        "variable": pd.Series(np.asarray(vocab.variable_names, dtype=object)[var_idx], dtype=object),
+        "value": values,
+        "value_text": pd.Series(value_text, dtype=object),
+    })[MEASUREMENT_COLUMNS]
+    return StagedCohort(visits, codes, phenotypes, measurements), report
+
+
