@@ -79,7 +79,7 @@ def test_kv_cached_incremental_logits_match_full_forward():
         pieces.append(model(idx[:, 5:8], kv_cache=cache)[0])  # a chunk after a prefix (explicit mask path)
         for t in range(8, 14):                                  # one token per step
             pieces.append(model(idx[:, t:t + 1], kv_cache=cache)[0])
-    assert cache.length == 14
+    assert cache.length == 14 and cache.lengths.tolist() == [14, 14, 14]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 

@@ -36,6 +36,12 @@ class GPTConfig:
     n_embd: int = 256
     dropout: float = 0.1
     bias: bool = True
+    # Outcome conditioning (docs/tokens.md section 4): `condition_table[token]` is -1 for tokens
+    # that leave the running condition unchanged and c >= 0 for tokens that set it to c (a visit
+    # start resets it to 0, MORTALITY//0 and //1 set 1 and 2). Every position then adds a learned
+    # embedding of its condition, so the physiology of a visit sees the outcome emitted in its
+    # header directly instead of having to learn to attend back to one token. None = off.
+    condition_table: list[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "n_embd"):
@@ -47,6 +53,17 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.condition_table is not None:
+            self.condition_table = [int(c) for c in self.condition_table]
+            if len(self.condition_table) != self.vocab_size or min(self.condition_table) < -1:
+                raise ValueError(
+                    f"GPTConfig.condition_table must hold vocab_size={self.vocab_size} entries >= -1, "
+                    f"got {len(self.condition_table)}"
+                )
+
+    @property
+    def n_conditions(self) -> int:
+        return 0 if self.condition_table is None else max(max(self.condition_table) + 1, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,10 +80,14 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys/values for all layers, shape [n_layer, 2, B, H, T_max, D], plus a fill pointer.
+    """Preallocated keys/values for all layers, [n_layer, 2, B, H, T_max, D], with a fill length *per row*.
 
-    Every layer writes its new keys/values at [length, length + t); the model advances the pointer
-    once per forward, after the last layer, so all layers see the same `length`.
+    Row b holds positions [0, lengths[b]). A forward of T tokens writes row b's new keys/values at
+    [lengths[b], lengths[b] + T) and attends to its own filled prefix only, so rows may be at
+    different positions: a finished row is refilled with a new patient, and a row whose window is
+    full is re-prefilled with a shorter context, while the other rows keep decoding. Every layer
+    writes at the same positions; the model advances the lengths once per forward, after the last
+    layer. `condition` is each row's running outcome condition (see GPTConfig.condition_table).
     """
 
     def __init__(
@@ -81,7 +102,11 @@ class KVCache:
     ) -> None:
         self.kv = torch.zeros(n_layer, 2, batch_size, n_head, max_len, head_dim, device=device, dtype=dtype)
         self.max_len = max_len
-        self.length = 0
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.condition = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self._write_pos: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._span = 0
 
     @classmethod
     def for_model(
@@ -111,20 +136,49 @@ class KVCache:
     def batch_size(self) -> int:
         return self.kv.shape[2]
 
+    @property
+    def length(self) -> int:
+        """The common fill length when every row is at the same position (else an error)."""
+        lo, hi = int(self.lengths.min()), int(self.lengths.max())
+        if lo != hi:
+            raise ValueError(f"KVCache rows are at different lengths ({lo}..{hi}); use .lengths")
+        return lo
+
+    def begin(self, t: int) -> torch.Tensor:
+        """Prepare a forward of t tokens per row: the positions it writes ([B, t]) and its mask."""
+        pos = self.lengths[:, None] + torch.arange(t, device=self.lengths.device)[None, :]
+        span = int(self.lengths.max()) + t
+        if span > self.max_len:
+            raise ValueError(f"KVCache overflow: {span} positions needed, {self.max_len} allocated")
+        self._write_pos, self._span = pos, span
+        keys = torch.arange(span, device=pos.device)
+        # Query t of row b (absolute position lengths[b] + t) sees keys 0 .. lengths[b] + t.
+        self._mask = (keys[None, None, :] <= pos[:, :, None])[:, None]  # [B, 1, t, span]
+        return pos
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v ([B, H, t, D]) after the cached prefix; return all keys/values so far."""
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KVCache overflow: {end} positions needed, {self.max_len} allocated")
-        self.kv[layer, 0, :, :, self.length:end] = k
-        self.kv[layer, 1, :, :, self.length:end] = v
-        return self.kv[layer, 0, :, :, :end], self.kv[layer, 1, :, :, :end]
+        """Store k, v ([B, H, t, D]) at each row's positions; return keys/values [B, H, span, D]."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        self.kv[layer, 0][rows, :, self._write_pos] = k.transpose(1, 2).to(self.kv.dtype)
+        self.kv[layer, 1][rows, :, self._write_pos] = v.transpose(1, 2).to(self.kv.dtype)
+        return self.kv[layer, 0, :, :, :self._span], self.kv[layer, 1, :, :, :self._span]
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self._mask
 
     def advance(self, n: int) -> None:
-        self.length += n
+        self.lengths += n
+        self._write_pos = self._mask = None
 
-    def reset(self) -> None:
-        self.length = 0
+    def reset(self, rows: torch.Tensor | None = None) -> None:
+        """Empty every row, or only `rows` (a new patient or a rebuilt window starts there)."""
+        if rows is None:
+            self.lengths.zero_()
+            self.condition.zero_()
+        else:
+            self.lengths[rows] = 0
+            self.condition[rows] = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -138,7 +192,11 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`attn_mask` (bool [B, 1, T, T], True = may attend) replaces the causal mask, e.g. the
+        block-diagonal causal mask of packed rows; with a cache, the cache's mask is used."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, H, T, D]
@@ -146,23 +204,13 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
-        past = 0
-        if kv_cache is not None:
-            past = kv_cache.length
-            k, v = kv_cache.update(self.layer_index, k, v)
-
-        attn_mask = None
         is_causal = False
-        if past == 0:
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_index, k, v)
+            attn_mask = kv_cache.mask
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        elif attn_mask is None:
             is_causal = T > 1
-        elif T > 1:
-            # SDPA's is_causal aligns the mask top-left, which is wrong once keys outnumber queries:
-            # query i (absolute position past + i) may see keys 0 .. past + i.
-            key_pos = torch.arange(past + T, device=x.device)
-            query_pos = torch.arange(past, past + T, device=x.device)
-            attn_mask = key_pos[None, :] <= query_pos[:, None]
-        # T == 1 with a cache: the single new query may attend to every cached key, no mask needed.
-
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -194,8 +242,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache)
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -205,6 +255,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_ctx, config.n_embd)
+        self.cond_emb = nn.Embedding(config.n_conditions, config.n_embd) if config.n_conditions else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -219,6 +270,10 @@ class GPT(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
+        if self.cond_emb is not None:
+            self.register_buffer(
+                "condition_table", torch.tensor(config.condition_table, dtype=torch.long), persistent=False
+            )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -236,6 +291,17 @@ class GPT(nn.Module):
             n -= self.pos_emb.weight.numel()
         return n
 
+    def conditions(self, idx: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
+        """The running outcome condition after each token ([B, T]): the value set by the last
+        condition-setting token at or before t, else `initial` ([B], default 0)."""
+        sets = self.condition_table[idx]
+        T = idx.shape[1]
+        where = torch.where(sets >= 0, torch.arange(T, device=idx.device)[None, :], -1)
+        last = torch.cummax(where, dim=1).values
+        filled = sets.gather(1, last.clamp(min=0))
+        start = torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device) if initial is None else initial
+        return torch.where(last >= 0, filled, start[:, None])
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -243,34 +309,65 @@ class GPT(nn.Module):
         loss_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         positions_offset: int = 0,
+        positions: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [B, T, V] and the mean next-token loss over the targets that count.
+        """Logits [B, T, V] and the next-token loss over the targets that count.
 
-        Targets equal to -100, or where `loss_mask` is False/0, are ignored. With a cache, positions
-        continue after the cached prefix and the cache pointer advances by T.
+        Targets equal to -100, or where `loss_mask` is False/0, are ignored; `reduction="none"`
+        returns the per-target loss [B, T] (0 where ignored). Packed rows give `segments`
+        ([B, T] ids, one per window; attention stays inside a segment) and `positions` ([B, T],
+        restarting at 0 in each segment). With a cache, each row's positions continue after its
+        cached prefix and its length advances by T.
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward: idx must be [batch, time], got shape {tuple(idx.shape)}")
         B, T = idx.shape
+        attn_mask = None
         if kv_cache is not None:
-            if positions_offset not in (0, kv_cache.length):
-                raise ValueError(
-                    f"GPT.forward: positions_offset {positions_offset} disagrees with the cache length "
-                    f"{kv_cache.length}; with a cache, positions follow the cache"
-                )
-            positions_offset = kv_cache.length
+            if positions is not None or segments is not None or positions_offset:
+                raise ValueError("GPT.forward: with a KV cache, positions follow the cache (no positions, "
+                                 "segments or positions_offset)")
             if kv_cache.batch_size != B:
                 raise ValueError(f"GPT.forward: batch {B} but the KV cache holds {kv_cache.batch_size} rows")
-        if positions_offset + T > self.config.n_ctx:
-            raise ValueError(
-                f"GPT.forward: positions {positions_offset}..{positions_offset + T - 1} exceed "
-                f"n_ctx={self.config.n_ctx}"
-            )
+            if int(kv_cache.lengths.max()) + T > self.config.n_ctx:
+                raise ValueError(
+                    f"GPT.forward: positions up to {int(kv_cache.lengths.max()) + T - 1} exceed "
+                    f"n_ctx={self.config.n_ctx}"
+                )
+            pos = kv_cache.begin(T)
+        elif positions is not None:
+            if positions.shape != idx.shape:
+                raise ValueError(f"GPT.forward: positions shape {tuple(positions.shape)} != idx shape {tuple(idx.shape)}")
+            if int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0:
+                raise ValueError(f"GPT.forward: positions must lie in [0, n_ctx={self.config.n_ctx})")
+            pos = positions
+        else:
+            if positions_offset + T > self.config.n_ctx:
+                raise ValueError(
+                    f"GPT.forward: positions {positions_offset}..{positions_offset + T - 1} exceed "
+                    f"n_ctx={self.config.n_ctx}"
+                )
+            pos = torch.arange(positions_offset, positions_offset + T, device=idx.device)[None, :]
+        if segments is not None:
+            if segments.shape != idx.shape:
+                raise ValueError(f"GPT.forward: segments shape {tuple(segments.shape)} != idx shape {tuple(idx.shape)}")
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
-        pos = torch.arange(positions_offset, positions_offset + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x = self.tok_emb(idx) + self.pos_emb(pos)
+        if self.cond_emb is not None:
+            initial = kv_cache.condition if kv_cache is not None else None
+            # In packed rows no condition leaks into the next window: each starts with <s>, which
+            # resets it.
+            cond = self.conditions(idx, initial)
+            x = x + self.cond_emb(cond)
+            if kv_cache is not None:
+                kv_cache.condition = cond[:, -1].clone()
+        x = self.drop(x)
         for block in self.blocks:
-            x = block(x, kv_cache)
+            x = block(x, kv_cache, attn_mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         logits = self.lm_head(self.ln_f(x))
@@ -283,15 +380,20 @@ class GPT(nn.Module):
                 )
             if loss_mask is not None:
                 targets = targets.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
-            # Sum / count instead of the built-in mean: a batch with no counted target gives 0, not NaN.
-            total = F.cross_entropy(
+            per_token = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)),
                 targets.reshape(-1),
                 ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-            count = (targets != IGNORE_INDEX).sum().clamp(min=1)
-            loss = total / count
+                reduction="none",
+            ).view(B, T)
+            if reduction == "none":
+                loss = per_token
+            elif reduction == "mean":
+                # Sum / count instead of the built-in mean: a batch with no counted target gives 0, not NaN.
+                count = (targets != IGNORE_INDEX).sum().clamp(min=1)
+                loss = per_token.sum() / count
+            else:
+                raise ValueError(f"GPT.forward: reduction must be 'mean' or 'none', got {reduction!r}")
         return logits, loss
 
 

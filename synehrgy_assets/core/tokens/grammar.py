@@ -19,7 +19,7 @@ import numpy as np
 
 
 class TokenType(IntEnum):
-    """Token types in vocabulary order (ids are grouped by type in this order)."""
+    """Token types. The ids of one type are one contiguous range of the vocabulary."""
 
     PAD = 0
     BOS = 1
@@ -42,6 +42,10 @@ class TokenType(IntEnum):
     PX = 18
     VALUE = 19
     DT = 20
+    # Context markers (docs/tokens.md section 4): only in training windows and rolled generation
+    # contexts, never in a patient's sequence, never sampled.
+    SKIP_VISITS = 21  # after <s>: earlier visits of the patient are left out of this window
+    SKIP_ROWS = 22    # after </code>: this visit's earlier measurement rows are left out
 
 
 N_TYPES = len(TokenType)
@@ -52,7 +56,8 @@ T = TokenType
 # Which token types may follow each phase.
 NEXT_TYPES: dict[int, tuple[TokenType, ...]] = {
     START: (T.BOS,),
-    T.BOS: (T.AGE,),
+    T.BOS: (T.AGE, T.SKIP_VISITS),
+    T.SKIP_VISITS: (T.GAP_VISIT,),
     T.GAP_VISIT: (T.AGE,),
     T.AGE: (T.GENDER,),
     T.GENDER: (T.ETHNICITY_GROUP,),
@@ -66,7 +71,8 @@ NEXT_TYPES: dict[int, tuple[TokenType, ...]] = {
     T.END_LABEL: (T.DX, T.PX, T.END_CODE),
     T.DX: (T.DX, T.PX, T.END_CODE),
     T.PX: (T.PX, T.END_CODE),
-    T.END_CODE: (T.VALUE, T.END_TS),
+    T.END_CODE: (T.VALUE, T.END_TS, T.SKIP_ROWS),
+    T.SKIP_ROWS: (T.VALUE, T.END_TS),
     T.VALUE: (T.VALUE, T.DT),
     T.DT: (T.VALUE, T.END_TS),
     T.END_TS: (T.END_ADM,),
@@ -135,6 +141,7 @@ REASONS = (
     "missing </adm>",
     "expected new visit or </s>",
     "too many visits",
+    "context marker in a patient sequence",
 )
 _R = {name: i for i, name in enumerate(REASONS)}
 
@@ -186,11 +193,14 @@ def find_violations(
     token_types: np.ndarray,
     value_rank: np.ndarray,
     max_visits: int | None = None,
+    windows: bool = False,
 ) -> Violations:
     """Check flat sequences ``tokens[offsets[i]:offsets[i+1]]`` against the grammar, vectorized.
 
     Trailing ``<pad>`` after ``</s>`` is allowed. ``value_rank[t]`` is the variable rank of a value
-    token (-1 otherwise).
+    token (-1 otherwise). With `windows`, the sequences are training windows or rolled contexts
+    (docs/tokens.md section 4): the context markers are allowed and a window may end anywhere;
+    without it, a patient sequence must end in ``</s>`` and holds no context marker.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     offsets = np.asarray(offsets, dtype=np.int64)
@@ -221,6 +231,9 @@ def find_violations(
     table = type_transition_table()
     transition_ok = table[prev_phase, types]
     fail_reason = np.where(transition_ok, -1, _reason_for_transition(prev_phase, types))
+    if not windows:
+        marker = (types == T.SKIP_VISITS) | (types == T.SKIP_ROWS)
+        fail_reason[marker] = _R["context marker in a patient sequence"]
 
     pheno_bad = (types == T.PHENOTYPE) & (prev_phase == T.PHENOTYPE) & (tokens <= prev_tok)
     fail_reason[pheno_bad & transition_ok] = _R["phenotype repeated or out of order"]
@@ -257,7 +270,7 @@ def find_violations(
     nonempty = lengths > 0
     last_type = np.full(n_seq, -1, dtype=np.int16)
     last_type[nonempty] = types[offsets[1:][nonempty] - 1]
-    unfinished = nonempty & (last_type != T.EOS) & (last_type != T.PAD) & (reason < 0)
+    unfinished = nonempty & (last_type != T.EOS) & (last_type != T.PAD) & (reason < 0) & (not windows)
     reason[unfinished] = _R["no </s>"]
     position[unfinished] = lengths[unfinished]
     empty = ~nonempty
@@ -329,6 +342,8 @@ class GrammarConstraint:
                 unknown[token_types == kind] = False
         else:
             unknown[:] = False
+        # Context markers are written by the context format, never sampled.
+        unknown |= (token_types == T.SKIP_VISITS) | (token_types == T.SKIP_ROWS)
         arrays = {
             "token_types": token_types,
             "unknown": unknown,

@@ -32,6 +32,11 @@ T = TokenType
 FORMAT = "synehrgy-token-vocabulary/1"
 UNK = "UNK"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "</covar>", "</label>", "</code>", "</ts>", "</adm>")
+# The context markers of the long-patient format (docs/tokens.md section 4) close the id space.
+CONTEXT_MARKERS = ("<skip-visits>", "<skip-rows>")
+# Outcome conditioning (GPTConfig.condition_table): 0 = no outcome yet in this visit, then one value
+# per MORTALITY token. A visit start (<s>, GAP_VISIT, AGE) resets it.
+CONDITION_NONE = 0
 COVARIATES = (
     ("gender", T.GENDER),
     ("ethnicity_group", T.ETHNICITY_GROUP),
@@ -441,6 +446,8 @@ class TokenVocabulary:
                     value_var[tid] = j
                     category_of[tid] = (cat, np.nan if score is None else float(score))
         self.dt_base = add_scale("DT", self.scales["DT"], T.DT)
+        self.skip_visits_id = add(CONTEXT_MARKERS[0], T.SKIP_VISITS)
+        self.skip_rows_id = add(CONTEXT_MARKERS[1], T.SKIP_ROWS)
 
         if len(set(tokens)) != len(tokens):
             dupes = sorted({t for t in tokens if tokens.count(t) > 1})
@@ -676,6 +683,17 @@ class TokenVocabulary:
             if var.name == name:
                 return var
         raise KeyError(f"variable {name!r} is not in vocabulary {self.version}")
+
+    def condition_table(self) -> list[int]:
+        """Per token: -1 (keeps the running outcome condition) or the condition it sets: a visit
+        start resets it to CONDITION_NONE, MORTALITY//m sets 1 + m (see GPTConfig.condition_table)."""
+        table = np.full(self.size, -1, dtype=np.int64)
+        table[self.bos_id] = CONDITION_NONE
+        table[self.token_types == T.GAP_VISIT] = CONDITION_NONE
+        table[self.token_types == T.AGE] = CONDITION_NONE
+        table[self.mortality_base] = 1
+        table[self.mortality_base + 1] = 2
+        return table.tolist()
 
     def covariate_id(self, column: str, value: str | None) -> int:
         ids = self._covariate_ids[column]
