@@ -25,7 +25,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
             evaluation.evaluation,
             release.synthetic_release,
         ],
-        asset_checks=[tokens.train_tokens_used_fraction, *validation.gx_checks, *evaluation.evaluation_checks],
+        asset_checks=[*tokens.token_sequences_checks, *validation.gx_checks, *evaluation.evaluation_checks],
         jobs=[end_to_end_job, retrain_job],
         schedules=[weekly_retraining_schedule],
         sensors=[mimic_files_sensor, release_announcement_sensor],

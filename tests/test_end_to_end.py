@@ -65,8 +65,10 @@ def assert_whole_graph(result, home: Path, defs) -> dict:
                 "evaluation", "synthetic_release"):
         assert key in mats, f"{key} was not materialized"
     checks = check_results(result)
-    assert {"gx_visits", "gx_visit_codes", "gx_measurements", "train_tokens_used_fraction"} <= set(checks)
-    assert checks["train_tokens_used_fraction"] is True
+    context_checks = ("train_tokens_with_visit_header", "train_tokens_with_full_history", "training_windows_parse")
+    assert {"gx_visits", "gx_visit_codes", "gx_measurements", *context_checks} <= set(checks)
+    for name in context_checks:
+        assert checks[name] is True, f"{name} failed"
     for gx in ("gx_visits", "gx_visit_codes", "gx_measurements"):
         assert checks[gx] is True, f"{gx} failed on the synthetic cohort"
 

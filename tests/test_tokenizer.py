@@ -24,16 +24,13 @@ from synehrgy_assets.core.tokens import (
     AGE_EDGES,
     DT_EDGES,
     UNK,
-    ContextWindows,
     GrammarConstraint,
     TokenSequences,
     TokenVocabulary,
     VocabularyConfig,
-    context_windows,
     decode,
     encode,
     load_variables,
-    reference_fraction,
 )
 
 VARIABLES = load_variables()
@@ -787,60 +784,6 @@ def test_decode_reports_invalid_sequences(vocab, train):
 
 
 # ----------------------------------------------------------------------------------------------
-# Context windows
-
-
-def _longest_visit(seqs: TokenSequences) -> int:
-    starts = seqs.visit_starts
-    patient = np.searchsorted(seqs.offsets, starts, side="right") - 1
-    ends = np.append(starts[1:], 0)
-    last = np.append(patient[1:] != patient[:-1], True)
-    ends[last] = seqs.offsets[patient[last] + 1] - 1
-    return int(np.max(ends - starts))
-
-
-@pytest.mark.parametrize("n_ctx", ["longest", 64, 256, 100000])
-def test_context_windows_cover_every_token(vocab, train, n_ctx):
-    seqs = encode(train, vocab)
-    longest = _longest_visit(seqs)
-    n_ctx = longest if n_ctx == "longest" else n_ctx
-    windows = context_windows(seqs, n_ctx)
-    assert isinstance(windows, ContextWindows)
-    total = windows.lengths + windows.prefix
-    assert np.all(total <= n_ctx) and np.all(windows.lengths > 0)
-    covered = np.zeros(len(seqs.tokens), dtype=bool)
-    visit_start_set = set(seqs.visit_starts.tolist())
-    for i in range(len(windows)):
-        s, n, p = windows.starts[i], windows.lengths[i], windows.prefix[i]
-        covered[s + (0 if p else 1): s + n] = True  # the first token of a window is context
-        if p:
-            assert s in visit_start_set, "prefixed windows start at a visit"
-        w = windows.window(seqs.tokens, i)
-        assert len(w) == n + p and (not p or w[0] == vocab.bos_id)
-    # Everything except each patient's <s> is a training target somewhere.
-    expected = np.ones(len(seqs.tokens), dtype=bool)
-    expected[seqs.offsets[:-1]] = False
-    np.testing.assert_array_equal(covered, expected)
-    assert windows.fraction_of_tokens_used == pytest.approx(expected.mean())
-    if n_ctx >= longest:
-        assert windows.fraction_of_tokens_used >= 0.99
-    lengths = seqs.lengths
-    truncated = np.minimum(lengths, n_ctx).sum() / lengths.sum()
-    assert windows.reference_fraction == pytest.approx(truncated)
-    assert reference_fraction(seqs, n_ctx) == pytest.approx(truncated)
-    if n_ctx == 100000:
-        assert len(windows) == len(seqs) and not windows.prefix.any()
-
-
-def test_context_windows_subset(vocab, train):
-    seqs = encode(train, vocab)
-    subset = np.arange(0, len(seqs), 3)
-    windows = context_windows(seqs, 128, subset=subset)
-    assert set(windows.patient.tolist()) == set(subset.tolist())
-    assert windows.n_tokens == seqs.lengths[subset].sum()
-
-
-# ----------------------------------------------------------------------------------------------
 # Throughput (small by default; SYNEHRGY_BENCH=20000 for the benchmark size)
 
 
@@ -914,18 +857,6 @@ def test_vectorized_binning_matches_searchsorted(vocab, data):
     np.testing.assert_array_equal(token - vocab.value_base[j], var.bins.assign(values))
     clipped = int(np.sum((values < var.valid_low) | (values > var.valid_high)))
     assert stats["n_values_clipped"] == clipped
-
-
-def test_context_windows_save_load(vocab, train, tmp_path):
-    seqs = encode(train, vocab)
-    windows = context_windows(seqs, 128)
-    windows.save(tmp_path / "w")
-    loaded = ContextWindows.load(tmp_path / "w")
-    assert loaded.n_windows == windows.n_windows == len(loaded.arrays(seqs))
-    assert loaded.fraction_of_tokens_used == windows.fraction_of_tokens_used
-    for a, b in zip(loaded.arrays(seqs)[:50], windows.arrays(seqs)[:50]):
-        np.testing.assert_array_equal(a, b)
-    assert max(len(w) for w in loaded.arrays(seqs)) <= 128
 
 
 def test_duplicate_values_keep_the_median_bin(vocab, train):

@@ -36,7 +36,7 @@ class GPTConfig:
     n_embd: int = 256
     dropout: float = 0.1
     bias: bool = True
-    # Outcome conditioning (docs/tokens.md section 4): `condition_table[token]` is -1 for tokens
+    # Outcome conditioning (docs/tokens.md section 6): `condition_table[token]` is -1 for tokens
     # that leave the running condition unchanged and c >= 0 for tokens that set it to c (a visit
     # start resets it to 0, MORTALITY//0 and //1 set 1 and 2). Every position then adds a learned
     # embedding of its condition, so the physiology of a visit sees the outcome emitted in its

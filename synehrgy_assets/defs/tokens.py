@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -142,8 +143,26 @@ def token_vocabulary(
     )
 
 
+# Defaults of the context checks on the training windows (docs/tokens.md section 6).
+MIN_HEADER_IN_CONTEXT_SHARE = 0.99
+MIN_HISTORY_IN_CONTEXT_SHARE = 0.95
+
+
 class TokenSequencesConfig(dg.Config):
-    n_ctx: int = Field(default=512, description="Model context; long patients become visit-aligned windows.")
+    n_ctx: int = Field(
+        default=512,
+        description="Model context in tokens. Longer patients become windows in the context format "
+        "(history + current header + recent rows, docs/tokens.md section 6).",
+    )
+
+
+def max_tokens_per_patient_default(train_lengths: np.ndarray) -> int:
+    """The generation cap: 1.25 x the 99.9th percentile of train lengths, rounded up to a multiple
+    of 1,024, so it is at least that percentile and reveals no single patient's length."""
+    if len(train_lengths) == 0:
+        return 1024
+    p999 = float(np.percentile(train_lengths, 99.9))
+    return int(math.ceil(1.25 * p999 / 1024) * 1024)
 
 
 def _progress_logger(context: dg.AssetExecutionContext, split: str):
@@ -175,12 +194,14 @@ def token_sequences(
     context: dg.AssetExecutionContext, config: TokenSequencesConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     from synehrgy_assets.core.tokens import TokenVocabulary, context_windows, encode_marts
+    from synehrgy_assets.core.tokens.context import ContextFormat
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
     out = tokens_dir(workspace)
     meta: dict = {"vocabulary_version": vocab.version, "n_ctx": config.n_ctx}
     stats = {}
     train_lengths = None
+    fmt = ContextFormat(vocab, config.n_ctx)
     for split in SPLITS:
         started = time.perf_counter()
         with workspace.connect(read_only=True) as con:
@@ -192,28 +213,38 @@ def token_sequences(
                          f"in {seconds:.1f} s ({len(seqs) / max(seconds, 1e-9):,.0f} patients/s)")
         seqs.save(out / split)
         lengths = np.diff(seqs.offsets)
-        windows = context_windows(seqs, config.n_ctx)
+        windows = context_windows(seqs, vocab, config.n_ctx, fmt=fmt)
+        # No maximum: on a small cohort it is one patient's length.
         stats[split] = {
             "patients": int(len(lengths)),
             "tokens": int(lengths.sum()),
             "tokens_per_patient_p50": float(np.median(lengths)) if len(lengths) else 0.0,
-            "tokens_per_patient_p95": float(np.percentile(lengths, 95)) if len(lengths) else 0.0,
-            "tokens_per_patient_max": int(lengths.max()) if len(lengths) else 0,
             "windows": int(windows.n_windows),
-            "fraction_of_tokens_used": float(windows.fraction_of_tokens_used),
-            "fraction_kept_by_plain_truncation": float(windows.reference_fraction),
+            "patients_longer_than_context": int(np.sum(lengths > config.n_ctx + 1)),
+            "header_in_context_share": float(windows.header_in_context_share),
+            "history_in_context_share": float(windows.history_in_context_share),
+            "windows_rejected_by_grammar": int(windows.stats["n_windows_rejected_by_grammar"]),
+            "window_tokens_per_target": round(windows.stats["n_window_tokens"]
+                                              / max(windows.stats["n_target_tokens"], 1), 3),
+            "fraction_kept_by_plain_truncation": float(windows.stats["reference_fraction"]),
             "encode_patients_per_second": round(len(lengths) / max(seconds, 1e-9), 1),
         }
         windows.save(out / split / "windows")
         if split == "train":
             train_lengths = lengths
-    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version, "splits": stats})
+    cap = max_tokens_per_patient_default(train_lengths)
+    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version,
+                                      "max_tokens_per_patient_default": cap, "splits": stats})
     train = stats["train"]
     meta.update(
         {
-            "train/fraction_of_tokens_used": train["fraction_of_tokens_used"],
+            "train/header_in_context_share": train["header_in_context_share"],
+            "train/history_in_context_share": train["history_in_context_share"],
+            "train/windows_rejected_by_grammar": train["windows_rejected_by_grammar"],
+            "train/patients_longer_than_context": train["patients_longer_than_context"],
             "train/fraction_kept_by_plain_truncation": train["fraction_kept_by_plain_truncation"],
             "reference_fraction_kept_at_1024": REFERENCE_FRACTION_AT_1024,
+            "max_tokens_per_patient_default": cap,
             "train/tokens": train["tokens"],
             "train/windows": train["windows"],
             "by_split": dg.MetadataValue.md(pd.DataFrame(stats).T.to_markdown()),
@@ -225,19 +256,57 @@ def token_sequences(
     return dg.MaterializeResult(metadata=meta)
 
 
+def _train_summary(workspace: WorkspaceResource) -> dict:
+    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
+    return {**summary["splits"]["train"], "n_ctx": summary["n_ctx"]}
+
+
 @dg.asset_check(
     asset=token_sequences,
-    description="At least 99% of train tokens appear as a training target (reference: 0.449 at 1024).",
+    description=(
+        f"At least {MIN_HEADER_IN_CONTEXT_SHARE:.0%} of train tokens are predicted with their own visit's "
+        "header (covariates, labels, codes) in context. Fails when n_ctx is too small for the headers."
+    ),
 )
-def train_tokens_used_fraction(workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
-    used = summary["splits"]["train"]["fraction_of_tokens_used"]
+def train_tokens_with_visit_header(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    train = _train_summary(workspace)
+    share = train["header_in_context_share"]
     return dg.AssetCheckResult(
-        passed=bool(used >= 0.99),
-        metadata={
-            "fraction_of_train_tokens_used": used,
-            "threshold": 0.99,
-            "n_ctx": summary["n_ctx"],
-            "reference_fraction_at_1024": REFERENCE_FRACTION_AT_1024,
-        },
+        passed=bool(share >= MIN_HEADER_IN_CONTEXT_SHARE),
+        metadata={"header_in_context_share": share, "threshold": MIN_HEADER_IN_CONTEXT_SHARE,
+                  "n_ctx": train["n_ctx"]},
     )
+
+
+@dg.asset_check(
+    asset=token_sequences,
+    description=(
+        f"At least {MIN_HISTORY_IN_CONTEXT_SHARE:.0%} of train tokens are predicted with the patient's whole "
+        "history (every earlier visit's header) and their own visit's header in context."
+    ),
+)
+def train_tokens_with_full_history(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    train = _train_summary(workspace)
+    share = train["history_in_context_share"]
+    return dg.AssetCheckResult(
+        passed=bool(share >= MIN_HISTORY_IN_CONTEXT_SHARE),
+        metadata={"history_in_context_share": share, "threshold": MIN_HISTORY_IN_CONTEXT_SHARE,
+                  "n_ctx": train["n_ctx"]},
+    )
+
+
+@dg.asset_check(
+    asset=token_sequences,
+    description="The grammar accepts every training window (context markers included).",
+)
+def training_windows_parse(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    train = _train_summary(workspace)
+    rejected = int(train["windows_rejected_by_grammar"])
+    return dg.AssetCheckResult(
+        passed=rejected == 0,
+        metadata={"windows_rejected_by_grammar": rejected, "windows": int(train["windows"]),
+                  "n_ctx": train["n_ctx"]},
+    )
+
+
+token_sequences_checks = [train_tokens_with_visit_header, train_tokens_with_full_history, training_windows_parse]

@@ -42,7 +42,7 @@ class TokenType(IntEnum):
     PX = 18
     VALUE = 19
     DT = 20
-    # Context markers (docs/tokens.md section 4): only in training windows and rolled generation
+    # Context markers (docs/tokens.md section 6): only in training windows and rolled generation
     # contexts, never in a patient's sequence, never sampled.
     SKIP_VISITS = 21  # after <s>: earlier visits of the patient are left out of this window
     SKIP_ROWS = 22    # after </code>: this visit's earlier measurement rows are left out
@@ -57,7 +57,7 @@ T = TokenType
 NEXT_TYPES: dict[int, tuple[TokenType, ...]] = {
     START: (T.BOS,),
     T.BOS: (T.AGE, T.SKIP_VISITS),
-    T.SKIP_VISITS: (T.GAP_VISIT,),
+    T.SKIP_VISITS: (T.GAP_VISIT, T.EOS),
     T.GAP_VISIT: (T.AGE,),
     T.AGE: (T.GENDER,),
     T.GENDER: (T.ETHNICITY_GROUP,),
@@ -199,7 +199,7 @@ def find_violations(
 
     Trailing ``<pad>`` after ``</s>`` is allowed. ``value_rank[t]`` is the variable rank of a value
     token (-1 otherwise). With `windows`, the sequences are training windows or rolled contexts
-    (docs/tokens.md section 4): the context markers are allowed and a window may end anywhere;
+    (docs/tokens.md section 6): the context markers are allowed and a window may end anywhere;
     without it, a patient sequence must end in ``</s>`` and holds no context marker.
     """
     tokens = np.asarray(tokens, dtype=np.int64)

@@ -32,7 +32,7 @@ T = TokenType
 FORMAT = "synehrgy-token-vocabulary/1"
 UNK = "UNK"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "</covar>", "</label>", "</code>", "</ts>", "</adm>")
-# The context markers of the long-patient format (docs/tokens.md section 4) close the id space.
+# The context markers of the long-patient format (docs/tokens.md section 6) close the id space.
 CONTEXT_MARKERS = ("<skip-visits>", "<skip-rows>")
 # Outcome conditioning (GPTConfig.condition_table): 0 = no outcome yet in this visit, then one value
 # per MORTALITY token. A visit start (<s>, GAP_VISIT, AGE) resets it.
