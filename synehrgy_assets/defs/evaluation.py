@@ -52,6 +52,7 @@ def evaluation(
     import mlflow
 
     from synehrgy_assets.core.metrics import evaluate
+    from synehrgy_assets.core.quality_targets import quality_targets
 
     started = time.perf_counter()
     real_train = load_split(workspace, "train", config.max_patients, config.seed)
@@ -61,6 +62,16 @@ def evaluation(
     report = evaluate(real_train, real_test, synthetic, seed=config.seed)  # variables: the dbt seed
     for name, error in report.errors.items():
         context.log.warning(f"metric {name} could not be computed: {error}")
+    decode_report = provenance.get("decode_report", {})
+    generation = {
+        "forced_closure_rate": provenance.get("forced_closure_rate", float("nan")),
+        "validity_rate": decode_report.get("n_valid", 0) / max(decode_report.get("n_sequences", 0), 1),
+    }
+    report.metrics.update({f"generation/{k}": float(v) for k, v in generation.items()})
+    targets = quality_targets(report.metrics, generation)
+    report.tables["quality_targets"] = targets
+    n_met = int(targets["met"].sum())
+    context.log.info(f"quality targets met: {n_met}/{len(targets)}")
 
     out = evaluation_dir(workspace)
     tmp = out.with_name("evaluation.partial")
@@ -90,6 +101,8 @@ def evaluation(
     headline = {k: round(float(v), 4) for k, v in report.metrics.items()}
     return dg.MaterializeResult(
         metadata={
+            "quality_targets": dg.MetadataValue.md(targets.to_markdown(index=False, floatfmt=".4g")),
+            "quality_targets_met": f"{n_met}/{len(targets)}",
             **{k: v for k, v in headline.items()},
             "errors": dg.MetadataValue.json(report.errors),
             "mlflow_run_id": run.info.run_id,
