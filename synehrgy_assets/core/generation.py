@@ -1,10 +1,21 @@
-"""Generation = KV-cached constrained sampling + decoding into a staged-cohort shape."""
+"""Generation = continuous-batching, KV-cached, grammar-constrained sampling (sliding the context
+window for long patients) + decoding into a staged-cohort shape."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+
+
+def default_roll(vocabulary, n_ctx: int):
+    """`ContextFormat(vocabulary, n_ctx).roll` (the training-window format), or None when the
+    context format is not available."""
+    try:
+        from synehrgy_assets.core.tokens.context import ContextFormat
+    except ImportError:
+        return None
+    return ContextFormat(vocabulary, n_ctx).roll
 
 
 def generate_sequences(
@@ -15,32 +26,58 @@ def generate_sequences(
     seed: int = 0,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     batch_size: int = 64,
     device=None,
+    max_tokens_per_patient: int | None = None,
     max_new_tokens: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    roll="auto",
+    max_visits: int = 16,
+    precision: str = "auto",
 ):
-    """Sample `n_patients` token sequences that parse by construction (grammar-masked)."""
+    """Sample `n_patients` token sequences that parse by construction (grammar-masked).
+
+    `max_tokens_per_patient` (`max_new_tokens` is its old name) caps each patient's generated
+    tokens; the caller gives it (the synthesis asset reads the tokenizer's default), None = 4 *
+    n_ctx. Patients longer than the context slide the window with `roll` ("auto" = the training
+    context format, `ContextFormat.roll`; None = no sliding, then the cap must fit n_ctx). The
+    grammar masks live on the model's device (torch tensors, no host round trip per step).
+    """
+    import torch
+
     from synehrgy_assets.core.sampler import sample
     from synehrgy_assets.core.tokens import GrammarConstraint
+    from synehrgy_assets.core.trainer import resolve_device
 
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
     n_ctx = model.config.n_ctx
+    if max_tokens_per_patient is None:
+        max_tokens_per_patient = max_new_tokens
+    cap = int(max_tokens_per_patient) if max_tokens_per_patient is not None else 4 * n_ctx
+    if roll == "auto":
+        roll = default_roll(vocabulary, n_ctx)
+        if roll is None:
+            cap = min(cap, n_ctx - 1)  # no context format: patients must fit the window
+    device = model.tok_emb.weight.device if device is None else resolve_device(device)
     return sample(
         model,
         n_patients,
         bos_id=vocabulary.bos_id,
         eos_id=vocabulary.eos_id,
         pad_id=vocabulary.pad_id,
-        max_new_tokens=max_new_tokens or n_ctx - 1,
+        max_tokens_per_patient=cap,
         temperature=temperature,
         top_k=top_k,
-        constraint=GrammarConstraint(vocabulary),
+        top_p=top_p,
+        constraint=GrammarConstraint(vocabulary, max_visits=max_visits, device=torch.device(device)),
+        roll=roll,
         batch_size=batch_size,
         seed=seed,
         device=device,
         on_progress=on_progress,
+        precision=precision,
     )
 
 

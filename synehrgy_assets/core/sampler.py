@@ -1,16 +1,34 @@
-"""Batched, KV-cached autoregressive sampling with an optional grammar constraint.
+"""Continuous-batching, KV-cached autoregressive sampling with an optional grammar constraint.
 
-Each batch prefills `[bos] + prompt` once, then feeds one token per step through the KV cache.
-Rows that emitted eos emit pad afterwards; a batch stops as soon as every row has emitted eos.
-`<pad>` and `<bos>` are never sampled (they are not legitimate continuations; the reference
-sampled them mid-sequence). A sequence longer than the model's context is refused up front
-(`max_new_tokens + 1 + len(prompt) > n_ctx` raises) rather than silently cropped.
+`batch_size` rows each hold one patient. Every step samples one token per row and feeds the
+tokens back through the KV cache in one forward. A row whose patient emits eos (or reaches
+`max_tokens_per_patient`) is recorded and refilled at once with the next patient, prefilled with
+`[bos] + prompt` (whose keys/values are computed once and copied), so no row idles while patients
+remain; only the last `batch_size - 1` patients see idle rows, and once at most half the rows are
+busy the batch shrinks to them. The KV cache keeps one fill length per row (`KVCache.lengths`), so
+rows sit at different positions.
+
+Sliding window: when a row's cache is full (n_ctx tokens) and its patient needs another token,
+`roll(tokens_so_far)` gives a shorter context ending with the same token (the training-window
+format, `ContextFormat.roll`), the row is re-prefilled with it and decoding continues; the grammar
+state is not touched (same last token, same phase). So patients are as long as
+`max_tokens_per_patient`, whatever n_ctx. Without `roll`, `1 + len(prompt) + max_tokens_per_patient`
+must fit n_ctx (refused up front, never silently cropped).
+
+The constraint's budget is `remaining = max_tokens_per_patient - generated so far` (this token
+included); a grammar constraint then forces the shortest closure. A patient is a *forced closure*
+when the budget changed its mask at some step (checked only where `remaining` is within the
+constraint's `max_closing_cost`). `<pad>` and `<bos>` are never sampled.
+
+Determinism: one `torch.Generator` draws one uniform per row and step (idle rows included), the
+patients start in order and take the free rows in ascending row order, and the batch shrinks at
+points fixed by the sampled tokens: the same seed, device and arguments give the same sequences.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -19,25 +37,39 @@ import torch
 from synehrgy_assets.core.model import GPT, KVCache
 from synehrgy_assets.core.trainer import autocast_context, resolve_device, resolve_precision
 
+Roll = Callable[[np.ndarray], np.ndarray]
+
 
 class SamplingConstraint(Protocol):
-    """Grammar state machine driven by the sampler (implemented by the tokenizer)."""
+    """Grammar state machine driven by the sampler (implemented by `GrammarConstraint`).
+
+    Optional attributes: `take` (see below), `max_closing_cost` (int: with `remaining` above it the budget changes no
+    mask; without it, forced closures are checked at every step) and `device` (not None: states,
+    masks, `remaining` and tokens are torch tensors on that device).
+    """
 
     def start(self, batch_size: int) -> Any: ...
 
-    def allowed(self, state: Any, remaining: np.ndarray | None = None) -> np.ndarray:
+    def allowed(self, state: Any, remaining: Any = None) -> Any:
         """bool [batch, vocab]; `remaining[i]` = tokens row i may still emit, this one included."""
         ...
 
-    def advance(self, state: Any, tokens: np.ndarray) -> Any: ...
+    def advance(self, state: Any, tokens: Any) -> Any: ...
 
-    def finished(self, state: Any) -> np.ndarray: ...
+    def finished(self, state: Any) -> Any: ...
+
+    def restart(self, state: Any, rows: Any, like: Any = None) -> Any:
+        """Reset `rows` of `state` to row 0 of `like` (a state advanced through `[bos] + prompt`)."""
+        ...
+
+    # Optional: `take(state, rows) -> state` holding only those rows. With it, once no patient is
+    # left to start and at most half the rows are busy, the batch shrinks to the busy rows.
 
 
 @dataclass
 class SampleResult:
     sequences: list[np.ndarray]
-    n_finished: int
+    n_finished: int  # patients that emitted eos (the others reached the cap, only without a constraint)
     tokens_generated: int
     seconds: float
     tokens_per_second: float
@@ -45,10 +77,20 @@ class SampleResult:
     n_samples: int = 0
     device: str = "cpu"
     precision: str = "fp32"
+    n_forced_closures: int = 0
+    forced_closure_rate: float = 0.0
+    n_rolls: int = 0
+    forced: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per patient
+    max_tokens_per_patient: int = 0
+    batch_size: int = 0
+    steps: int = 0
+    row_utilization: float = 0.0  # busy row-steps / row-steps computed (the batch shrinks in the tail)
+    # Per decode step: [busy rows, patients not finished when the step began].
+    step_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
     def summary(self) -> dict[str, Any]:
-        """Scalars only (no sequences)."""
-        return {k: v for k, v in self.__dict__.items() if k != "sequences"}
+        """Scalars only (no sequences or per-patient/per-step arrays)."""
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, (list, np.ndarray))}
 
 
 def _check_token(name: str, token: int, vocab_size: int) -> None:
@@ -56,115 +98,101 @@ def _check_token(name: str, token: int, vocab_size: int) -> None:
         raise ValueError(f"sample: {name}={token} is outside the vocabulary [0, {vocab_size})")
 
 
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of unnormalized probabilities [B, K] by inverse CDF: one uniform per row
+    (torch.multinomial drew a quarter of CPU sampling time). A zero-probability entry is never
+    drawn: it does not raise the CDF, and u stays below the row's total."""
+    cdf = probs.double().cumsum(dim=-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=torch.float64) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+
+
 def _choose(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """Next tokens [B] from float logits [B, V] whose disallowed entries are already -inf."""
+    """Next tokens [B] from float logits [B, V] whose disallowed entries are already -inf.
+
+    Top-k first, then top-p (the smallest set of the most likely tokens whose probability reaches
+    p; the most likely token always stays), then a draw at `temperature` (0 = greedy).
+    """
     if temperature == 0.0:
         return logits.argmax(dim=-1)
+    nucleus = top_p is not None and top_p < 1.0
     if top_k is not None and top_k < logits.size(-1):
-        # Draw among the k candidates only: the multinomial's RNG over the full vocabulary was a
-        # quarter of CPU sampling time. Disallowed candidates (-inf) get probability 0.
-        values, candidates = torch.topk(logits, top_k, dim=-1)
-        probs = torch.softmax(values / temperature, dim=-1)
-        choice = torch.multinomial(probs, 1, generator=generator)
-        return candidates.gather(1, choice).squeeze(1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        # Disallowed candidates (-inf) get probability 0.
+        values, candidates = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
+    elif nucleus:
+        values, candidates = torch.sort(logits, dim=-1, descending=True, stable=True)
+    else:
+        return _draw(torch.softmax(logits / temperature, dim=-1), generator)
+    probs = torch.softmax(values / temperature, dim=-1)
+    if nucleus:
+        # Drop a candidate when the more likely ones already hold p: the first never drops.
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    return candidates.gather(1, _draw(probs, generator)[:, None]).squeeze(1)
 
 
-def _allowed_mask(
-    constraint: SamplingConstraint, state: Any, remaining: np.ndarray, batch: int, vocab: int, device: torch.device
-) -> tuple[torch.Tensor, bool]:
-    """The constraint's mask as a bool tensor on `device`, and whether it came as a torch tensor
-    (a constraint kept on the accelerator is then fed torch tokens, with no host round trip)."""
-    allowed = constraint.allowed(state, remaining)
-    is_tensor = isinstance(allowed, torch.Tensor)
-    if not is_tensor:
+def _as_mask(allowed: Any, batch: int, vocab: int, device: torch.device) -> torch.Tensor:
+    """A constraint's mask as a bool tensor [batch, vocab] on `device`."""
+    if not isinstance(allowed, torch.Tensor):
         allowed = torch.from_numpy(np.asarray(allowed).astype(bool, copy=False))
     if tuple(allowed.shape) != (batch, vocab):
         raise ValueError(
             f"sample: constraint.allowed returned shape {tuple(allowed.shape)}, "
             f"expected (batch={batch}, vocab={vocab})"
         )
-    return allowed.to(device=device, dtype=torch.bool), is_tensor
+    return allowed.to(device=device, dtype=torch.bool)
 
 
-def _sample_batch(
+def prefill_rows(
     model: GPT,
-    batch: int,
-    prefix: list[int],
-    *,
-    eos_id: int,
-    pad_id: int,
-    banned: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    constraint: SamplingConstraint | None,
-    generator: torch.Generator,
-    device: torch.device,
-    precision: str,
-) -> np.ndarray:
-    """Generated tokens [batch, steps_run] (pad after eos)."""
-    vocab = model.config.vocab_size
-    cache_dtype = torch.bfloat16 if precision == "bf16" else model.tok_emb.weight.dtype
-    # The last sampled token is never fed back, so it needs no cache slot.
-    cache = KVCache.for_model(model, batch, max_len=len(prefix) + max_new_tokens - 1, dtype=cache_dtype)
-    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    dead = torch.zeros(batch, dtype=torch.bool, device=device)  # unfinished rows left with no allowed token
+    cache: KVCache,
+    rows: torch.Tensor,
+    contexts: list[np.ndarray],
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Refill `rows` of `cache` with one context each; the float logits [len(rows), V] at each
+    context's last token.
 
-    state = None
-    if constraint is not None:
-        state = constraint.start(batch)
-        for token in prefix:  # the constraint must see the prompt (bos included) before sampling
-            state = constraint.advance(state, np.full(batch, token, dtype=np.int64))
-
-    prompt = torch.tensor(prefix, dtype=torch.long, device=device).expand(batch, -1)
+    One forward through a temporary cache for those rows only (right padded; a pad position is
+    never attended by a real one and lies past the row's new length), copied into the rows; the
+    other rows are untouched. Each row's running condition is the one at its last real token.
+    """
+    device = cache.kv.device
+    lengths = np.array([len(c) for c in contexts], dtype=np.int64)
+    width = int(lengths.max())
+    ids = np.zeros((len(contexts), width), dtype=np.int64)
+    for i, context in enumerate(contexts):
+        ids[i, : len(context)] = context
+    x = torch.from_numpy(ids).to(device)
+    tmp = KVCache.for_model(model, len(contexts), max_len=width, dtype=cache.kv.dtype)
     with autocast_context(device, precision):
-        logits, _ = model(prompt, kv_cache=cache)
-    logits = logits[:, -1].float()
+        logits, _ = model(x, kv_cache=tmp)
+    last = torch.from_numpy(lengths - 1).to(device)
+    cache.kv[:, :, rows, :, :width] = tmp.kv
+    cache.lengths[rows] = last + 1
+    if model.cond_emb is not None:
+        cache.condition[rows] = model.conditions(x).gather(1, last[:, None]).squeeze(1)
+    return logits[torch.arange(len(contexts), device=device), last].float()
 
-    # The host checks for early stop (and dead rows) only every few steps, unless a numpy
-    # constraint already forces a device-to-host copy of every step's tokens.
-    check_every = 8
-    steps = max_new_tokens
-    for t in range(max_new_tokens):
-        logits = logits.masked_fill(banned, float("-inf"))
-        constraint_on_device = False
-        if constraint is not None:
-            remaining = np.full(batch, max_new_tokens - t, dtype=np.int64)
-            allowed, constraint_on_device = _allowed_mask(constraint, state, remaining, batch, vocab, device)
-            check_every = 8 if constraint_on_device else 1
-            logits = logits.masked_fill(~allowed, float("-inf"))
-            dead |= ~torch.isfinite(logits).any(dim=-1) & ~done
-        # Finished rows may have no allowed token at all: finite logits keep the draw valid, and
-        # their pick is replaced by pad. Dead rows are reported below.
-        logits = logits.masked_fill((done | dead)[:, None], 0.0)
-        nxt = _choose(logits, temperature, top_k, generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        out[:, t] = nxt
-        done |= nxt == eos_id
-        is_last = t == max_new_tokens - 1
-        check_now = is_last or (t + 1) % check_every == 0
-        if check_now and bool(dead.any()):
-            row = int(dead.nonzero()[0, 0])
-            raise RuntimeError(
-                f"sample: the constraint allowed no token for unfinished row {row} (at or before step {t}, "
-                f"max_new_tokens={max_new_tokens}); pad and bos are never sampled"
-            )
-        if constraint is not None:
-            state = constraint.advance(state, nxt if constraint_on_device else nxt.cpu().numpy())
-        if is_last:
-            break
-        if check_now and bool(done.all()):
-            steps = t + 1
-            break
-        with autocast_context(device, precision):
-            logits, _ = model(nxt[:, None], kv_cache=cache)
-        logits = logits[:, -1].float()
-    return out[:, :steps].cpu().numpy()
+
+def _check_context(context: Any, tokens: np.ndarray, n_ctx: int, vocab_size: int) -> np.ndarray:
+    context = np.asarray(context, dtype=np.int64).reshape(-1)
+    if not 1 <= len(context) < n_ctx:
+        raise ValueError(f"sample: roll returned {len(context)} tokens; a rolled context needs 1..{n_ctx - 1} "
+                         f"(n_ctx={n_ctx}) to leave room for new tokens")
+    if context[-1] != tokens[-1]:
+        raise ValueError(f"sample: roll must end the context with the patient's last token {int(tokens[-1])}, "
+                         f"got {int(context[-1])}")
+    if context.min() < 0 or context.max() >= vocab_size:
+        raise ValueError(f"sample: roll returned token ids outside the vocabulary [0, {vocab_size})")
+    return context
 
 
 def sample(
@@ -174,10 +202,13 @@ def sample(
     bos_id: int,
     eos_id: int,
     pad_id: int,
-    max_new_tokens: int,
+    max_tokens_per_patient: int | None = None,
+    max_new_tokens: int | None = None,
     temperature: float = 1.0,
     top_k: int | None = 50,
+    top_p: float | None = None,
     constraint: SamplingConstraint | None = None,
+    roll: Roll | None = None,
     batch_size: int = 64,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -187,27 +218,43 @@ def sample(
 ) -> SampleResult:
     """Sample `n_samples` sequences, each `[bos] + prompt + generated` up to and including eos.
 
-    `device=None` uses the model's device, otherwise the model is moved there. `temperature=0`
-    is greedy. Finished rows are advanced through the constraint with `pad_id`.
+    `max_tokens_per_patient` caps the generated tokens (after bos and prompt) of each patient;
+    `max_new_tokens` is its former name. `roll` (see the module docstring) lets patients run past
+    n_ctx. `device=None` uses the model's device, otherwise the model is moved there.
+    `temperature=0` is greedy; `top_k` then `top_p` truncate the distribution (None = off).
+    `on_progress(done, total)` is called as patients finish, about every 5 % of them.
     """
     cfg = model.config
     prefix = [int(bos_id)] + [int(t) for t in (prompt or [])]
+    if max_tokens_per_patient is None:
+        max_tokens_per_patient = max_new_tokens
+    elif max_new_tokens is not None and max_new_tokens != max_tokens_per_patient:
+        raise ValueError("sample: max_new_tokens is the old name of max_tokens_per_patient; pass one of them")
+    if max_tokens_per_patient is None:
+        raise ValueError("sample: max_tokens_per_patient is required")
+    max_tokens = int(max_tokens_per_patient)
     if n_samples < 0:
         raise ValueError(f"sample: n_samples must be >= 0, got {n_samples}")
-    if max_new_tokens < 1:
-        raise ValueError(f"sample: max_new_tokens must be >= 1, got {max_new_tokens}")
-    if len(prefix) + max_new_tokens > cfg.n_ctx:
+    if max_tokens < 1:
+        raise ValueError(f"sample: max_tokens_per_patient must be >= 1, got {max_tokens}")
+    if roll is not None and not callable(roll):
+        raise ValueError(f"sample: roll must be a callable tokens -> context or None, got {roll!r}")
+    if roll is None and len(prefix) + max_tokens > cfg.n_ctx:
         raise ValueError(
-            f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens + max_new_tokens {max_new_tokens} = "
-            f"{len(prefix) + max_new_tokens} exceeds the model's n_ctx={cfg.n_ctx}; lower max_new_tokens "
-            f"to at most {cfg.n_ctx - len(prefix)} (sequences are never silently cropped)"
+            f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens + max_tokens_per_patient {max_tokens} = "
+            f"{len(prefix) + max_tokens} exceeds the model's n_ctx={cfg.n_ctx}; lower it to at most "
+            f"{cfg.n_ctx - len(prefix)} or pass roll= to slide the window (sequences are never silently cropped)"
         )
+    if len(prefix) > cfg.n_ctx:
+        raise ValueError(f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens exceed the model's n_ctx={cfg.n_ctx}")
     if batch_size < 1:
         raise ValueError(f"sample: batch_size must be >= 1, got {batch_size}")
     if temperature < 0:
         raise ValueError(f"sample: temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"sample: top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"sample: top_p must be in (0, 1] or None (off), got {top_p}")
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
         _check_token(name, token, cfg.vocab_size)
     for i, token in enumerate(prefix[1:]):
@@ -221,56 +268,26 @@ def sample(
     device = torch.device(device)
     precision = resolve_precision(precision, device)
 
-    banned = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=device)
-    banned[pad_id] = True
-    banned[bos_id] = True
-    banned[eos_id] = False
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    prefix_arr = np.asarray(prefix, dtype=np.int64)
-
-    sequences: list[np.ndarray] = []
-    n_finished = 0
-    tokens_generated = 0
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     try:
         with torch.inference_mode():
-            for first in range(0, n_samples, batch_size):
-                batch = min(batch_size, n_samples - first)
-                generated = _sample_batch(
-                    model,
-                    batch,
-                    prefix,
-                    eos_id=eos_id,
-                    pad_id=pad_id,
-                    banned=banned,
-                    max_new_tokens=max_new_tokens,
-                    temperature=float(temperature),
-                    top_k=top_k,
-                    constraint=constraint,
-                    generator=generator,
-                    device=device,
-                    precision=precision,
-                )
-                is_eos = generated == eos_id
-                finished = is_eos.any(axis=1)
-                # Up to and including the first eos; unfinished rows keep every generated token.
-                lengths = np.where(finished, is_eos.argmax(axis=1) + 1, generated.shape[1])
-                n_finished += int(finished.sum())
-                tokens_generated += int(lengths.sum())
-                sequences.extend(
-                    np.concatenate([prefix_arr, row[:n]]) for row, n in zip(generated, lengths)
-                )
-                if on_progress is not None:
-                    on_progress(first + batch, n_samples)
+            run = _Run(
+                model, n_samples, prefix, eos_id=int(eos_id), pad_id=int(pad_id), max_tokens=max_tokens,
+                temperature=float(temperature), top_k=top_k, top_p=None if top_p is None else float(top_p),
+                constraint=constraint, roll=roll, batch_size=int(batch_size), seed=int(seed), device=device,
+                precision=precision, on_progress=on_progress,
+            )
+            run.loop()
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
+    tokens_generated = int(sum(len(s) for s in run.sequences) - len(prefix) * n_samples)
+    n_forced = int(run.forced.sum())
     return SampleResult(
-        sequences=sequences,
-        n_finished=n_finished,
+        sequences=run.sequences,
+        n_finished=int(run.ended_with_eos.sum()),
         tokens_generated=tokens_generated,
         seconds=seconds,
         tokens_per_second=tokens_generated / max(seconds, 1e-9),
@@ -278,4 +295,242 @@ def sample(
         n_samples=n_samples,
         device=str(device),
         precision=precision,
+        n_forced_closures=n_forced,
+        forced_closure_rate=n_forced / max(n_samples, 1),
+        n_rolls=run.n_rolls,
+        forced=run.forced,
+        max_tokens_per_patient=max_tokens,
+        batch_size=run.B,
+        steps=len(run.step_rows),
+        row_utilization=run.busy_row_steps / max(run.row_steps, 1),
+        step_rows=np.asarray(run.step_rows, dtype=np.int64).reshape(-1, 2),
     )
+
+
+class _Run:
+    """The state of one `sample` call: rows, their patients, the cache and the constraint state."""
+
+    def __init__(
+        self, model: GPT, n_samples: int, prefix: list[int], *, eos_id: int, pad_id: int, max_tokens: int,
+        temperature: float, top_k: int | None, top_p: float | None, constraint: SamplingConstraint | None,
+        roll: Roll | None, batch_size: int, seed: int, device: torch.device, precision: str,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.model, self.n_samples, self.prefix = model, n_samples, np.asarray(prefix, dtype=np.int64)
+        self.eos_id, self.pad_id, self.max_tokens = eos_id, pad_id, max_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.constraint, self.roll = constraint, roll
+        self.device, self.precision, self.on_progress = device, precision, on_progress
+        self.n_ctx, self.vocab = model.config.n_ctx, model.config.vocab_size
+        self.B = max(min(batch_size, n_samples), 1)
+
+        self.banned = torch.zeros(self.vocab, dtype=torch.bool, device=device)
+        self.banned[pad_id] = True
+        self.banned[int(prefix[0])] = True
+        self.banned[eos_id] = False
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+        self.sequences: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n_samples
+        self.forced = np.zeros(n_samples, dtype=bool)
+        self.ended_with_eos = np.zeros(n_samples, dtype=bool)
+        self.n_rolls = 0
+        self.busy_row_steps = 0
+        self.row_steps = 0
+        self.step_rows: list[tuple[int, int]] = []
+        self.n_done = 0
+        self._report_every = max(1, n_samples // 20)
+        self._next_report = self._report_every
+
+    # ---- helpers
+    def _rows(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
+
+    def _constraint_rows(self, rows: np.ndarray) -> Any:
+        return self._rows(rows) if self.on_device else rows
+
+    def _grow(self, need: int) -> None:
+        """Widen the per-row token buffer (patients may be far longer than n_ctx)."""
+        if need <= self.buf.shape[1]:
+            return
+        width = min(max(need, 2 * self.buf.shape[1]), len(self.prefix) + self.max_tokens)
+        wider = np.zeros((len(self.buf), width), dtype=np.int64)
+        wider[:, : self.buf.shape[1]] = self.buf
+        self.buf = wider
+
+    def _finish(self, rows: np.ndarray, eos: np.ndarray) -> None:
+        P = len(self.prefix)
+        for b in rows:
+            p = int(self.patient[b])
+            self.sequences[p] = self.buf[b, : P + self.n_gen[b]].copy()
+            self.ended_with_eos[p] = bool(eos[b])
+        self.n_done += len(rows)
+        if self.on_progress is not None and len(rows) and (
+            self.n_done >= self._next_report or self.n_done == self.n_samples
+        ):
+            self.on_progress(self.n_done, self.n_samples)
+            self._next_report = (self.n_done // self._report_every + 1) * self._report_every
+
+    # ---- the loop
+    def loop(self) -> None:
+        if self.n_samples == 0:
+            return
+        model, device, B, P = self.model, self.device, self.B, len(self.prefix)
+        constraint = self.constraint
+        self.on_device = constraint is not None and getattr(constraint, "device", None) is not None
+        closing = getattr(constraint, "max_closing_cost", None)
+        cache_dtype = torch.bfloat16 if self.precision == "bf16" else model.tok_emb.weight.dtype
+
+        # `[bos] + prompt` once; every patient's prefill is a copy of it.
+        template = KVCache.for_model(model, 1, max_len=P, dtype=cache_dtype)
+        prefix_t = torch.from_numpy(self.prefix).to(device)[None]
+        with autocast_context(device, self.precision):
+            first_logits, _ = model(prefix_t, kv_cache=template)
+        first_logits = first_logits[0, -1].float()
+        cache = KVCache.for_model(model, B, dtype=cache_dtype)
+
+        def refill_cache(rows: np.ndarray) -> None:
+            idx = self._rows(rows)
+            cache.kv[:, :, idx, :, :P] = template.kv
+            cache.lengths[idx] = P
+            cache.condition[idx] = template.condition[0]
+
+        state = like = None
+        if constraint is not None:
+            # The constraint sees the prompt (bos included) before sampling.
+            state = constraint.start(B)
+            for token in self.prefix:
+                state = constraint.advance(state, np.full(B, token, dtype=np.int64))
+
+        all_rows = np.arange(B)
+        refill_cache(all_rows)
+        logits = first_logits[None].repeat(B, 1)
+        self.buf = np.zeros((B, min(P + self.max_tokens, 2 * self.n_ctx)), dtype=np.int64)
+        self.buf[:, :P] = self.prefix
+        self.n_gen = np.zeros(B, dtype=np.int64)      # tokens generated for the row's patient
+        cache_len = np.full(B, P, dtype=np.int64)     # host copy of cache.lengths
+        self.patient = all_rows.copy()                # the patient of each row (-1 = idle)
+        busy = np.ones(B, dtype=bool)
+        busy_t = torch.ones(B, dtype=torch.bool, device=device)
+        next_patient = B
+        pad = torch.full((B,), self.pad_id, dtype=torch.long, device=device)
+        no_flag = torch.zeros(B, dtype=torch.long, device=device)
+        can_shrink = constraint is None or hasattr(constraint, "take")
+
+        while True:
+            self.step_rows.append((int(busy.sum()), self.n_samples - self.n_done))
+            self.busy_row_steps += int(busy.sum())
+            self.row_steps += B
+            logits = logits.masked_fill(self.banned, float("-inf"))
+            differs = None
+            if constraint is not None:
+                remaining = np.where(busy, self.max_tokens - self.n_gen, self.max_tokens)
+                allowed = _as_mask(
+                    constraint.allowed(state, self._rows(remaining) if self.on_device else remaining),
+                    B, self.vocab, device,
+                )
+                near = busy if closing is None else busy & (remaining <= closing)
+                if near.any():
+                    # Did the budget change what this row may sample? (= a forced closure)
+                    free = _as_mask(constraint.allowed(state, None), B, self.vocab, device)
+                    differs = ((free ^ allowed) & ~self.banned).any(dim=-1) & torch.from_numpy(near).to(device)
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            dead = ~torch.isfinite(logits).any(dim=-1) & busy_t
+            # Idle (and dead) rows draw from finite logits so the draw stays valid; idle rows emit pad.
+            logits = logits.masked_fill((dead | ~busy_t)[:, None], 0.0)
+            nxt = _choose(logits, self.temperature, self.top_k, self.top_p, self.generator)
+            nxt = torch.where(busy_t, nxt, pad)
+            report = torch.stack([nxt, dead.long(), no_flag if differs is None else differs.long()])
+
+            # Feed every row's token before looking at them on the host. A row whose cache is full
+            # (to be rolled, unless it just ended) and an idle row feed junk at position 0; a row
+            # that turns out finished feeds junk past its end: refill and roll overwrite both.
+            full = cache_len >= self.n_ctx
+            reset = np.flatnonzero(full | ~busy)
+            if len(reset):
+                cache.lengths[self._rows(reset)] = 0
+                cache_len[reset] = 0
+            with autocast_context(device, self.precision):
+                out, _ = model(nxt[:, None], kv_cache=cache)
+            cache_len += 1
+
+            host = report.cpu().numpy()
+            tokens = host[0]
+            if host[1].any():
+                row = int(np.flatnonzero(host[1])[0])
+                raise RuntimeError(
+                    f"sample: the constraint allowed no token for unfinished row {row} (patient "
+                    f"{int(self.patient[row])}, {int(self.n_gen[row])} tokens generated, max_tokens_per_patient="
+                    f"{self.max_tokens}); pad and bos are never sampled"
+                )
+            if constraint is not None:
+                state = constraint.advance(state, nxt if self.on_device else tokens)
+
+            rows = np.flatnonzero(busy)
+            self._grow(P + int(self.n_gen[rows].max()) + 1)
+            self.buf[rows, P + self.n_gen[rows]] = tokens[rows]
+            self.n_gen[rows] += 1
+            if differs is not None:
+                flagged = np.flatnonzero(host[2] & busy)
+                self.forced[self.patient[flagged]] = True
+            eos = busy & (tokens == self.eos_id)
+            done = busy & (eos | (self.n_gen >= self.max_tokens))
+            done_rows = np.flatnonzero(done)
+            self._finish(done_rows, eos)
+            if self.n_done == self.n_samples:
+                return
+            logits = out[:, -1].float()
+
+            # Ended rows take the next patients, in row order.
+            refill = done_rows[: max(0, self.n_samples - next_patient)]
+            idle = done_rows[len(refill):]
+            if len(refill):
+                self.patient[refill] = np.arange(next_patient, next_patient + len(refill))
+                next_patient += len(refill)
+                self.n_gen[refill] = 0
+                refill_cache(refill)
+                cache_len[refill] = P
+                logits[self._rows(refill)] = first_logits
+                if constraint is not None:
+                    if like is None:
+                        like = constraint.start(1)
+                        for token in self.prefix:
+                            like = constraint.advance(like, np.array([token], dtype=np.int64))
+                    state = constraint.restart(state, self._constraint_rows(refill), like)
+            if len(idle):
+                self.patient[idle] = -1
+                busy[idle] = False
+                busy_t = torch.from_numpy(busy).to(device)
+
+            # Full windows slide: re-prefill with the rolled context (same last token, same phase).
+            rolled = np.flatnonzero(full & busy & ~done)
+            if len(rolled):
+                if self.roll is None:  # unreachable: the length check in `sample` rules it out
+                    raise RuntimeError("sample: a row's context is full and no roll was given")
+                contexts = []
+                for b in rolled:
+                    so_far = self.buf[b, : P + self.n_gen[b]]
+                    contexts.append(_check_context(self.roll(so_far.copy()), so_far, self.n_ctx, self.vocab))
+                idx = self._rows(rolled)
+                logits[idx] = prefill_rows(model, cache, idx, contexts, self.precision)
+                cache_len[rolled] = [len(c) for c in contexts]
+                self.n_rolls += len(rolled)
+
+            # The tail: no patient left to start and at most half the rows busy -> drop idle rows.
+            n_busy = int(busy.sum())
+            if can_shrink and next_patient >= self.n_samples and 0 < n_busy <= B // 2:
+                keep = np.flatnonzero(busy)
+                keep_t = self._rows(keep)
+                B = len(keep)
+                smaller = KVCache.for_model(model, B, dtype=cache_dtype)
+                smaller.kv.copy_(cache.kv[:, :, keep_t])
+                smaller.lengths.copy_(cache.lengths[keep_t])
+                smaller.condition.copy_(cache.condition[keep_t])
+                cache = smaller
+                logits = logits[keep_t]
+                if constraint is not None:
+                    state = constraint.take(state, self._constraint_rows(keep))
+                self.buf, self.n_gen, cache_len = self.buf[keep], self.n_gen[keep], cache_len[keep]
+                self.patient, busy = self.patient[keep], busy[keep]
+                busy_t = torch.ones(B, dtype=torch.bool, device=device)
+                pad, no_flag = pad[:B], no_flag[:B]

@@ -22,12 +22,30 @@ MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
 
 class SyntheticSequencesConfig(dg.Config):
     n_patients: int = Field(default=500, description="Patients to generate; 0 = as many as in the train split.")
-    temperature: float = 1.0
-    top_k: int = Field(default=0, description="0 = no top-k truncation.")
-    batch_size: int = 64
-    seed: int = 0
+    temperature: float = Field(default=1.0, description="Sampling temperature; 0 = greedy.")
+    top_k: int = Field(default=0, description="Sample among the k most likely tokens; 0 = no top-k truncation.")
+    top_p: float = Field(
+        default=0.0,
+        description="Nucleus sampling after top-k: the smallest set of most likely tokens holding probability "
+        "top_p, in (0, 1]; 0 = off.",
+    )
+    max_tokens_per_patient: int = Field(
+        default=0,
+        description="Cap on each patient's generated tokens; the grammar closes a patient that reaches it (a "
+        "forced closure). 0 = the tokenizer's `max_tokens_per_patient_default` in tokens summary.json (at least "
+        "the 99.9th percentile of train lengths), else 4 * n_ctx. Patients longer than n_ctx slide the window.",
+    )
+    batch_size: int = Field(
+        default=64, description="Rows decoded together; a row whose patient ends takes the next patient at once."
+    )
+    seed: int = Field(default=0, description="Sampler seed: the same seed, device and config give the same sequences.")
     model_alias: str = Field(default=CANDIDATE_ALIAS, description="Registry alias of the generator to use.")
-    device: str = "auto"
+    device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:i]'.")
+
+
+# Most patients may reach the length cap before closing on their own (asset check
+# `forced_closure_rate`): more means the cap truncates the model's distribution of lengths.
+MAX_FORCED_CLOSURE_RATE = 0.01
 
 
 def synthetic_dir(workspace: WorkspaceResource) -> Path:
@@ -68,13 +86,18 @@ def synthetic_sequences(
 
     device = resolve_device(config.device)
     model, vocab, mv = load_generator(mlflow_tracking, config.model_alias, device)
-    n = config.n_patients or json.loads((tokens_dir(workspace) / "summary.json").read_text())["splits"]["train"]["patients"]
-    n_batches = -(-n // config.batch_size)
+    summary_path = tokens_dir(workspace) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    n = config.n_patients or summary["splits"]["train"]["patients"]
+    cap, cap_source = max_tokens_per_patient(config, summary, model.config.n_ctx)
 
     def on_progress(done: int, total: int) -> None:
         context.log.info(f"generated {done}/{total} patients")
 
-    context.log.info(f"Sampling {n} patients with {mlflow_tracking.model_name} v{mv.version} on {device} ({n_batches} batches)")
+    context.log.info(
+        f"Sampling {n} patients with {mlflow_tracking.model_name} v{mv.version} on {device} "
+        f"({config.batch_size} rows, at most {cap} tokens per patient: {cap_source})"
+    )
     result = generate_sequences(
         model,
         vocab,
@@ -82,8 +105,10 @@ def synthetic_sequences(
         seed=config.seed,
         temperature=config.temperature,
         top_k=config.top_k or None,
+        top_p=config.top_p or None,
         batch_size=config.batch_size,
         device=device,
+        max_tokens_per_patient=cap,
         on_progress=on_progress,
     )
     flat, offsets = flatten(result.sequences)
@@ -93,11 +118,16 @@ def synthetic_sequences(
     tmp.mkdir(parents=True)
     np.save(tmp / "tokens.npy", flat)
     np.save(tmp / "offsets.npy", offsets)
+    np.save(tmp / "forced.npy", result.forced)  # per patient: closed by the length cap
     write_json(
         tmp / "provenance.json",
         {"model_name": mlflow_tracking.model_name, "model_version": mv.version, "alias": config.model_alias,
          "vocabulary_version": vocab.version, "seed": config.seed, "temperature": config.temperature,
-         "top_k": config.top_k, "n_patients": n},
+         "top_k": config.top_k, "top_p": config.top_p, "n_patients": n,
+         "max_tokens_per_patient": cap, "max_tokens_per_patient_source": cap_source,
+         "n_forced_closures": int(result.n_forced_closures),
+         "forced_closure_rate": float(result.forced_closure_rate), "n_rolls": int(result.n_rolls),
+         "sampler": result.summary()},
     )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -105,16 +135,62 @@ def synthetic_sequences(
     return dg.MaterializeResult(
         metadata={
             "patients": n,
-            "ended_with_eos": int(result.n_finished),
-            "fraction_ended_with_eos": float(result.n_finished / max(n, 1)),
+            "forced_closures": int(result.n_forced_closures),
+            "forced_closure_rate": float(result.forced_closure_rate),
+            "rolls": int(result.n_rolls),
+            "max_tokens_per_patient": cap,
+            "max_tokens_per_patient_source": cap_source,
             "tokens": int(flat.size),
             "tokens_per_patient_mean": float(lengths.mean()) if n else 0.0,
+            "tokens_per_patient_p50": float(np.median(lengths)) if n else 0.0,
             "patients_per_second": round(float(result.patients_per_second), 2),
             "tokens_per_second": round(float(result.tokens_per_second), 1),
+            "row_utilization": round(float(result.row_utilization), 4),
             "model_version": str(mv.version),
             "vocabulary_version": vocab.version,
         }
     )
+
+
+def max_tokens_per_patient(config: SyntheticSequencesConfig, summary: dict, n_ctx: int) -> tuple[int, str]:
+    """The length cap and where it came from: the config, the tokenizer's default, or 4 * n_ctx."""
+    if config.max_tokens_per_patient < 0:
+        raise ValueError(f"max_tokens_per_patient must be >= 0 (0 = default), got {config.max_tokens_per_patient}")
+    if config.max_tokens_per_patient:
+        return int(config.max_tokens_per_patient), "config"
+    if summary.get("max_tokens_per_patient_default"):
+        return int(summary["max_tokens_per_patient_default"]), "tokens summary.json"
+    return 4 * int(n_ctx), "4 * n_ctx"
+
+
+@dg.asset_check(
+    asset=synthetic_sequences,
+    description=(
+        f"At most {MAX_FORCED_CLOSURE_RATE:.0%} of the patients were closed by the length cap "
+        "(max_tokens_per_patient) instead of ending on their own."
+    ),
+)
+def forced_closure_rate(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    path = synthetic_dir(workspace) / "sequences" / "provenance.json"
+    provenance = json.loads(path.read_text())
+    if "forced_closure_rate" not in provenance:
+        return dg.AssetCheckResult(
+            passed=False, description=f"{path} records no forced_closure_rate: re-materialize synthetic_sequences"
+        )
+    rate = float(provenance["forced_closure_rate"])
+    return dg.AssetCheckResult(
+        passed=bool(rate <= MAX_FORCED_CLOSURE_RATE),
+        metadata={
+            "forced_closure_rate": rate,
+            "n_forced_closures": int(provenance.get("n_forced_closures", -1)),
+            "n_patients": int(provenance.get("n_patients", -1)),
+            "max_forced_closure_rate": MAX_FORCED_CLOSURE_RATE,
+            "max_tokens_per_patient": int(provenance.get("max_tokens_per_patient", -1)),
+        },
+    )
+
+
+synthesis_checks = [forced_closure_rate]
 
 
 @dg.asset(

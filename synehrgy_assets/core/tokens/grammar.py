@@ -451,3 +451,34 @@ class GrammarConstraint:
     def finished(self, state: GrammarState):
         """bool [batch]: the sequence has emitted </s>."""
         return (state.phase == T.EOS) | (state.phase == T.PAD)
+
+    # ---- continuous batching (the sampler refills a finished row with the next patient)
+    @property
+    def max_closing_cost(self) -> int:
+        """The most tokens (``</s>`` included) any phase needs to close its sequence: with a budget
+        `remaining` above it, `allowed(state, remaining)` equals `allowed(state)`."""
+        dist = distance_to_end()
+        return int(dist[dist < np.iinfo(np.int64).max].max())
+
+    def restart(self, state: GrammarState, rows, like: GrammarState | None = None) -> GrammarState:
+        """Start `rows` of `state` afresh (phase START), or as a copy of row 0 of `like` (e.g. the
+        state after ``<s>`` + a prompt); in place, the other rows are untouched."""
+        rows = self._index(rows)
+        if len(rows) == 0:
+            return state
+        like = self.start(1) if like is None else like
+        for name in ("phase", "last", "last_rank"):
+            # Copied first: `advance` may have stored the caller's token array as `last`.
+            array = getattr(state, name)
+            array = array.copy() if self.device is None else array.clone()
+            array[rows] = getattr(like, name)[0]
+            setattr(state, name, array)
+        state.n_visits[rows] = like.n_visits[0]  # owned by the state (updated in place by advance)
+        state.used_codes[rows] = like.used_codes[0]
+        return state
+
+    def take(self, state: GrammarState, rows) -> GrammarState:
+        """A new state holding only `rows` of `state`, in that order (the sampler drops idle rows)."""
+        rows = self._index(rows)
+        return GrammarState(*(getattr(state, name)[rows] for name in
+                              ("phase", "last", "last_rank", "n_visits", "used_codes")))
