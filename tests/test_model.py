@@ -1,4 +1,7 @@
-"""Tests for the GPT, its KV cache, checkpoints, the trainer and the sampler (CPU, small models)."""
+"""Tests for the GPT, its KV cache, checkpoints, training it on a grammar and the sampler (CPU, small models).
+
+The trainer's own tests (packing, budgets, early stopping, resume) are in test_trainer.py.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from synehrgy_assets.core.model import (
     save_checkpoint,
 )
 from synehrgy_assets.core.sampler import sample
-from synehrgy_assets.core.trainer import TrainConfig, _bucketed_batches, collate, evaluate, lr_at, train
+from synehrgy_assets.core.trainer import TrainConfig, train
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST_BODY = 3
@@ -143,23 +146,6 @@ def test_load_checkpoint_names_missing_file(tmp_path):
 # ---------------------------------------------------------------- trainer
 
 
-def test_collate_pads_to_longest_and_ignores_padding():
-    windows = [np.array([BOS, 5, 6, EOS]), np.array([BOS, 7, EOS]), np.array([BOS, 8, PAD, PAD])]
-    inputs, targets = collate(windows, np.array([0, 1, 2]), pad_id=PAD)
-    assert inputs.shape == targets.shape == (3, 3)
-    assert inputs[1].tolist() == [BOS, 7, PAD]
-    assert targets[1].tolist() == [7, EOS, -100]
-    assert targets[2].tolist() == [8, -100, -100]  # pads inside a window are not targets
-
-
-def test_lr_schedule_warms_up_then_decays_to_floor():
-    cfg = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1e-3, min_lr_ratio=0.1)
-    lrs = [lr_at(s, cfg) for s in range(100)]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert lr_at(100, cfg) == pytest.approx(1e-4)
-
-
 @pytest.fixture(scope="module")
 def trained():
     model = tiny_model(seed=0, n_embd=64)
@@ -168,7 +154,8 @@ def trained():
         model,
         grammar_windows(400, seed=0),
         grammar_windows(64, seed=1),
-        TrainConfig(max_steps=100, batch_size=16, learning_rate=5e-3, warmup_steps=10, eval_every=25, eval_batches=4),
+        TrainConfig(epochs=10, max_steps=100, batch_size=4, learning_rate=5e-3, warmup_steps=10, eval_every=10,
+                    patience=None),
         pad_id=PAD,
         on_log=logs.append,
     )
@@ -182,7 +169,7 @@ def test_training_learns_a_deterministic_grammar(trained):
     assert val[0] > 0.8 and val[-1] < 0.45, val
     assert result.best_val_loss == pytest.approx(min(val))
     assert math.isfinite(result.final_train_loss) and result.final_train_loss < 0.6
-    assert result.steps == 100 and result.tokens_seen > 0 and result.tokens_per_second > 0
+    assert result.steps == result.total_steps == 100 and result.tokens_seen > 0 and result.tokens_per_second > 0
     assert result.device == "cpu" and result.precision == "fp32" and result.peak_memory_bytes > 0
     assert logs and {"step", "train_loss", "lr", "tokens_per_second"} <= set(logs[0])
     assert any("val_loss" in rec for rec in logs)
@@ -190,44 +177,3 @@ def test_training_learns_a_deterministic_grammar(trained):
     out = sample(model, 2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=24, temperature=0.0, prompt=[8])
     for seq in out.sequences:
         assert seq.tolist() == [BOS, *grammar_body(8), EOS]
-
-
-def test_training_is_deterministic_by_seed():
-    windows = grammar_windows(64, seed=5)
-    cfg = TrainConfig(max_steps=12, batch_size=8, learning_rate=3e-3, warmup_steps=2, eval_every=4, eval_batches=2)
-    results, models = [], []
-    for burn in (1, 50):
-        model = tiny_model(seed=9, dropout=0.1)
-        torch.rand(burn)  # a different global RNG state: train() must reseed dropout itself
-        results.append(train(model, windows, windows[:16], cfg, pad_id=PAD))
-        models.append(model)
-    assert [h["train_loss"] for h in results[0].history] == [h["train_loss"] for h in results[1].history]
-    for a, b in zip(models[0].parameters(), models[1].parameters()):
-        assert torch.equal(a, b)
-
-
-def test_early_stopping_restores_best_weights_when_validation_worsens():
-    # Validation is noise the model never sees: fitting the grammar makes it worse after the start.
-    rng = np.random.default_rng(3)
-    noise = [np.concatenate([[BOS], rng.integers(FIRST_BODY, VOCAB, size=12), [EOS]]) for _ in range(32)]
-    cfg = TrainConfig(max_steps=200, batch_size=16, learning_rate=5e-3, warmup_steps=5, eval_every=5,
-                      eval_batches=2, early_stopping_patience=2)
-    model = tiny_model(seed=1)
-    result = train(model, grammar_windows(200, seed=2), noise, cfg, pad_id=PAD)
-    assert result.stopped_early and result.steps < 200
-    assert result.best_step is not None and result.best_step < result.steps
-    val = [h["val_loss"] for h in result.history if "val_loss" in h]
-    assert result.best_val_loss == min(val) < val[-1]
-    # The returned weights are the best ones: re-evaluating them reproduces best_val_loss.
-    batches = _bucketed_batches(np.array([len(w) for w in noise]), 16, np.random.default_rng(cfg.seed + 1))[:2]
-    again = evaluate(model, noise, batches, PAD, torch.device("cpu"), "fp32")
-    assert again == pytest.approx(result.best_val_loss, rel=1e-6)
-
-
-def test_train_rejects_bad_windows_with_their_index():
-    too_long = [np.arange(40) % VOCAB]
-    with pytest.raises(ValueError, match=r"train_windows\[0\] has 40 tokens"):
-        train(tiny_model(), too_long, [], TrainConfig(max_steps=1), pad_id=PAD)
-    out_of_vocab = [np.array([BOS, 5, EOS]), np.array([BOS, VOCAB + 3, EOS])]
-    with pytest.raises(ValueError, match=r"train_windows\[1\] holds token ids outside"):
-        train(tiny_model(), out_of_vocab, [], TrainConfig(max_steps=1, batch_size=2), pad_id=PAD)

@@ -1,62 +1,113 @@
-"""Training loop for the GPT: AdamW, warmup + cosine, grad clip, periodic validation, best-weights keep.
+"""Training loop for the GPT: packed batches, AdamW, warmup + cosine, early stopping, resumable state.
 
-Batches are length-bucketed: windows are shuffled, grouped into pools of `BUCKET_POOL_BATCHES`
-batches, sorted by length inside a pool, cut into batches, and the batch order is shuffled again.
-That keeps batches random across the run while padding each batch only to the longest of
-similar-length windows (EHR sequences range from a few dozen to n_ctx tokens).
+- Budget: `epochs` (or `max_tokens` supervised targets), optionally capped by `max_steps`; the LR
+  schedule (linear warmup, cosine to `min_lr_ratio`) runs over the resolved number of steps.
+- Batches: windows packed into rows of exactly n_ctx positions (`core/packing.py`), each window a
+  segment with block-diagonal attention; `batch_size` is rows per step. Context-only tokens
+  (`*_context[i]` leading tokens of window i) and padding are never targets.
+- Validation: the whole val split (or a seeded sample of `val_max_windows`), packed once in a fixed
+  order; the loss per group of target token types beside a unigram baseline (-log p(token | its
+  type) with add-one smoothed train frequencies: a model that knows the grammar and nothing else).
+- Early stopping after `patience` evaluations without improvement; the best weights are restored.
+- Resume: with `checkpoint_dir`, a training state (weights, optimizer, RNG, position in the epoch,
+  best weights, history) is written atomically every `checkpoint_every` steps and at the end, as
+  plain tensors/containers loaded with `weights_only=True`. The batch order is a pure function of
+  (seed, epoch), so a resumed run continues bit for bit where the killed one stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from synehrgy_assets.core.model import GPT, IGNORE_INDEX
+from synehrgy_assets.core.model import GPT, IGNORE_INDEX, GPTConfig
+from synehrgy_assets.core.packing import (
+    DEFAULT_POOL_WINDOWS,
+    PackedBatch,
+    batches_of,
+    collate_packed,
+    epoch_rows,
+    pack_rows,
+    target_tokens,
+)
+from synehrgy_assets.core.tokens.grammar import TokenType
 
-BUCKET_POOL_BATCHES = 50
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+STATE_FORMAT = "synehrgy-train-state"
+STATE_VERSION = 1
+
+T = TokenType
+# Groups of target token types for the validation report; every other type is "structure".
+TYPE_GROUPS: dict[str, tuple[TokenType, ...]] = {
+    "covariates": (T.AGE, T.GENDER, T.ETHNICITY_GROUP, T.INSURANCE, T.ADMISSION_TYPE, T.FIRST_CAREUNIT),
+    "labels": (T.MORTALITY, T.PHENOTYPE, T.END_LABEL),
+    "codes": (T.DX, T.PX, T.END_CODE),
+    "values": (T.VALUE,),
+    "time_gaps": (T.DT, T.GAP_VISIT),
+}
+GROUP_NAMES: tuple[str, ...] = (*TYPE_GROUPS, "structure")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 300
-    batch_size: int = 16
+    epochs: float = 10.0
+    max_tokens: int | None = None  # supervised targets; replaces `epochs` when set
+    max_steps: int | None = None  # a cap on the steps from epochs/max_tokens; 0/None = no cap
+    batch_size: int = 16  # packed rows of n_ctx positions per step
     learning_rate: float = 3e-4
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 50
-    eval_batches: int = 8
+    eval_every: int = 0  # steps; 0 = once per epoch (and always after the last step)
+    val_max_windows: int | None = None  # None = the whole val split; else a seeded sample
+    patience: int | None = 3  # evaluations without improvement before stopping; 0/None = off
+    checkpoint_every: int = 100  # steps between resumable states (with a checkpoint_dir); 0 = end only
+    pack_pool_windows: int = DEFAULT_POOL_WINDOWS
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    early_stopping_patience: int | None = None
     num_threads: int | None = None
     log_every: int = 10
     compile: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every"):
+        for name in ("batch_size", "log_every", "pack_pool_windows"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_tokens is None and not self.epochs > 0:
+            raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs!r}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"TrainConfig.max_tokens must be >= 1 or None, got {self.max_tokens!r}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"TrainConfig.max_steps must be >= 0 or None, got {self.max_steps!r}")
+        if self.patience is not None and self.patience < 0:
+            raise ValueError(f"TrainConfig.patience must be >= 0 or None, got {self.patience!r}")
+        if self.val_max_windows is not None and self.val_max_windows < 1:
+            raise ValueError(f"TrainConfig.val_max_windows must be >= 1 or None, got {self.val_max_windows!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(
-                f"TrainConfig.early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}"
-            )
+        self.epochs = float(self.epochs)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,23 +119,42 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_val_loss: float | None
     final_train_loss: float
-    tokens_seen: int
+    tokens_seen: int  # supervised target tokens
     seconds: float
-    tokens_per_second: float
+    tokens_per_second: float  # supervised targets per second of training (no eval/checkpoint time)
     device: str
     precision: str
     peak_memory_bytes: int
     steps: int
     best_step: int | None
     stopped_early: bool
+    total_steps: int = 0  # planned by the budget
+    steps_per_epoch: int = 0
+    epochs_run: float = 0.0
+    train_tokens_per_epoch: int = 0
+    padding_fraction: float = 0.0  # unused / all positions of the training rows run
+    val_padding_fraction: float | None = None
+    val_windows: int = 0  # windows / target tokens the validation used
+    val_tokens: int = 0
+    val_loss_by_type: dict[str, float] = field(default_factory=dict)  # at the best evaluation
+    val_tokens_by_type: dict[str, int] = field(default_factory=dict)
+    unigram_baseline: float | None = None
+    unigram_baseline_by_type: dict[str, float] = field(default_factory=dict)
+    resumed_from_step: int | None = None
     eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
     peak_memory_kind: str = "cuda_max_memory_allocated"
 
     def summary(self) -> dict[str, Any]:
-        """Scalars only (no history), e.g. for MLflow metrics/params."""
-        out = asdict(self)
-        out.pop("history")
-        return out
+        """Scalars only (no history, no per-type dicts), e.g. for MLflow metrics/params."""
+        return {k: v for k, v in asdict(self).items() if not isinstance(v, (list, dict))}
+
+
+def init_model(config: GPTConfig, seed: int) -> GPT:
+    """A freshly initialized GPT whose weights depend on `seed` only (the global RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return GPT(config)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -113,77 +183,22 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _window_lengths(windows: list[np.ndarray], what: str, n_ctx: int) -> np.ndarray:
-    lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
-    if lengths.size:
-        bad = np.flatnonzero((lengths < 2) | (lengths > n_ctx + 1))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"{what}[{i}] has {int(lengths[i])} tokens; every window needs 2..{n_ctx + 1} tokens "
-                f"(inputs w[:-1] must fit n_ctx={n_ctx}); {bad.size} windows are out of range"
-            )
-    return lengths
-
-
-def _bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch of index batches: shuffle, sort by length inside pools, shuffle the batches."""
-    order = rng.permutation(lengths.size)
-    pool = batch_size * BUCKET_POOL_BATCHES
-    batches: list[np.ndarray] = []
-    for start in range(0, order.size, pool):
-        chunk = order[start:start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, chunk.size, batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def _batch_stream(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    while True:
-        yield from _bucketed_batches(lengths, batch_size, rng)
-
-
-def collate(windows: list[np.ndarray], indices: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded inputs and targets; padded positions and pad targets become IGNORE_INDEX."""
-    rows = [np.asarray(windows[i]) for i in indices]
-    width = max(len(r) for r in rows) - 1
-    inputs = np.full((len(rows), width), pad_id, dtype=np.int64)
-    targets = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
-    for j, r in enumerate(rows):  # one copy per row of a batch (<= batch_size), not per token
-        inputs[j, :len(r) - 1] = r[:-1]
-        targets[j, :len(r) - 1] = r[1:]
-    # A window may carry its own padding (fixed-size windows): pad is never a target to learn.
-    targets[targets == pad_id] = IGNORE_INDEX
-    return inputs, targets
-
-
-def _check_vocab(inputs: np.ndarray, targets: np.ndarray, indices: np.ndarray, vocab_size: int) -> None:
-    """An out-of-vocabulary id would otherwise surface as an opaque embedding index error."""
-    bad_rows = ((inputs < 0) | (inputs >= vocab_size)).any(axis=1)
-    bad_rows |= ((targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocab_size))).any(axis=1)
-    if bad_rows.any():
-        raise ValueError(
-            f"train_windows[{int(indices[np.flatnonzero(bad_rows)[0]])}] holds token ids outside "
-            f"the model's vocabulary [0, {vocab_size})"
-        )
-
-
-def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(arr)
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup to learning_rate, then cosine decay to min_lr_ratio * learning_rate at max_steps."""
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr_ratio * learning_rate at total_steps."""
     base = config.learning_rate
     if step < config.warmup_steps:
         return base * (step + 1) / config.warmup_steps
-    decay_steps = max(1, config.max_steps - config.warmup_steps)
+    decay_steps = max(1, total_steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
     floor = base * config.min_lr_ratio
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (base - floor)
+
+
+def planned_steps(config: TrainConfig, steps_per_epoch: int, tokens_per_epoch: int) -> int:
+    """Steps from the budget: epochs, or max_tokens / targets per epoch; capped by max_steps."""
+    epochs = config.max_tokens / max(tokens_per_epoch, 1) if config.max_tokens else config.epochs
+    steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
+    return min(steps, config.max_steps) if config.max_steps else steps
 
 
 def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -208,31 +223,226 @@ def _peak_memory(device: torch.device) -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"
 
 
+# ---------------------------------------------------------------- data checks
+
+
+@dataclass
+class WindowSet:
+    """Windows with their context lengths, checked once: lengths, targets per window, a digest."""
+
+    windows: list[np.ndarray]
+    context: np.ndarray
+    lengths: np.ndarray
+    n_targets: np.ndarray
+    digest: str
+
+    @classmethod
+    def build(cls, windows, context, what: str, n_ctx: int, vocab_size: int, pad_id: int) -> "WindowSet":
+        n = len(windows)
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=n)
+        bad = np.flatnonzero((lengths < 2) | (lengths > n_ctx + 1))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{what}[{i}] has {int(lengths[i])} tokens; every window needs 2..{n_ctx + 1} tokens "
+                f"(inputs w[:-1] must fit n_ctx={n_ctx}); {bad.size} windows are out of range"
+            )
+        if context is None:
+            context = np.zeros(n, dtype=np.int64)
+        context = np.asarray(context, dtype=np.int64)
+        if context.shape != (n,):
+            raise ValueError(f"{what}: {context.shape[0] if context.ndim else 0} context lengths for {n} windows")
+        bad = np.flatnonzero((context < 0) | (context >= lengths))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{what}[{i}] has {int(lengths[i])} tokens but {int(context[i])} context-only tokens; "
+                f"a window needs at least one target (0 <= context < length)"
+            )
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(lengths.tobytes())
+        digest.update(context.tobytes())
+        n_targets = lengths - np.maximum(context, 1)
+        chunk = 4096
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            part = np.concatenate([np.asarray(w) for w in windows[start:stop]]).astype(np.int64, copy=False)
+            ends = np.cumsum(lengths[start:stop])
+            outside = (part < 0) | (part >= vocab_size)
+            if outside.any():
+                i = start + int(np.searchsorted(ends, int(np.flatnonzero(outside)[0]), side="right"))
+                raise ValueError(f"{what}[{i}] holds token ids outside the model's vocabulary [0, {vocab_size})")
+            pads = np.flatnonzero(part == pad_id)
+            if pads.size:  # pad tokens inside a window (fixed-size windows) are not targets
+                owner = np.searchsorted(ends, pads, side="right")
+                inside = pads - (ends[owner] - lengths[start:stop][owner])
+                counted = owner[inside >= np.maximum(context[start:stop][owner], 1)]
+                n_targets[start:stop] -= np.bincount(counted, minlength=stop - start)
+            digest.update(part.tobytes())
+        return cls(list(windows), context, lengths, n_targets, digest.hexdigest())
+
+    def subset(self, indices: np.ndarray) -> "WindowSet":
+        return WindowSet([self.windows[i] for i in indices], self.context[indices], self.lengths[indices],
+                         self.n_targets[indices], self.digest)
+
+
+def token_groups(token_types: np.ndarray) -> np.ndarray:
+    """Group index (into GROUP_NAMES) of every token id."""
+    group = np.full(len(token_types), len(GROUP_NAMES) - 1, dtype=np.int64)
+    for g, types in enumerate(TYPE_GROUPS.values()):
+        group[np.isin(token_types, [int(t) for t in types])] = g
+    return group
+
+
+def unigram_logprobs(train: WindowSet, token_types: np.ndarray, pad_id: int) -> np.ndarray:
+    """log p(token | its type) from add-one smoothed train target frequencies, per token id."""
+    vocab_size = len(token_types)
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for part in target_tokens(train.windows, train.context):
+        counts += np.bincount(part[part != pad_id], minlength=vocab_size)
+    types = np.asarray(token_types, dtype=np.int64)
+    n_types = int(types.max()) + 1
+    type_total = np.bincount(types, weights=counts, minlength=n_types)
+    type_size = np.bincount(types, minlength=n_types)
+    return np.log(counts + 1.0) - np.log(type_total[types] + type_size[types])
+
+
+def unigram_baseline(
+    val: WindowSet, logprobs: np.ndarray, group: np.ndarray, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed -log p(token | type) and counts per group over the val targets."""
+    sums = np.zeros(len(GROUP_NAMES))
+    counts = np.zeros(len(GROUP_NAMES), dtype=np.int64)
+    for part in target_tokens(val.windows, val.context):
+        part = part[part != pad_id]
+        sums += np.bincount(group[part], weights=-logprobs[part], minlength=len(GROUP_NAMES))
+        counts += np.bincount(group[part], minlength=len(GROUP_NAMES))
+    return sums, counts
+
+
+def _per_group(sums, counts) -> dict[str, float]:
+    return {name: float(sums[g] / counts[g]) for g, name in enumerate(GROUP_NAMES) if counts[g]}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(arr)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _batch_tensors(batch: PackedBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "idx": _to_device(batch.inputs, device),
+        "targets": _to_device(batch.targets, device),
+        "positions": _to_device(batch.positions, device),
+        "segments": _to_device(batch.segments, device),
+    }
+
+
 @torch.no_grad()
 def evaluate(
     model: GPT,
-    windows: list[np.ndarray],
-    batches: list[np.ndarray],
+    data: WindowSet,
+    batches: list[list[np.ndarray]],
     pad_id: int,
     device: torch.device,
     precision: str,
-) -> float:
-    """Token-weighted mean next-token loss over the given batches."""
+    group: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Token-weighted mean next-token loss over packed batches, overall and per target type group."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    count = 0
-    for idx in batches:
-        inputs, targets = collate(windows, idx, pad_id)
-        n = int((targets != IGNORE_INDEX).sum())
-        if n == 0:
-            continue
+    n_groups = len(GROUP_NAMES) if group is not None else 1
+    group_t = torch.as_tensor(group if group is not None else np.zeros(model.config.vocab_size, np.int64),
+                              device=device)
+    sums = torch.zeros(n_groups, device=device, dtype=torch.float64)
+    counts = torch.zeros(n_groups, device=device, dtype=torch.long)
+    for rows in batches:
+        tensors = _batch_tensors(collate_packed(data.windows, data.context, rows, model.config.n_ctx, pad_id), device)
         with autocast_context(device, precision):
-            _, loss = model(_to_device(inputs, device), _to_device(targets, device))
-        total += loss.double() * n
-        count += n
+            _, per_token = model(**tensors, reduction="none")
+        mask = tensors["targets"] != IGNORE_INDEX
+        g = group_t[tensors["targets"][mask]]
+        sums += torch.bincount(g, weights=per_token[mask].double(), minlength=n_groups)
+        counts += torch.bincount(g, minlength=n_groups)
     model.train(was_training)
-    return float(total.item() / count) if count else float("nan")
+    sums_np, counts_np = sums.cpu().numpy(), counts.cpu().numpy()
+    total = int(counts_np.sum())
+    return {
+        "loss": float(sums_np.sum() / total) if total else float("nan"),
+        "tokens": total,
+        "by_type": _per_group(sums_np, counts_np) if group is not None else {},
+        "tokens_by_type": ({name: int(counts_np[g]) for g, name in enumerate(GROUP_NAMES) if counts_np[g]}
+                           if group is not None else {}),
+    }
+
+
+# ---------------------------------------------------------------- resumable state
+
+
+def _state_fingerprint(
+    model: GPT,
+    train: WindowSet,
+    val: WindowSet,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    pad_id: int,
+    token_types: np.ndarray | None,
+    loss_weights: np.ndarray | None,
+) -> str:
+    """What a resumed run must share with the saved one: config, data, initial weights."""
+    cfg = config.to_dict()
+    for name in ("device", "precision", "num_threads", "checkpoint_every"):
+        cfg.pop(name)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"train": cfg, "model": model.config.to_dict(), "device": device.type,
+                         "precision": precision, "pad_id": pad_id, "train_data": train.digest,
+                         "val_data": val.digest}, sort_keys=True).encode())
+    for arr in (token_types, loss_weights):
+        h.update(b"none" if arr is None else np.ascontiguousarray(arr).tobytes())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over the old state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+
+
+def _load_state(path: Path, fingerprint: str, say: Callable[[str], None]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: start over, and say so
+        say(f"train: ignoring the unreadable training state {path} ({type(exc).__name__}: {exc})")
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+        say(f"train: ignoring {path}: not a {STATE_FORMAT} v{STATE_VERSION} file")
+        return None
+    if state.get("fingerprint") != fingerprint:
+        say(f"train: ignoring the training state {path} (step {state.get('step')}): it was written for a "
+            "different config, data or initial weights; starting from step 0")
+        return None
+    return state
+
+
+# ---------------------------------------------------------------- training
 
 
 def train(
@@ -242,29 +452,54 @@ def train(
     config: TrainConfig,
     pad_id: int,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    train_context: np.ndarray | None = None,
+    val_context: np.ndarray | None = None,
+    token_types: np.ndarray | None = None,
+    loss_weights: np.ndarray | None = None,
+    checkpoint_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train in place; on return the model holds the best-validation weights (or the last ones).
 
-    `tokens_seen` counts supervised (non-padding) target tokens; `tokens_per_second` excludes
-    evaluation time, `seconds` is the whole wall time.
+    `*_context[i]`: leading context-only tokens of window i (default 0). `token_types` (one type
+    per vocab id) turns on the per-type validation report and unigram baseline. `loss_weights`
+    (one float per vocab id) weights the training targets; validation stays unweighted. With
+    `checkpoint_dir`, a matching saved state there is resumed. `tokens_seen` counts supervised
+    targets; `tokens_per_second` excludes evaluation and checkpoint time.
     """
     if not train_windows:
         raise ValueError("train: train_windows is empty")
-    n_ctx = model.config.n_ctx
-    train_lengths = _window_lengths(train_windows, "train_windows", n_ctx)
-    val_lengths = _window_lengths(val_windows, "val_windows", n_ctx)
-    if not 0 <= pad_id < model.config.vocab_size:
-        raise ValueError(f"train: pad_id {pad_id} outside the vocabulary [0, {model.config.vocab_size})")
+    vocab_size, n_ctx = model.config.vocab_size, model.config.n_ctx
+    if not 0 <= pad_id < vocab_size:
+        raise ValueError(f"train: pad_id {pad_id} outside the vocabulary [0, {vocab_size})")
+    if token_types is not None:
+        token_types = np.asarray(token_types, dtype=np.int8)
+        if token_types.shape != (vocab_size,):
+            raise ValueError(f"train: token_types has shape {token_types.shape}, expected ({vocab_size},)")
+    if loss_weights is not None:
+        loss_weights = np.asarray(loss_weights, dtype=np.float32)
+        if loss_weights.shape != (vocab_size,) or not np.isfinite(loss_weights).all() or (loss_weights < 0).any():
+            raise ValueError(f"train: loss_weights must be {vocab_size} finite floats >= 0")
+    train_set = WindowSet.build(train_windows, train_context, "train_windows", n_ctx, vocab_size, pad_id)
+    val_set = WindowSet.build(val_windows, val_context, "val_windows", n_ctx, vocab_size, pad_id)
+    if loss_weights is not None and not (loss_weights[np.setdiff1d(np.arange(vocab_size), [pad_id])] > 0).any():
+        raise ValueError("train: loss_weights are zero for every token")
+
+    def say(message: str) -> None:  # resume decisions: to the caller's log, else this module's logger
+        (log or logger.warning)(message)
 
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     previous_threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
     try:
-        return _train(
-            model, train_windows, val_windows, train_lengths, val_lengths, config, pad_id, on_log, device, precision
-        )
+        with torch.random.fork_rng(devices=rng_devices):
+            return _train(model, train_set, val_set, config, pad_id, on_log, device, precision,
+                          token_types, loss_weights, checkpoint_dir, say)
     finally:
         if config.num_threads is not None:
             torch.set_num_threads(previous_threads)
@@ -272,136 +507,233 @@ def train(
 
 def _train(
     model: GPT,
-    train_windows: list[np.ndarray],
-    val_windows: list[np.ndarray],
-    train_lengths: np.ndarray,
-    val_lengths: np.ndarray,
+    train_set: WindowSet,
+    val_set: WindowSet,
     config: TrainConfig,
     pad_id: int,
     on_log: Callable[[dict[str, Any]], None] | None,
     device: torch.device,
     precision: str,
+    token_types: np.ndarray | None,
+    loss_weights: np.ndarray | None,
+    checkpoint_dir: str | Path | None,
+    say: Callable[[str], None],
 ) -> TrainResult:
+    start = time.perf_counter()
+    n_ctx, pool = model.config.n_ctx, config.pack_pool_windows
+    epoch_cache: dict[int, list[list[np.ndarray]]] = {}
+
+    def epoch_batches(epoch: int) -> list[list[np.ndarray]]:
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = batches_of(epoch_rows(train_set.lengths, n_ctx, config.seed, epoch, pool),
+                                            config.batch_size)
+        return epoch_cache[epoch]
+
+    # The plan: epoch 0's packing gives the steps per epoch (later epochs differ by a row or so).
+    steps_per_epoch = len(epoch_batches(0))
+    tokens_per_epoch = int(train_set.n_targets.sum())
+    total_steps = planned_steps(config, steps_per_epoch, tokens_per_epoch)
+    eval_every = config.eval_every or steps_per_epoch
+
+    # Validation: every window (or a seeded sample), packed once in a fixed order.
+    if config.val_max_windows is not None and len(val_set.windows) > config.val_max_windows:
+        picked = np.sort(np.random.default_rng([config.seed, 1]).choice(
+            len(val_set.windows), config.val_max_windows, replace=False))
+        val_set = val_set.subset(picked)
+    val_rows = pack_rows(val_set.lengths, n_ctx, None, pool)
+    val_batches = batches_of(val_rows, config.batch_size)
+    val_positions = len(val_rows) * n_ctx
+    val_padding = 1.0 - float((val_set.lengths - 1).sum()) / val_positions if val_rows else None
+
+    group = token_groups(token_types) if token_types is not None else None
+    baseline_total: float | None = None
+    baseline_by_type: dict[str, float] = {}
+    if group is not None and val_rows:
+        sums, counts = unigram_baseline(val_set, unigram_logprobs(train_set, token_types, pad_id), group, pad_id)
+        baseline_by_type = _per_group(sums, counts)
+        baseline_total = float(sums.sum() / max(counts.sum(), 1))
+
+    state_path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir is not None else None
+    fingerprint = _state_fingerprint(model, train_set, val_set, config, device, precision, pad_id,
+                                     token_types, loss_weights) if state_path is not None else ""
+
     torch.manual_seed(config.seed)  # dropout masks
-    rng = np.random.default_rng(config.seed)
     model.to(device).train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     forward = torch.compile(model, dynamic=True) if config.compile else model
     optimizer = make_optimizer(model, config, device)
+    weights_t = torch.as_tensor(loss_weights, device=device) if loss_weights is not None else None
 
-    # A fixed validation subset, so successive evaluations are comparable.
-    val_batches: list[np.ndarray] = []
-    if val_lengths.size:
-        val_batches = _bucketed_batches(val_lengths, config.batch_size, np.random.default_rng(config.seed + 1))
-        val_batches = val_batches[:config.eval_batches]
+    # Everything a resumed run needs, in plain containers (the checkpoint is this dict).
+    st: dict[str, Any] = {
+        "step": 0, "epoch": 0, "batch_in_epoch": 0, "finished": False, "stopped_early": False,
+        "tokens_seen": 0, "positions_seen": 0, "padding_seen": 0, "history": [],
+        "best_val": math.inf, "best_step": None, "best_state": None, "best_eval": None, "evals_since_best": 0,
+        "loss_sum": torch.zeros((), device=device), "loss_steps": 0, "window_tokens": 0,
+        "last_train_loss": float("nan"), "train_seconds": 0.0, "eval_seconds": 0.0, "checkpoint_seconds": 0.0,
+    }
+    resumed_from: int | None = None
+    saved = _load_state(state_path, fingerprint, say) if state_path is not None else None
+    if saved is not None:
+        model.load_state_dict(saved.pop("model"))
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        torch.set_rng_state(saved.pop("rng"))
+        cuda_rng = saved.pop("cuda_rng", None)
+        if device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+        saved["loss_sum"] = saved["loss_sum"].to(device)
+        st.update({k: saved[k] for k in st})
+        resumed_from = st["step"]
+        say(f"train: resuming from step {resumed_from} of {total_steps} ({state_path})")
+        if on_log is not None:  # replay, so a new tracking run holds the whole curve
+            for record in st["history"]:
+                on_log(dict(record))
 
-    history: list[dict[str, Any]] = []
-    best_val = math.inf
-    best_step: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    evals_since_best = 0
-    stopped_early = False
-    tokens_seen = 0
-    loss_sum = torch.zeros((), device=device)
-    loss_steps = 0
-    last_train_loss = float("nan")
-    window_tokens = 0
-    eval_seconds = 0.0
-    start = window_start = time.perf_counter()
-    batches = _batch_stream(train_lengths, config.batch_size, rng)
-    step = 0
+    def write_state() -> None:
+        t0 = time.perf_counter()
+        payload = {k: v for k, v in st.items()}
+        payload.update(
+            format=STATE_FORMAT, version=STATE_VERSION, fingerprint=fingerprint,
+            model={k: v.detach().to("cpu") for k, v in model.state_dict().items()},
+            optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+            loss_sum=st["loss_sum"].detach().to("cpu"),
+        )
+        if device.type == "cuda":
+            payload["cuda_rng"] = torch.cuda.get_rng_state(device)
+        _save_state(state_path, payload)
+        st["checkpoint_seconds"] += time.perf_counter() - t0
 
-    for step in range(config.max_steps):
-        lr = lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch_indices = next(batches)
-        inputs, targets = collate(train_windows, batch_indices, pad_id)
-        _check_vocab(inputs, targets, batch_indices, model.config.vocab_size)
-        n_tokens = int((targets != IGNORE_INDEX).sum())
+    session_start = window_start = time.perf_counter()
+    session_other = 0.0  # eval + checkpoint seconds of this session
+    setup_seconds = session_start - start
+    prior_seconds = st["train_seconds"] + st["eval_seconds"] + st["checkpoint_seconds"]  # earlier sessions
+
+    while not st["finished"] and st["step"] < total_steps:
+        batches = epoch_batches(st["epoch"])
+        if st["batch_in_epoch"] >= len(batches):
+            st["epoch"] += 1
+            st["batch_in_epoch"] = 0
+            continue
+        step = st["step"]
+        lr = lr_at(step, total_steps, config)
+        for group_ in optimizer.param_groups:
+            group_["lr"] = lr
+        batch = collate_packed(train_set.windows, train_set.context, batches[st["batch_in_epoch"]], n_ctx, pad_id)
+        tensors = _batch_tensors(batch, device)
+        n_tokens = batch.n_targets
         with autocast_context(device, precision):
-            _, loss = forward(_to_device(inputs, device), _to_device(targets, device))
+            _, per_token = forward(**tensors, reduction="none")
+        targets = tensors["targets"]
+        if weights_t is None:
+            loss = per_token.sum() / max(n_tokens, 1)
+        else:
+            w = weights_t[targets.clamp(min=0)] * (targets != IGNORE_INDEX)
+            loss = (per_token * w).sum() / w.sum().clamp(min=1e-12)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
 
-        tokens_seen += n_tokens
-        window_tokens += n_tokens
-        loss_sum += loss.detach()  # no host sync until a log step
-        loss_steps += 1
+        st["step"] = step = step + 1
+        st["batch_in_epoch"] += 1
+        st["tokens_seen"] += n_tokens
+        st["positions_seen"] += batch.inputs.size
+        st["padding_seen"] += batch.n_padding
+        st["window_tokens"] += n_tokens
+        st["loss_sum"] += loss.detach()  # no host sync until a log step
+        st["loss_steps"] += 1
 
-        is_last = step == config.max_steps - 1
-        do_eval = bool(val_batches) and ((step + 1) % config.eval_every == 0 or is_last)
-        do_log = (step + 1) % config.log_every == 0 or is_last or do_eval
-        if not do_log:
-            continue
-
-        last_train_loss = float(loss_sum.item() / loss_steps)  # mean over the steps since the last log
-        if not math.isfinite(last_train_loss):
-            raise RuntimeError(
-                f"train: loss became {last_train_loss} by step {step + 1} (lr {lr:.3g}); "
-                "lower learning_rate or check the windows"
-            )
-        now = time.perf_counter()
-        record: dict[str, Any] = {
-            "step": step + 1,
-            "train_loss": last_train_loss,
-            "lr": lr,
-            "tokens_seen": tokens_seen,
-            "tokens_per_second": window_tokens / max(now - window_start, 1e-9),
-            "elapsed_seconds": now - start,
-        }
-        loss_sum.zero_()
-        loss_steps = 0
-        window_tokens = 0
-
-        if do_eval:
-            eval_start = time.perf_counter()
-            val_loss = evaluate(model, val_windows, val_batches, pad_id, device, precision)
-            record["val_loss"] = val_loss
-            if val_loss < best_val:
-                best_val, best_step, evals_since_best = val_loss, step + 1, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                evals_since_best += 1
-            record["best_val_loss"] = best_val
-            # Throughput figures measure training only, evaluation time is kept apart.
-            window_start = time.perf_counter()
-            eval_seconds += window_start - eval_start
-        else:
+        is_last = step == total_steps
+        do_eval = bool(val_batches) and (step % eval_every == 0 or is_last)
+        do_log = step % config.log_every == 0 or is_last or do_eval
+        if do_log:
+            last = float(st["loss_sum"].item() / st["loss_steps"])  # mean over the steps since the last log
+            if not math.isfinite(last):
+                raise RuntimeError(f"train: loss became {last} by step {step} (lr {lr:.3g}); "
+                                   "lower learning_rate or check the windows")
+            now = time.perf_counter()
+            record: dict[str, Any] = {
+                "step": step,
+                "epoch": st["epoch"] + st["batch_in_epoch"] / len(batches),
+                "train_loss": last,
+                "lr": lr,
+                "tokens_seen": st["tokens_seen"],
+                "tokens_per_second": st["window_tokens"] / max(now - window_start, 1e-9),
+                "padding_fraction": st["padding_seen"] / st["positions_seen"],
+                "elapsed_seconds": prior_seconds + now - session_start,
+            }
+            st["last_train_loss"] = last
+            st["loss_sum"].zero_()
+            st["loss_steps"] = st["window_tokens"] = 0
             window_start = now
+            if do_eval:
+                result = evaluate(model, val_set, val_batches, pad_id, device, precision, group)
+                record["val_loss"] = result["loss"]
+                if group is not None:
+                    record["val_loss_by_type"] = result["by_type"]
+                    record["unigram_baseline_by_type"] = dict(baseline_by_type)
+                if result["loss"] < st["best_val"]:
+                    st["best_val"], st["best_step"], st["evals_since_best"] = result["loss"], step, 0
+                    st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    st["best_eval"] = result
+                else:
+                    st["evals_since_best"] += 1
+                record["best_val_loss"] = st["best_val"]
+                spent = time.perf_counter() - window_start
+                st["eval_seconds"] += spent
+                session_other += spent
+                window_start = time.perf_counter()
+                if config.patience and st["evals_since_best"] >= config.patience:
+                    st["stopped_early"] = st["finished"] = True
+            st["history"].append(record)
+            if on_log is not None:
+                on_log(dict(record))
+        if state_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
+                and not st["finished"] and step < total_steps:
+            before = st["checkpoint_seconds"]
+            write_state()
+            session_other += st["checkpoint_seconds"] - before
+            window_start += st["checkpoint_seconds"] - before
 
-        history.append(record)
-        if on_log is not None:
-            on_log(dict(record))
-        if (
-            config.early_stopping_patience is not None
-            and do_eval
-            and evals_since_best >= config.early_stopping_patience
-        ):
-            stopped_early = True
-            break
-
-    seconds = time.perf_counter() - start
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    st["train_seconds"] += max(time.perf_counter() - session_start - session_other, 0.0)
+    st["finished"] = True
+    if state_path is not None:
+        write_state()
+    if st["best_state"] is not None:
+        model.load_state_dict(st["best_state"])
     peak, peak_kind = _peak_memory(device)
+    best_eval = st["best_eval"] or {}
+    seconds = st["train_seconds"] + st["eval_seconds"] + st["checkpoint_seconds"] + setup_seconds
     return TrainResult(
-        history=history,
-        best_val_loss=None if best_step is None else best_val,
-        final_train_loss=last_train_loss,
-        tokens_seen=tokens_seen,
+        history=st["history"],
+        best_val_loss=None if st["best_step"] is None else st["best_val"],
+        final_train_loss=st["last_train_loss"],
+        tokens_seen=st["tokens_seen"],
         seconds=seconds,
-        tokens_per_second=tokens_seen / max(seconds - eval_seconds, 1e-9),
-        eval_seconds=eval_seconds,
+        tokens_per_second=st["tokens_seen"] / max(st["train_seconds"], 1e-9),
         device=str(device),
         precision=precision,
         peak_memory_bytes=peak,
         peak_memory_kind=peak_kind,
-        steps=step + 1,
-        best_step=best_step,
-        stopped_early=stopped_early,
+        steps=st["step"],
+        best_step=st["best_step"],
+        stopped_early=st["stopped_early"],
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        epochs_run=st["epoch"] + st["batch_in_epoch"] / len(epoch_batches(st["epoch"])),
+        train_tokens_per_epoch=tokens_per_epoch,
+        padding_fraction=st["padding_seen"] / max(st["positions_seen"], 1),
+        val_padding_fraction=val_padding,
+        val_windows=len(val_set.windows),
+        val_tokens=int(val_set.n_targets.sum()),
+        val_loss_by_type=dict(best_eval.get("by_type", {})),
+        val_tokens_by_type=dict(best_eval.get("tokens_by_type", {})),
+        unigram_baseline=baseline_total,
+        unigram_baseline_by_type=baseline_by_type,
+        resumed_from_step=resumed_from,
+        eval_seconds=st["eval_seconds"],
+        checkpoint_seconds=st["checkpoint_seconds"],
     )

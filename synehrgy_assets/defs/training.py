@@ -1,6 +1,7 @@
 """Stage 3: train the GPT on the token windows; track the run in MLflow; register `candidate`."""
 
 
+import hashlib
 import json
 import shutil
 import time
@@ -18,18 +19,40 @@ CHAMPION_ALIAS = "champion"
 
 
 class GptTrainingConfig(dg.Config):
+    # Model size (CPU-friendly provisional defaults; raise them on a GPU, see docs/benchmarks.md).
     n_layer: int = Field(default=2, description="Transformer blocks.")
-    n_head: int = Field(default=4, description="Attention heads.")
+    n_head: int = Field(default=4, description="Attention heads (must divide n_embd).")
     n_embd: int = Field(default=128, description="Embedding width.")
-    dropout: float = 0.1
-    # CPU defaults keep the quickstart to minutes; raise both on a GPU (see docs/benchmarks.md).
-    max_steps: int = Field(default=150, description="Optimizer steps (the CPU default is brief on purpose).")
-    batch_size: int = Field(default=8, description="Windows per optimizer step.")
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 20
-    eval_every: int = 25
-    seed: int = 0
+    dropout: float = Field(default=0.1, description="Dropout on embeddings, attention and MLP outputs.")
+    outcome_conditioning: bool = Field(
+        default=True,
+        description="Add a learned embedding of the running outcome condition (visit start / MORTALITY//0 / //1) "
+        "at every position (GPTConfig.condition_table = vocabulary.condition_table()).",
+    )
+    # Budget and schedule.
+    epochs: float = Field(default=8.0, description="Training budget in epochs over the train windows.")
+    max_tokens: int = Field(
+        default=0, description="Budget in supervised target tokens instead of epochs; 0 = use `epochs`."
+    )
+    max_steps: int = Field(default=0, description="Cap on optimizer steps; 0 = as many as the budget gives.")
+    patience: int = Field(
+        default=3, description="Early stopping: evaluations without a better val loss before stopping; 0 = off."
+    )
+    batch_size: int = Field(default=8, description="Packed rows of n_ctx positions per optimizer step.")
+    learning_rate: float = Field(default=1e-3, description="Peak learning rate (after warmup; cosine decay after).")
+    weight_decay: float = Field(default=0.1, description="AdamW weight decay on matrices and embeddings.")
+    warmup_steps: int = Field(default=20, description="Linear learning-rate warmup steps.")
+    eval_every: int = Field(default=0, description="Steps between validations; 0 = once per epoch.")
+    val_max_windows: int = Field(
+        default=0, description="Validate on a seeded sample of at most this many val windows; 0 = the whole split."
+    )
+    checkpoint_every: int = Field(
+        default=50, description="Steps between resumable training states (a killed run resumes from the last one)."
+    )
+    mortality_loss_weight: float = Field(
+        default=1.0, description="Loss weight of the two MORTALITY target tokens (1 = unweighted)."
+    )
+    seed: int = Field(default=0, description="Seed of the initial weights, the batch order and dropout.")
     device: str = Field(default="auto", description="auto = CUDA (bf16, fused attention) when present, else CPU.")
 
 
@@ -69,9 +92,9 @@ def gpt_checkpoint(
 ) -> dg.MaterializeResult:
     import mlflow
 
-    from synehrgy_assets.core.model import GPT, GPTConfig, save_checkpoint
+    from synehrgy_assets.core.model import GPTConfig, save_checkpoint
     from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
-    from synehrgy_assets.core.trainer import TrainConfig, resolve_device, train
+    from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
     from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
@@ -81,10 +104,24 @@ def gpt_checkpoint(
             f"token_sequences were encoded with vocabulary {summary['vocabulary_version']} but the current "
             f"token_vocabulary is {vocab.version}: re-materialize token_sequences first"
         )
-    windows = {}
+    windows, context_lengths, windows_summary = {}, {}, {}
     for split in ("train", "val"):
         seqs = TokenSequences.load(tokens_dir(workspace) / split)
-        windows[split] = ContextWindows.load(tokens_dir(workspace) / split / "windows").arrays(seqs)
+        split_windows = ContextWindows.load(tokens_dir(workspace) / split / "windows")
+        windows[split] = split_windows.arrays(seqs)
+        # Leading context-only tokens per window (copied from earlier in the patient); none before
+        # the windows carry them.
+        ctx = getattr(split_windows, "context_lengths", None)
+        context_lengths[split] = (
+            np.zeros(len(windows[split]), dtype=np.int64) if ctx is None else np.asarray(ctx, dtype=np.int64)
+        )
+        lengths = np.fromiter((len(w) for w in windows[split]), dtype=np.int64, count=len(windows[split]))
+        windows_summary[split] = {
+            "windows": len(windows[split]),
+            "tokens": int(lengths.sum()),
+            "context_tokens": int(context_lengths[split].sum()),
+            "target_tokens": int((lengths - np.maximum(context_lengths[split], 1)).sum()),
+        }
     if not windows["train"]:
         raise ValueError("gpt_checkpoint: the train split has no token windows")
 
@@ -96,49 +133,84 @@ def gpt_checkpoint(
         n_head=config.n_head,
         n_embd=config.n_embd,
         dropout=config.dropout,
+        condition_table=vocab.condition_table() if config.outcome_conditioning else None,
     )
     train_config = TrainConfig(
-        max_steps=config.max_steps,
+        epochs=config.epochs,
+        max_tokens=config.max_tokens or None,
+        max_steps=config.max_steps or None,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
         eval_every=config.eval_every,
+        val_max_windows=config.val_max_windows or None,
+        patience=config.patience,
+        checkpoint_every=config.checkpoint_every,
         seed=config.seed,
         device=str(device),
     )
-    model = GPT(model_config)
+    loss_weights = None
+    if config.mortality_loss_weight != 1.0:
+        loss_weights = np.ones(vocab.size, dtype=np.float32)
+        loss_weights[vocab.mortality_base:vocab.mortality_base + 2] = config.mortality_loss_weight
+    model = init_model(model_config, config.seed)
+    # A killed materialization resumes from here on the next run with the same config and data.
+    resume_key = hashlib.sha256(
+        json.dumps(
+            {"config": config.model_dump(), "vocabulary_version": vocab.version, "windows": windows_summary},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    resume_dir = workspace.artifacts_dir / "checkpoints" / "_resume" / resume_key
     context.log.info(
-        f"Training GPT ({model.num_parameters():,} parameters) on {device} for {config.max_steps} steps, "
-        f"{len(windows['train'])} train windows, n_ctx {model_config.n_ctx}"
+        f"Training GPT ({model.num_parameters():,} parameters) on {device}: {config.epochs:g} epochs"
+        + (f" (at most {config.max_steps} steps)" if config.max_steps else "")
+        + f", {len(windows['train'])} train / {len(windows['val'])} val windows, n_ctx {model_config.n_ctx}, "
+        f"resumable state in {resume_dir}"
     )
     started = time.perf_counter()
     with mlflow_tracking.start_run(context, run_name="gpt_checkpoint", tags={"synehrgy.stage": "train"}) as run:
         mlflow.log_params(
             {
-                **{f"model.{k}": v for k, v in model_config.to_dict().items()},
+                **{f"model.{k}": v for k, v in model_config.to_dict().items() if k != "condition_table"},
                 **{f"train.{k}": v for k, v in config.model_dump().items()},
                 "data.vocabulary_version": vocab.version,
                 "data.train_windows": len(windows["train"]),
                 "data.val_windows": len(windows["val"]),
-                "data.train_fraction_of_tokens_used": summary["splits"]["train"]["fraction_of_tokens_used"],
+                "data.train_context_tokens": windows_summary["train"]["context_tokens"],
+                **{
+                    f"data.train_{k}": v for k, v in summary["splits"]["train"].items()
+                    if k in ("header_in_context_share", "history_in_context_share", "window_tokens_per_target")
+                },
                 "model.parameters": model.num_parameters(),
                 "device": str(device),
             }
         )
-        log_every = max(1, config.max_steps // 10)
 
         def on_log(entry: dict) -> None:
-            step = int(entry["step"])
-            metrics = {k: float(v) for k, v in entry.items() if k != "step" and v is not None}
-            mlflow.log_metrics(metrics, step=step)
-            if step % log_every == 0 or entry.get("val_loss") is not None:
+            mlflow.log_metrics(step_metrics(entry), step=int(entry["step"]))
+            if entry.get("val_loss") is not None:
                 context.log.info(
-                    f"step {step}/{config.max_steps} "
-                    + " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                    f"step {entry['step']} epoch {entry['epoch']:.2f}: train_loss {entry['train_loss']:.4f} "
+                    f"val_loss {entry['val_loss']:.4f} (best {entry['best_val_loss']:.4f}), "
+                    f"{entry['tokens_per_second']:.0f} tokens/s"
                 )
 
-        result = train(model, windows["train"], windows["val"], train_config, pad_id=vocab.pad_id, on_log=on_log)
+        result = train(
+            model,
+            windows["train"],
+            windows["val"],
+            train_config,
+            pad_id=vocab.pad_id,
+            on_log=on_log,
+            train_context=context_lengths["train"],
+            val_context=context_lengths["val"],
+            token_types=vocab.token_types,
+            loss_weights=loss_weights,
+            checkpoint_dir=resume_dir,
+            log=context.log.info,
+        )
         ckpt_dir = workspace.artifacts_dir / "checkpoints" / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         save_checkpoint(model, ckpt_dir, extra={"vocabulary_version": vocab.version, "mlflow_run_id": run.info.run_id})
@@ -146,12 +218,27 @@ def gpt_checkpoint(
         mlflow.log_image(_png_to_array(curve), "plots/loss_curve.png")
         final_metrics = {
             "final_train_loss": float(result.final_train_loss),
-            "tokens_per_second": float(result.tokens_per_second),
-            "train_seconds": float(result.seconds),
+            "final_train_tokens_per_second": float(result.tokens_per_second),
+            "final_train_seconds": float(result.seconds),
+            "final_steps": float(result.steps),
+            "final_epochs_run": float(result.epochs_run),
+            "final_stopped_early": float(result.stopped_early),
+            "final_padding_fraction": float(result.padding_fraction),
         }
         if result.best_val_loss is not None:  # None when the val split has no windows
             final_metrics["best_val_loss"] = float(result.best_val_loss)
-        mlflow.log_metrics(final_metrics)
+            final_metrics["final_best_val_loss"] = float(result.best_val_loss)
+            final_metrics["final_best_step"] = float(result.best_step)
+        if result.unigram_baseline is not None:
+            final_metrics["final_unigram_baseline"] = float(result.unigram_baseline)
+        mlflow.log_metrics(
+            {
+                **final_metrics,
+                # constants of the data, beside the val_loss/<type> step series
+                **{f"unigram_baseline/{k}": float(v) for k, v in result.unigram_baseline_by_type.items()},
+                **{f"final_val_loss/{k}": float(v) for k, v in result.val_loss_by_type.items()},
+            }
+        )
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(GENERATOR_MODEL_CODE),
@@ -165,6 +252,7 @@ def gpt_checkpoint(
         client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
         client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
+    shutil.rmtree(resume_dir, ignore_errors=True)  # the run succeeded: nothing left to resume
     context.log.info(f"Registered {mlflow_tracking.model_name} v{version} with alias '{CANDIDATE_ALIAS}'")
     return dg.MaterializeResult(
         metadata={
@@ -176,14 +264,60 @@ def gpt_checkpoint(
             "mlflow": mlflow_tracking.run_url_hint(run.info.run_id),
             "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
             "parameters": model.num_parameters(),
-            **final_metrics,
-            "tokens_per_second": round(float(result.tokens_per_second), 1),
+            "outcome_conditioning": config.outcome_conditioning,
+            "best_val_loss": None if result.best_val_loss is None else round(float(result.best_val_loss), 4),
+            "final_train_loss": round(float(result.final_train_loss), 4),
+            "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),
+            "steps": result.steps,
+            "epochs_run": round(float(result.epochs_run), 3),
+            "stopped_early": bool(result.stopped_early),
+            "best_step": result.best_step,
+            "resumed_from_step": result.resumed_from_step,
+            "padding_fraction": round(float(result.padding_fraction), 4),
+            "val_windows": result.val_windows,
+            "val_tokens": result.val_tokens,
+            "train_tokens_per_second": round(float(result.tokens_per_second), 1),
             "train_seconds": round(time.perf_counter() - started, 1),
             "device": str(result.device),
             "precision": str(result.precision),
             "loss_curve": png_markdown(curve, "loss curve"),
         }
     )
+
+
+def step_metrics(entry: dict) -> dict[str, float]:
+    """The per-step values of a trainer history record, flat (`val_loss/<type>` per type group)."""
+    metrics = {
+        k: float(v) for k, v in entry.items()
+        if k != "step" and v is not None and not isinstance(v, dict)
+    }
+    metrics.update({f"val_loss/{k}": float(v) for k, v in entry.get("val_loss_by_type", {}).items()})
+    return metrics
+
+
+def val_loss_table(result) -> str:
+    """Markdown: val loss per type group of the target beside the unigram baseline."""
+    if not result.val_loss_by_type:
+        return "no validation windows"
+    lines = [
+        "| target type | val targets | val loss | unigram baseline | loss / baseline |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for group, loss in result.val_loss_by_type.items():
+        base = result.unigram_baseline_by_type.get(group)
+        ratio = f"{loss / base:.3f}" if base else "–"
+        lines.append(
+            f"| {group} | {result.val_tokens_by_type.get(group, 0):,} | {loss:.4f} | "
+            f"{'–' if base is None else f'{base:.4f}'} | {ratio} |"
+        )
+    total_base = "–" if result.unigram_baseline is None else f"{result.unigram_baseline:.4f}"
+    lines.append(f"| **all** | {result.val_tokens:,} | {result.best_val_loss:.4f} | {total_base} | |")
+    lines.append("")
+    lines.append(
+        "Unigram baseline: -log p(token | its type) with add-one smoothed train frequencies, i.e. a model "
+        f"that knows the grammar and nothing else; val loss at the best step ({result.best_step})."
+    )
+    return "\n".join(lines)
 
 
 def generator_signature():
