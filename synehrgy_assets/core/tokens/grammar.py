@@ -90,9 +90,14 @@ def type_transition_table() -> np.ndarray:
     return table
 
 
+CONTEXT_MARKER_TYPES = (TokenType.SKIP_VISITS, TokenType.SKIP_ROWS)
+
+
 def distance_to_end() -> np.ndarray:
-    """int [N_PHASES]: fewest tokens (``</s>`` included) that close a sequence from each phase."""
+    """int [N_PHASES]: fewest *sampled* tokens (``</s>`` included) that close a sequence from each
+    phase. The context markers are never sampled, so no closing path goes through them."""
     table = type_transition_table()
+    table[:, list(CONTEXT_MARKER_TYPES)] = False
     dist = np.full(N_PHASES, np.iinfo(np.int64).max, dtype=np.int64)
     dist[T.EOS] = 0
     dist[T.PAD] = 0
