@@ -88,9 +88,15 @@ def test_history_is_compressed_headers_and_markers_say_what_is_left_out(seqs, vo
     p = int(lay.row_starts[np.searchsorted(lay.row_starts, lay.header_end[last] + 1) + 5])
     start = fmt.window_start(seq, p, lay)
     prefix = start.prefix
-    assert prefix[-1] == vocab.skip_rows_id, "earlier rows of the visit are left out"
+    assert prefix[-2] == vocab.skip_rows_id, "earlier rows of the visit are left out"
+    assert vocab.token_types[prefix[-1]] == T.ELAPSED
+    # ... and ELAPSED bins the hours those rows covered (the DT bin medians summed).
+    skipped = seq[lay.header_end[last] + 1:start.c]
+    hours = vocab.dt_hours[skipped].sum()
+    assert prefix[-1] == vocab.elapsed_token(hours) and hours > 0
     n_visits_in_prefix = int((types[prefix] == T.AGE).sum())
     assert n_visits_in_prefix <= last + 1
+    assert int((types[prefix] == T.ELAPSED).sum()) == n_visits_in_prefix, "one ELAPSED per compressed visit"
     # Compressed visits hold no measurement token.
     assert not np.isin(types[prefix], (T.VALUE, T.DT)).any()
     if not start.history_complete:

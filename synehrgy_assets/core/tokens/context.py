@@ -6,10 +6,12 @@ in generation alike, carries what its tokens depend on, in a form the grammar ac
     <s> [<skip-visits>] history* [header [<skip-rows>]] tokens...
 
 * `history` is each earlier visit compressed to its header (gap, covariates, labels, codes) and
-  `<skip-rows> </ts> </adm>`: its measurement rows are left out. When the history does not fit
+  `<skip-rows> ELAPSED//i </ts> </adm>`: its measurement rows are left out, and `ELAPSED//i` says
+  how many hours they covered. When the history does not fit
   the budget the oldest visits go first and `<skip-visits>` says so.
 * `header` is the current visit's header when the window starts after it (in the measurement
-  rows), followed by `<skip-rows>` when earlier rows of the visit are left out.
+  rows), followed by `<skip-rows> ELAPSED//i` when earlier rows of the visit are left out: the
+  model knows how far into the stay the window starts (what the stay's end depends on).
 * `tokens...` continue the patient from a row boundary: up to `overlap` tokens of recent rows as
   context, then the new tokens (the only ones a training window learns).
 
@@ -51,6 +53,11 @@ class _Layout:
     label_end: np.ndarray   # position of the visit's </label>, -1 if not generated yet
     header_end: np.ndarray  # position of the visit's </code>, -1 if not generated yet
     row_starts: np.ndarray  # every position where a measurement row (or the </ts>) starts
+    hours: np.ndarray       # hours of the DT tokens up to and including each position (bin medians)
+
+    def hours_between(self, a: int, b: int) -> float:
+        """Hours covered by the rows in seq[a:b]."""
+        return float(self.hours[b - 1] - (self.hours[a - 1] if a > 0 else 0.0)) if b > a else 0.0
 
 
 def _first_at_or_after(marks: np.ndarray, starts: np.ndarray, limits: np.ndarray) -> np.ndarray:
@@ -81,8 +88,10 @@ class ContextFormat:
                              f"leave room for new tokens in n_ctx {n_ctx}")
         self.token_types = np.asarray(vocab.token_types)
         self.bos, self.end_code = int(vocab.bos_id), int(vocab.end_code_id)
-        self.tail = np.array([vocab.skip_rows_id, vocab.end_ts_id, vocab.end_adm_id], dtype=np.int64)
+        self.end_ts, self.end_adm = int(vocab.end_ts_id), int(vocab.end_adm_id)
         self.skip_visits, self.skip_rows = int(vocab.skip_visits_id), int(vocab.skip_rows_id)
+        self.dt_hours = np.asarray(vocab.dt_hours)
+        self.elapsed_token = vocab.elapsed_token
 
     # ---- layout of one patient (complete, or generated so far)
     def layout(self, seq: np.ndarray) -> _Layout:
@@ -96,14 +105,19 @@ class ContextFormat:
         label_end = _first_at_or_after(np.flatnonzero(types == T.END_LABEL), starts, limits)
         header_end = _first_at_or_after(np.flatnonzero(types == T.END_CODE), starts, limits)
         rows = np.concatenate([header_end[header_end >= 0] + 1, np.flatnonzero(types == T.DT) + 1])
-        return _Layout(starts, label_end, header_end, np.unique(rows).astype(np.int64))
+        return _Layout(starts, label_end, header_end, np.unique(rows).astype(np.int64),
+                       np.cumsum(self.dt_hours[seq]))
 
     def _history(self, seq: np.ndarray, lay: _Layout, k: int, budget: int) -> tuple[list[np.ndarray], bool]:
         """Compressed headers of visits < k, newest first kept, within `budget` tokens."""
         parts: list[np.ndarray] = []
         used = 0
         for j in range(k - 1, -1, -1):
-            piece = np.concatenate([seq[lay.starts[j]:lay.header_end[j] + 1], self.tail])
+            h_end = int(lay.header_end[j])
+            rows_end = int(lay.starts[j + 1]) - 2  # the visit's </ts>
+            tail = [self.skip_rows, self.elapsed_token(lay.hours_between(h_end + 1, rows_end)),
+                    self.end_ts, self.end_adm]
+            piece = np.concatenate([seq[lay.starts[j]:h_end + 1], tail])
             # Room for <skip-visits> if this is not the oldest visit and an older one may be dropped.
             need = len(piece) + (1 if j > 0 else 0)
             if used + need > budget:
@@ -132,7 +146,8 @@ class ContextFormat:
             floor = int(rows[np.searchsorted(rows, p, side="right") - 1])
             ceil_at = np.searchsorted(rows, max(meas, p - self.overlap), side="left")
             c = min(int(rows[ceil_at]) if ceil_at < len(rows) else floor, floor)
-            skip = np.array([self.skip_rows] if c > meas else [], dtype=np.int64)
+            skip = np.array([self.skip_rows, self.elapsed_token(lay.hours_between(meas, c))] if c > meas else [],
+                            dtype=np.int64)
             header = seq[start:h_end + 1]
             complete = True
             budget_header = self.max_prefix - 1 - len(skip)

@@ -46,6 +46,7 @@ class TokenType(IntEnum):
     # contexts, never in a patient's sequence, never sampled.
     SKIP_VISITS = 21  # after <s>: earlier visits of the patient are left out of this window
     SKIP_ROWS = 22    # after </code>: this visit's earlier measurement rows are left out
+    ELAPSED = 23      # after <skip-rows>: the hours those left-out rows covered (binned)
 
 
 N_TYPES = len(TokenType)
@@ -72,7 +73,8 @@ NEXT_TYPES: dict[int, tuple[TokenType, ...]] = {
     T.DX: (T.DX, T.PX, T.END_CODE),
     T.PX: (T.PX, T.END_CODE),
     T.END_CODE: (T.VALUE, T.END_TS, T.SKIP_ROWS),
-    T.SKIP_ROWS: (T.VALUE, T.END_TS),
+    T.SKIP_ROWS: (T.ELAPSED,),
+    T.ELAPSED: (T.VALUE, T.END_TS),
     T.VALUE: (T.VALUE, T.DT),
     T.DT: (T.VALUE, T.END_TS),
     T.END_TS: (T.END_ADM,),
@@ -90,7 +92,7 @@ def type_transition_table() -> np.ndarray:
     return table
 
 
-CONTEXT_MARKER_TYPES = (TokenType.SKIP_VISITS, TokenType.SKIP_ROWS)
+CONTEXT_MARKER_TYPES = (TokenType.SKIP_VISITS, TokenType.SKIP_ROWS, TokenType.ELAPSED)
 
 
 def distance_to_end() -> np.ndarray:
@@ -237,7 +239,7 @@ def find_violations(
     transition_ok = table[prev_phase, types]
     fail_reason = np.where(transition_ok, -1, _reason_for_transition(prev_phase, types))
     if not windows:
-        marker = (types == T.SKIP_VISITS) | (types == T.SKIP_ROWS)
+        marker = np.isin(types, CONTEXT_MARKER_TYPES)
         fail_reason[marker] = _R["context marker in a patient sequence"]
 
     pheno_bad = (types == T.PHENOTYPE) & (prev_phase == T.PHENOTYPE) & (tokens <= prev_tok)
@@ -348,7 +350,7 @@ class GrammarConstraint:
         else:
             unknown[:] = False
         # Context markers are written by the context format, never sampled.
-        unknown |= (token_types == T.SKIP_VISITS) | (token_types == T.SKIP_ROWS)
+        unknown |= np.isin(token_types, CONTEXT_MARKER_TYPES)
         arrays = {
             "token_types": token_types,
             "unknown": unknown,

@@ -58,6 +58,10 @@ DT_EDGES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.05, 1.5, 2.0, 2.5, 3.0, 3.5, 4.5
 # Hours from the previous visit's outtime to this visit's intime; the last edge (20 y) is a cap.
 GAP_VISIT_EDGES = (0.0, 6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0, 720.0, 1440.0, 2160.0,
                    4320.0, 8760.0, 17520.0, 43800.0, 175200.0)
+# Hours of a visit's rows left out of a window (context token ELAPSED//i after <skip-rows>): the
+# model then knows how far into the stay a window starts. The last edge is a cap.
+ELAPSED_EDGES = (0.0, 2.0, 4.0, 6.0, 9.0, 12.0, 18.0, 24.0, 30.0, 36.0, 48.0, 60.0, 72.0, 96.0, 120.0,
+                 168.0, 240.0, 336.0, 504.0, 720.0, 2400.0)
 MIN_ROW_GAP_HOURS = 1.0 / 3600.0
 VARIABLE_COLUMNS = ["variable", "kind", "valid_low", "valid_high", "clinical_edges"]
 
@@ -448,6 +452,9 @@ class TokenVocabulary:
         self.dt_base = add_scale("DT", self.scales["DT"], T.DT)
         self.skip_visits_id = add(CONTEXT_MARKERS[0], T.SKIP_VISITS)
         self.skip_rows_id = add(CONTEXT_MARKERS[1], T.SKIP_ROWS)
+        self.elapsed_base = len(tokens)
+        for i in range(len(ELAPSED_EDGES) - 1):
+            add(f"ELAPSED//{i}", T.ELAPSED)
 
         if len(set(tokens)) != len(tokens):
             dupes = sorted({t for t in tokens if tokens.count(t) > 1})
@@ -496,6 +503,10 @@ class TokenVocabulary:
             for i, cat in enumerate(var.categories):
                 self._category_token[j, union_pos[cat]] = self.value_base[j] + i
         self._grid = _BinGrid(self.variables)
+        # What a DT token stands for when the context format sums left-out rows: its bin's median.
+        dt_ids = np.flatnonzero(self.token_types == T.DT)
+        self.dt_hours = np.zeros(self.size)
+        self.dt_hours[dt_ids] = self._qtable[self._qrow[dt_ids], k // 2]
         self._value_base32 = self.value_base.astype(np.int32)
         self._valid_low = np.array([v.valid_low for v in self.variables], dtype=np.float64)
         self._valid_high = np.array([v.valid_high for v in self.variables], dtype=np.float64)
@@ -683,6 +694,11 @@ class TokenVocabulary:
             if var.name == name:
                 return var
         raise KeyError(f"variable {name!r} is not in vocabulary {self.version}")
+
+    def elapsed_token(self, hours: float) -> int:
+        """The ELAPSED//i context token of `hours` (clipped to the scale)."""
+        inner = np.asarray(ELAPSED_EDGES[1:-1])
+        return int(self.elapsed_base + np.searchsorted(inner, max(float(hours), 0.0), side="right"))
 
     def condition_table(self) -> list[int]:
         """Per token: -1 (keeps the running outcome condition) or the condition it sets: a visit
