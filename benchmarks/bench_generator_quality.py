@@ -56,7 +56,8 @@ def load(con):
     return out
 
 
-def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: int, threads: int) -> dict:
+def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: int, threads: int,
+                temperatures: tuple[float, ...] = (1.0,)) -> list[dict]:
     import torch
 
     from synehrgy_assets.core.generation import generate_sequences
@@ -93,25 +94,34 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
     trained = time.perf_counter()
     lengths = np.diff(encode(cohorts["train"], vocab).offsets)
     cap = int(np.ceil(1.25 * np.percentile(lengths, 99.9) / 1024) * 1024)
-    sample = generate_sequences(model, vocab, n_patients, seed=seed, max_tokens_per_patient=cap)
-    cohort, report = decode(sample.sequences, vocab, seed=seed)
-    generated = time.perf_counter()
-    ev = evaluate(cohorts["train"], cohorts["test"], cohort, seed=seed)
-    targets = quality_targets(ev.metrics, {"forced_closure_rate": sample.forced_closure_rate,
-                                           "validity_rate": report.validity_rate})
-    out = {"variant": name, **{k: v for k, v in params.items() if BASE.get(k) != v or k == "epochs"},
-           "parameters": model.num_parameters(), "steps": result.steps, "best_val_loss": result.best_val_loss,
-           "train_s": round(trained - started, 1), "generate_s": round(generated - trained, 1),
-           "train_tokens_per_s": round(result.tokens_per_second), "patients_per_s": round(sample.patients_per_second, 2),
-           "targets_met": f"{int(targets['met'].sum())}/{len(targets)}",
-           **{k.split("/")[-1] if "baseline" not in k else "baseline_" + k.split("/")[-1]: round(ev.metrics.get(k, float("nan")), 4)
-              for k in HEADLINE},
-           "val_loss_by_type": {k: round(v, 3) for k, v in (result.val_loss_by_type or {}).items()},
-           "unigram_by_type": {k: round(v, 3) for k, v in (result.unigram_baseline_by_type or {}).items()},
-           "forced_closure_rate": sample.forced_closure_rate}
-    for row in targets.itertuples():
-        out[f"target/{row.target}"] = (round(float(row.measured), 4), bool(row.met))
-    return out
+    results = []
+    for temperature in temperatures:
+        began = time.perf_counter()
+        sample = generate_sequences(model, vocab, n_patients, seed=seed, max_tokens_per_patient=cap,
+                                    temperature=temperature)
+        cohort, report = decode(sample.sequences, vocab, seed=seed)
+        generated = time.perf_counter()
+        ev = evaluate(cohorts["train"], cohorts["test"], cohort, seed=seed)
+        targets = quality_targets(ev.metrics, {"forced_closure_rate": sample.forced_closure_rate,
+                                               "validity_rate": report.validity_rate})
+        out = {"variant": name, "temperature": temperature,
+               **{k: v for k, v in params.items() if BASE.get(k) != v or k == "epochs"},
+               "parameters": model.num_parameters(), "steps": result.steps, "best_val_loss": result.best_val_loss,
+               "train_s": round(trained - started, 1), "generate_s": round(generated - began, 1),
+               "train_tokens_per_s": round(result.tokens_per_second),
+               "patients_per_s": round(sample.patients_per_second, 2),
+               "targets_met": f"{int(targets['met'].sum())}/{len(targets)}",
+               **{k.split("/")[-1] if "baseline" not in k else "baseline_" + k.split("/")[-1]:
+                  round(ev.metrics.get(k, float("nan")), 4) for k in HEADLINE},
+               "val_loss_by_type": {k: round(v, 3) for k, v in (result.val_loss_by_type or {}).items()},
+               "unigram_by_type": {k: round(v, 3) for k, v in (result.unigram_baseline_by_type or {}).items()},
+               "forced_closure_rate": sample.forced_closure_rate,
+               "mean_los_synthetic": round(float(cohort.visits["los_hours"].mean()), 1),
+               "mean_los_real": round(float(cohorts["train"].visits["los_hours"].mean()), 1)}
+        for row in targets.itertuples():
+            out[f"target/{row.target}"] = (round(float(row.measured), 4), bool(row.met))
+        results.append(out)
+    return results
 
 
 def main() -> None:
@@ -123,6 +133,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="override a base knob, e.g. epochs=4")
     parser.add_argument("--json", help="append one JSON line per variant to this file")
+    parser.add_argument("--temperatures", default="1.0", help="comma list: sample the trained model at each")
     args = parser.parse_args()
 
     import duckdb
@@ -136,11 +147,13 @@ def main() -> None:
     con.close()
     print(f"# {' '.join(sys.argv)}\n# machine: {cpu_model()}, {args.threads} torch threads")
     for name in args.variants.split(","):
-        result = run_variant(name, {**base, **VARIANTS[name]}, cohorts, args.patients, args.seed, args.threads)
-        print(json.dumps(result, default=str))
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(result, default=str) + "\n")
+        temperatures = tuple(float(x) for x in args.temperatures.split(","))
+        for result in run_variant(name, {**base, **VARIANTS[name]}, cohorts, args.patients, args.seed,
+                                  args.threads, temperatures):
+            print(json.dumps(result, default=str))
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(result, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
 
 
 class SyntheticSequencesConfig(dg.Config):
-    n_patients: int = Field(default=500, description="Patients to generate; 0 = as many as in the train split.")
+    n_patients: int = Field(default=0, description="Patients to generate; 0 = as many as in the train split.")
     temperature: float = Field(default=1.0, description="Sampling temperature; 0 = greedy.")
     top_k: int = Field(default=0, description="Sample among the k most likely tokens; 0 = no top-k truncation.")
     top_p: float = Field(
