@@ -40,7 +40,7 @@ class GptTrainingConfig(dg.Config):
         default=3, description="Early stopping: evaluations without a better val loss before stopping; 0 = off."
     )
     batch_size: int = Field(default=8, description="Packed rows of n_ctx positions per optimizer step.")
-    learning_rate: float = Field(default=1e-3, description="Peak learning rate (after warmup; cosine decay after).")
+    learning_rate: float = Field(default=2e-3, description="Peak learning rate (after warmup; cosine decay after).")
     weight_decay: float = Field(default=0.1, description="AdamW weight decay on matrices and embeddings.")
     warmup_steps: int = Field(default=20, description="Linear learning-rate warmup steps.")
     eval_every: int = Field(default=0, description="Steps between validations; 0 = once per epoch.")
