@@ -13,8 +13,6 @@ import pytest
 import torch
 
 from synehrgy_assets.core.model import (
-    GPT,
-    GPTConfig,
     KVCache,
     load_checkpoint,
     read_checkpoint_config,
@@ -22,27 +20,14 @@ from synehrgy_assets.core.model import (
 )
 from synehrgy_assets.core.sampler import sample
 from synehrgy_assets.core.trainer import TrainConfig, train
+from tests.tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401 (single_thread: autouse fixture)
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST_BODY = 3
-VOCAB = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from 2 threads, and on a loaded CI box the thread barriers of
-    OpenMP made training up to 20x slower; one thread keeps the timing stable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
-def tiny_model(seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    cfg = dict(vocab_size=VOCAB, n_ctx=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    cfg.update(overrides)
-    return GPT(GPTConfig(**cfg))
 
 
 def grammar_windows(n: int, seed: int) -> list[np.ndarray]:

@@ -15,25 +15,13 @@ from synehrgy_assets.core.sampler import _choose, prefill_rows, sample
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary, VocabularyConfig, decode
 from synehrgy_assets.core.tokens.grammar import TokenType
 from tests.test_tokenizer import synthetic_cohort
+from tests.tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401 (single_thread: autouse fixture)
 
 PAD, BOS, EOS = 0, 1, 2
-VOCAB = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from threads (and OpenMP barriers make a loaded CI box slow)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
-def tiny_model(seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    cfg = dict(vocab_size=VOCAB, n_ctx=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    cfg.update(overrides)
-    return GPT(GPTConfig(**cfg)).eval()
 
 
 def tail_roll(k: int):

@@ -34,6 +34,7 @@ from synehrgy_assets.core.trainer import (
     token_groups,
     train,
 )
+from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 PAD, BOS, EOS = 0, 1, 2
@@ -48,13 +49,6 @@ TOKEN_TYPES[FIRST_AGE:FIRST_AGE + N_AGE] = TokenType.AGE
 TOKEN_TYPES[FIRST_DX:] = TokenType.DX
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Bitwise comparisons (resume, seeds) need the same thread count in every process."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def typed_window(age: int) -> np.ndarray:
@@ -331,7 +325,7 @@ def test_same_seed_same_run_different_seed_different_run():
         model = init_model(model_config(dropout=0.1), seed)
         return train(model, windows, windows[:16], quick_config(epochs=2, seed=seed), PAD), model
 
-    (ra, ma), (rb, mb), (rc, mc) = run(9, 1), run(9, 50), run(10, 1)
+    (ra, ma), (rb, mb), (rc, _) = run(9, 1), run(9, 50), run(10, 1)
     assert [h["train_loss"] for h in ra.history] == [h["train_loss"] for h in rb.history]
     assert ra.final_train_loss == rb.final_train_loss and ra.best_val_loss == rb.best_val_loss
     assert all(torch.equal(x, y) for x, y in zip(ma.parameters(), mb.parameters()))
