@@ -43,8 +43,8 @@ class SyntheticSequencesConfig(dg.Config):
     device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:i]'.")
 
 
-# Most patients may reach the length cap before closing on their own (asset check
-# `forced_closure_rate`): more means the cap truncates the model's distribution of lengths.
+# At most this share of patients may reach the length cap before closing on their own (asset
+# check `forced_closure_rate`): more means the cap truncates the model's distribution of lengths.
 MAX_FORCED_CLOSURE_RATE = 0.01
 
 
