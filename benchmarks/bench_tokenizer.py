@@ -73,7 +73,9 @@ def main() -> None:
     for name in ("tokens", "offsets", "subject_ids", "visit_starts"):
         if not np.array_equal(getattr(seqs, name), getattr(apart, name)):
             raise SystemExit(f"encode_marts and load_staged_cohort+encode differ in {name}")
-    windows = context_windows(seqs, args.n_ctx)
+    windows_started = time.perf_counter()
+    windows = context_windows(seqs, vocab, args.n_ctx)
+    windows_s = time.perf_counter() - windows_started
     n = len(seqs)
     median = statistics.median
     result = {
@@ -89,8 +91,10 @@ def main() -> None:
         "load_staged_cohort_seconds": [round(x, 2) for x in load_s],
         "encode_seconds": [round(x, 2) for x in encode_s],
         "encode_patients_per_second": round(n / median(encode_s), 1),
-        "fraction_of_tokens_used": round(windows.fraction_of_tokens_used, 5),
-        "fraction_kept_by_plain_truncation": round(windows.reference_fraction, 5),
+        "context_windows_seconds": round(windows_s, 2),
+        "header_in_context_share": round(windows.header_in_context_share, 5),
+        "history_in_context_share": round(windows.history_in_context_share, 5),
+        "fraction_kept_by_plain_truncation": round(windows.stats["reference_fraction"], 5),
         "n_ctx": args.n_ctx,
         "threads": args.threads,
         "repeat": args.repeat,
