@@ -261,38 +261,27 @@ def _train_summary(workspace: WorkspaceResource) -> dict:
     return {**summary["splits"]["train"], "n_ctx": summary["n_ctx"]}
 
 
-@dg.asset_check(
-    asset=token_sequences,
-    description=(
-        f"At least {MIN_HEADER_IN_CONTEXT_SHARE:.0%} of train tokens are predicted with their own visit's "
-        "header (covariates, labels, codes) in context. Fails when n_ctx is too small for the headers."
-    ),
-)
-def train_tokens_with_visit_header(workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    train = _train_summary(workspace)
-    share = train["header_in_context_share"]
-    return dg.AssetCheckResult(
-        passed=bool(share >= MIN_HEADER_IN_CONTEXT_SHARE),
-        metadata={"header_in_context_share": share, "threshold": MIN_HEADER_IN_CONTEXT_SHARE,
-                  "n_ctx": train["n_ctx"]},
-    )
+def _share_check(name: str, field: str, threshold: float, what: str):
+    """A check that a share of the train target tokens (in summary.json) reaches `threshold`."""
+
+    @dg.asset_check(name=name, asset=token_sequences,
+                    description=f"At least {threshold:.0%} of train tokens are predicted with {what} in context.")
+    def _check(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+        train = _train_summary(workspace)
+        return dg.AssetCheckResult(
+            passed=bool(train[field] >= threshold),
+            metadata={field: train[field], "threshold": threshold, "n_ctx": train["n_ctx"]},
+        )
+
+    return _check
 
 
-@dg.asset_check(
-    asset=token_sequences,
-    description=(
-        f"At least {MIN_HISTORY_IN_CONTEXT_SHARE:.0%} of train tokens are predicted with the patient's whole "
-        "history (every earlier visit's header) and their own visit's header in context."
-    ),
-)
-def train_tokens_with_full_history(workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    train = _train_summary(workspace)
-    share = train["history_in_context_share"]
-    return dg.AssetCheckResult(
-        passed=bool(share >= MIN_HISTORY_IN_CONTEXT_SHARE),
-        metadata={"history_in_context_share": share, "threshold": MIN_HISTORY_IN_CONTEXT_SHARE,
-                  "n_ctx": train["n_ctx"]},
-    )
+train_tokens_with_visit_header = _share_check(
+    "train_tokens_with_visit_header", "header_in_context_share", MIN_HEADER_IN_CONTEXT_SHARE,
+    "their own visit's header (covariates, labels, codes); fails when n_ctx is too small for the headers")
+train_tokens_with_full_history = _share_check(
+    "train_tokens_with_full_history", "history_in_context_share", MIN_HISTORY_IN_CONTEXT_SHARE,
+    "the patient's whole history (every earlier visit's header) and their own visit's header")
 
 
 @dg.asset_check(
