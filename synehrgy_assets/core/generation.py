@@ -9,12 +9,9 @@ import numpy as np
 
 
 def default_roll(vocabulary, n_ctx: int):
-    """`ContextFormat(vocabulary, n_ctx).roll` (the training-window format), or None when the
-    context format is not available."""
-    try:
-        from synehrgy_assets.core.tokens.context import ContextFormat
-    except ImportError:
-        return None
+    """`ContextFormat(vocabulary, n_ctx).roll`: the training-window format."""
+    from synehrgy_assets.core.tokens.context import ContextFormat
+
     return ContextFormat(vocabulary, n_ctx).roll
 
 
@@ -58,8 +55,6 @@ def generate_sequences(
     cap = int(max_tokens_per_patient) if max_tokens_per_patient is not None else 4 * n_ctx
     if roll == "auto":
         roll = default_roll(vocabulary, n_ctx)
-        if roll is None:
-            cap = min(cap, n_ctx - 1)  # no context format: patients must fit the window
     device = model.tok_emb.weight.device if device is None else resolve_device(device)
     return sample(
         model,
