@@ -156,18 +156,18 @@ class ContextFormat:
                 keep = budget_header - 1  # room for </code>
                 l_end = int(lay.label_end[k])
                 if keep < l_end + 1 - start:
-                    return self._raw_chunk(p)
+                    return self.raw_chunk(p)
                 header = np.concatenate([seq[start:start + keep], [self.end_code]])
                 complete = False
             budget = self.max_prefix - 1 - len(header) - len(skip)
         if budget < 0:
-            return self._raw_chunk(p)
+            return self.raw_chunk(p)
         history, history_complete = self._history(seq, lay, k, budget)
         marker = np.array([self.skip_visits] if not history_complete else [], dtype=np.int64)
         prefix = np.concatenate([bos, marker, *history, header, skip]).astype(np.int64)
         return WindowStart(prefix, c, complete, complete and history_complete, True)
 
-    def _raw_chunk(self, p: int) -> WindowStart:
+    def raw_chunk(self, p: int) -> WindowStart:
         # Last resort for an n_ctx too small to hold a visit's covariates and labels: a plain chunk
         # continuing from the previous token (not grammatical on its own, counted as such).
         return WindowStart(np.zeros(0, dtype=np.int64), p - 1, False, False, False)

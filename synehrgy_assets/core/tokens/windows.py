@@ -146,7 +146,7 @@ def context_windows(seqs: TokenSequences, vocab, n_ctx: int, subset=None,
             room = n_ctx + 1 - len(start.prefix)
             end = min(start.c + room, length)
             if end <= p:  # no room for a new token after this context: plain chunk instead
-                start = fmt._raw_chunk(p)
+                start = fmt.raw_chunk(p)
                 end = min(start.c + n_ctx + 1, length)
             pieces.append(np.concatenate([start.prefix, seq[start.c:end]]))
             ctx_len.append(len(start.prefix) + p - start.c)
