@@ -233,8 +233,7 @@ def test_bin_edges_increasing_and_bins_populated(train, binning):
                 assert len(q) == cfg.within_bin_quantiles
                 assert np.all(np.diff(q) >= 0) and lo <= q[0] and q[-1] <= hi
         if binning == "clinical":
-            clinical = [float(x) for x in VARIABLES.set_index("variable").loc[var.name,
-                                                                            "clinical_edges"].split()]
+            clinical = VARIABLES.set_index("variable").loc[var.name, "clinical_edges"]  # parsed floats
             assert set(edges[1:-1]) <= set(clinical)
         if binning == "uniform" and len(edges) == 11:
             assert np.allclose(np.diff(edges), (var.valid_high - var.valid_low) / 10)

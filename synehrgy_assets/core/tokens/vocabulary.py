@@ -98,42 +98,20 @@ class VocabularyConfig:
             raise ValueError(f"VocabularyConfig.min_bin_count must be >= 1, got {self.min_bin_count}")
 
 
+# The variables seed has one loader, shared with the metrics: core/variables.py (column contract,
+# checks with errors naming the file and column, `clinical_edges` parsed to sorted floats). The
+# tokenizer takes the variables in name order: their token ids follow it.
+from synehrgy_assets.core import variables as _variables  # noqa: E402
+from synehrgy_assets.core.variables import parse_edges as _parse_edges  # noqa: E402
+
+
 def load_variables(path: str | Path | None = None) -> pd.DataFrame:
-    """The variables seed table (`dbt_mimic/seeds/variables.csv`), checked."""
-    path = Path(path) if path is not None else SEEDS_DIR / "variables.csv"
-    table = pd.read_csv(path, dtype={"variable": str, "kind": str, "clinical_edges": str})
-    return _check_variables_table(table, origin=str(path))
+    """The variables seed table (`dbt_mimic/seeds/variables.csv`), checked, sorted by name."""
+    return _variables.load_variables(path, sort_by_name=True)
 
 
 def _check_variables_table(table: pd.DataFrame, origin: str = "variables table") -> pd.DataFrame:
-    missing = [c for c in VARIABLE_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{origin}: lacks column(s) {missing}; expected {VARIABLE_COLUMNS}")
-    table = table.copy()
-    bad_kind = sorted(set(table["kind"]) - {"continuous", "categorical"})
-    if bad_kind:
-        raise ValueError(f"{origin}: column 'kind' has {bad_kind}; expected continuous/categorical")
-    if table["variable"].isna().any() or table["variable"].duplicated().any():
-        raise ValueError(f"{origin}: column 'variable' must be unique and non-empty")
-    low = pd.to_numeric(table["valid_low"], errors="coerce")
-    high = pd.to_numeric(table["valid_high"], errors="coerce")
-    if low.isna().any() or high.isna().any() or (low >= high).any():
-        raise ValueError(f"{origin}: columns 'valid_low'/'valid_high' must be numbers with "
-                         "valid_low < valid_high")
-    table["valid_low"], table["valid_high"] = low.astype(float), high.astype(float)
-    return table.sort_values("variable", kind="stable").reset_index(drop=True)
-
-
-def _parse_edges(text, variable: str) -> list[float]:
-    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
-        return []
-    try:
-        return [float(x) for x in str(text).split()]
-    except ValueError:
-        raise ValueError(
-            f"variables table: column 'clinical_edges' of '{variable}' is not space-separated "
-            f"numbers: {text!r}"
-        ) from None
+    return _variables.check_variables(table, origin, sort_by_name=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""Everything at once: `evaluate` runs fidelity (synthetic vs real train, and real test vs real train
+as the baseline), utility and privacy on cohorts prepared once, and collects them in an
+`EvaluationReport` (flat finite metrics for MLflow, aggregate tables, explicit errors). `_guarded`
+turns a failing metric block into an error entry, or raises when `strict`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from synehrgy_assets.core.metrics.common import (
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_MIN_CELL_COUNT,
+    DEFAULT_TOP_K_CODES,
+    DEFAULT_WINDOW_HOURS,
+    MetricError,
+    MetricValue,
+    resolve_variables,
+)
+from synehrgy_assets.core.metrics.features import CohortLike, FeatureSpace, _prepare_three, mortality_labels
+from synehrgy_assets.core.metrics.fidelity import (
+    code_prevalence_correlation,
+    code_prevalence_table,
+    marginal_distances,
+    marginal_histograms,
+    structure_stats,
+    summarize_marginals,
+    suppressed_prevalence_table,
+)
+from synehrgy_assets.core.metrics.privacy import _code_set_matrices, _privacy_from_features, distance_histograms
+from synehrgy_assets.core.metrics.utility import DEFAULT_MAX_FIT_RECORDS, _utility_from_features
+
+
+@dataclass
+class EvaluationReport:
+    """`metrics`: flat finite floats for MLflow; `tables`: aggregate frames; `errors`: name → reason."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
+
+    def add(self, prefix: str, values: dict[str, MetricValue]) -> None:
+        for key, value in values.items():
+            name = f"{prefix}/{key}"
+            if isinstance(value, MetricError):
+                self.errors[name] = value.message
+            elif value is None or not math.isfinite(float(value)):
+                self.errors[name] = f"non-finite value {value!r}"
+            else:
+                self.metrics[name] = float(value)
+
+    def add_table_errors(self, prefix: str, table: pd.DataFrame, key: str) -> None:
+        for name, message in zip(table[key], table["error"]):
+            if message:
+                self.errors[f"{prefix}/{name}"] = message
+
+    def plots(self) -> dict[str, bytes]:
+        """PNG bytes of every plot the tables allow (see `plots.report_plots`)."""
+        from synehrgy_assets.core.plots import report_plots  # plots imports this module
+
+        return report_plots(self)
+
+
+def _guarded(report: EvaluationReport, block: str, strict: bool, fn, *args, **kwargs):
+    """Run one metric block; a failure becomes an explicit error entry (or raises when strict)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - recorded explicitly in report.errors, never silent
+        if strict:
+            raise
+        report.errors[block] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def evaluate(
+    real_train: CohortLike,
+    real_test: CohortLike,
+    synthetic: CohortLike,
+    variables: pd.DataFrame | Sequence[str] | None = None,
+    seed: int = 0,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    top_k_codes: int = DEFAULT_TOP_K_CODES,
+    window_hours: float = DEFAULT_WINDOW_HOURS,
+    classifier: str = "hist_gradient_boosting",
+    max_fit_records: int = DEFAULT_MAX_FIT_RECORDS,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
+    n_threads: int | None = 1,
+    strict: bool = False,
+) -> EvaluationReport:
+    """Fidelity (synthetic vs real train, plus real test vs real train as the baseline), utility
+    and privacy. Input contract violations raise `MetricInputError`; a metric block that fails
+    otherwise is recorded in `report.errors` (or raises when `strict`)."""
+    preps = _prepare_three(real_train, real_test, synthetic)
+    table = resolve_variables(variables)
+    report = EvaluationReport(params={
+        "seed": seed, "max_records": max_records, "top_k_codes": top_k_codes, "window_hours": window_hours,
+        "classifier": classifier, "max_fit_records": max_fit_records, "min_cell_count": min_cell_count,
+        "n_variables": len(table), **{f"n_visits_{n}": p.n_visits for n, p in preps.items()},
+    })
+    train, test, syn = preps["real_train"], preps["real_test"], preps["synthetic"]
+
+    for prefix, other in (("fidelity", syn), ("fidelity_baseline", test)):
+        values = _guarded(report, f"{prefix}/codes", strict, code_prevalence_correlation, train, other)
+        if values is not None:
+            report.add(prefix, values)
+        marg = _guarded(report, f"{prefix}/marginals", strict, marginal_distances, train, other, table, seed=seed)
+        if marg is not None:
+            report.tables[f"{prefix}_marginals"] = marg
+            report.add(prefix, summarize_marginals(marg))
+            report.add_table_errors(f"{prefix}/marginal", marg, "variable")
+        struct = _guarded(report, f"{prefix}/structure", strict, structure_stats, train, other, seed=seed)
+        if struct is not None:
+            report.tables[f"{prefix}_structure"] = struct
+            ok = struct[struct["error"] == ""]
+            report.add(f"{prefix}/structure", {f"{q}_ks": v for q, v in zip(ok["quantity"], ok["ks_statistic"])})
+            report.add_table_errors(f"{prefix}/structure", struct, "quantity")
+
+    prevalence = _guarded(report, "tables/code_prevalence", strict, code_prevalence_table, train, syn)
+    if prevalence is not None:
+        report.tables["code_prevalence"] = suppressed_prevalence_table(prevalence, min_cell_count)
+    hist = _guarded(report, "tables/marginal_histograms", strict, marginal_histograms, train, syn, table,
+                    min_cell_count=min_cell_count)
+    if hist is not None:
+        report.tables["marginal_histograms"] = hist
+
+    space = _guarded(report, "features", strict, FeatureSpace.fit, train, table, top_k_codes, window_hours)
+    if space is None:
+        return report
+    raw = {n: _guarded(report, f"features/{n}", strict, space.transform, p) for n, p in preps.items()}
+    if any(v is None for v in raw.values()):
+        return report
+    x = {n: space.standardize(f).to_numpy() for n, f in raw.items()}
+    report.params["n_features"] = len(space.columns)
+
+    with threadpool_limits(limits=n_threads):
+        labels = {n: _guarded(report, f"labels/{n}", strict, mortality_labels, p.cohort, n) for n, p in preps.items()}
+        if all(v is not None for v in labels.values()):
+            utility = _guarded(report, "utility", strict, _utility_from_features,
+                               x["real_train"], labels["real_train"], x["real_test"], labels["real_test"],
+                               x["synthetic"], labels["synthetic"], seed, classifier, max_fit_records)
+            if utility is not None:
+                report.add("utility", utility)
+
+        codes = _guarded(report, "privacy/code_sets", strict, _code_set_matrices, preps)
+        if codes is not None:
+            privacy = _guarded(report, "privacy", strict, _privacy_from_features, x, raw, codes, seed, max_records)
+            if privacy is not None:
+                values, distances = privacy
+                report.add("privacy", values)
+                report.tables["privacy_distance_histograms"] = distance_histograms(
+                    distances, min_cell_count=min_cell_count)
+    return report
