@@ -29,11 +29,12 @@ from benchmarks._machine import cpu_model  # noqa: E402
 
 BASE = {
     "n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.1, "epochs": 8.0, "batch_size": 8,
-    "learning_rate": 2e-3, "conditioning": True, "mortality_weight": 1.0, "n_ctx": 512,
+    "learning_rate": 2e-3, "conditioning": True, "mortality_weight": 1.0, "n_ctx": 512, "clocks": True,
 }
 VARIANTS = {
     "default": {},
     "no_conditioning": {"conditioning": False},
+    "no_clocks": {"clocks": False},
     "mortality_weight_10": {"mortality_weight": 10.0},
     "wider": {"n_embd": 192, "n_head": 6},
     "deeper": {"n_layer": 4},
@@ -75,7 +76,8 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
     model_config = GPTConfig(
         vocab_size=vocab.size, n_ctx=params["n_ctx"], n_layer=params["n_layer"], n_head=params["n_head"],
         n_embd=params["n_embd"], dropout=params["dropout"],
-        condition_table=vocab.condition_table() if params["conditioning"] else None)
+        condition_table=vocab.condition_table() if params["conditioning"] else None,
+        clocks=vocab.clocks() if params["clocks"] else None)
     model = init_model(model_config, seed)
     weights = np.ones(vocab.size, dtype=np.float32)
     weights[vocab.mortality_base:vocab.mortality_base + 2] = params["mortality_weight"]

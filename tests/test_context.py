@@ -190,3 +190,45 @@ def test_generation_cap_covers_the_999th_percentile_and_hides_the_maximum():
     cap = token_assets.max_tokens_per_patient_default(lengths)
     assert cap >= np.percentile(lengths, 99.9) and cap % 1024 == 0
     assert token_assets.max_tokens_per_patient_default(np.array([5000, 7000])) % 1024 == 0
+
+
+@pytest.mark.parametrize("n_ctx", [128, 512])
+def test_windows_give_the_model_the_clocks_of_the_whole_patient(seqs, vocab, n_ctx):
+    """The clocks (hours into the stay, the visit's diagnoses and procedures so far) at every target
+    of every window equal those over the whole patient: the codes exactly (every window repeats its
+    visit's header), the hours within half the ELAPSED bin a window that skips rows restarts from."""
+    import torch
+
+    from synehrgy_assets.core.model import GPT, GPTConfig
+    from synehrgy_assets.core.tokens.vocabulary import ELAPSED_EDGES
+
+    clocks = vocab.clocks()
+    assert [c["name"] for c in clocks] == ["stay_hours", "diagnoses", "procedures"]
+    model = GPT(GPTConfig(vocab_size=vocab.size, n_ctx=8, n_layer=1, n_head=1, n_embd=8, clocks=clocks))
+    windows = context_windows(seqs, vocab, n_ctx)
+    per_patient = [[] for _ in range(len(seqs))]
+    for i in range(len(windows)):
+        w = torch.from_numpy(windows.window(i).astype(np.int64))[None]
+        per_patient[windows.patient[i]].append(model.clock_values(w)[0, windows.context_lengths[i]:].numpy())
+    edges = np.asarray(ELAPSED_EDGES)
+    n_skipping = 0
+    for i, parts in enumerate(per_patient):
+        seq = torch.from_numpy(seqs.patient(i).astype(np.int64))[None]
+        full = model.clock_values(seq)[0, 1:].numpy()
+        got = np.concatenate(parts)
+        np.testing.assert_array_equal(got[:, 1:], full[:, 1:])
+        width = np.diff(edges)[np.clip(np.searchsorted(edges, full[:, 0], side="right") - 1, 0, len(edges) - 2)]
+        assert np.all(np.abs(got[:, 0] - full[:, 0]) <= width / 2 + 1e-3)
+        n_skipping += int((np.abs(got[:, 0] - full[:, 0]) > 1e-3).any())
+    assert n_skipping > 0 or n_ctx == 512
+    # At every visit's </ts> the stay clock is the stay's hours on the DT scale; the code clocks its codes.
+    seq = seqs.patient(0).astype(np.int64)
+    values = model.clock_values(torch.from_numpy(seq)[None])[0].numpy()
+    ends = np.flatnonzero(seq == vocab.id_of("</ts>"))
+    starts = np.flatnonzero(np.isin(vocab.token_types[seq], [T.GAP_VISIT, T.AGE]) &
+                            ~np.isin(np.r_[-1, vocab.token_types[seq[:-1]]], [T.GAP_VISIT]))
+    for s, e in zip(starts, ends):
+        visit = seq[s:e]
+        assert values[e, 0] == pytest.approx(vocab.dt_hours[visit].sum())
+        assert values[e, 1] == (vocab.token_types[visit] == T.DX).sum()
+        assert values[e, 2] == (vocab.token_types[visit] == T.PX).sum()

@@ -71,6 +71,46 @@ def test_kv_cached_incremental_logits_match_full_forward():
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def clock(add: float = 1.0, sets: dict | None = None, edges=(1, 2, 4, 8)) -> dict:
+    table = [-1.0] * VOCAB
+    for token, value in (sets or {}).items():
+        table[token] = value
+    return {"name": "c", "add": [add] * VOCAB, "set": table, "edges": list(edges)}
+
+
+def test_clock_values_add_until_a_token_sets_them_and_carry_through_the_cache():
+    # token 5 sets the clock to 10 (adding nothing), every other token adds 0.5
+    model = tiny_model(n_ctx=24, clocks=[clock(0.5, {5: 10.0})]).eval()
+    idx = torch.tensor([[1, 3, 3, 5, 3, 3, 3], [3, 5, 5, 3, 1, 1, 1]])
+    values = model.clock_values(idx)[..., 0]
+    assert values[0].tolist() == [0.5, 1.0, 1.5, 10.0, 10.5, 11.0, 11.5]
+    assert values[1].tolist() == [0.5, 10.0, 10.0, 10.5, 11.0, 11.5, 12.0]
+    assert model.clock_values(idx[:, :2], initial=torch.tensor([[4.0], [4.0]]))[..., 0].tolist() == [
+        [4.5, 5.0], [4.5, 10.0]]
+    with torch.no_grad():
+        plain = tiny_model(n_ctx=24).eval()
+        plain.load_state_dict(model.state_dict(), strict=False)
+        torch.testing.assert_close(plain(idx)[0], model(idx)[0])  # a new clock starts as a no-op
+        torch.nn.init.normal_(model.clock_emb[0].weight, std=0.5)
+        # ... a trained one changes the logits, and the cache carries it across chunks
+        full, _ = model(idx)
+        cache = KVCache.for_model(model, batch_size=2, max_len=7)
+        pieces = [model(idx[:, :2], kv_cache=cache)[0]]
+        pieces += [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(2, 7)]
+        assert cache.clocks[:, 0].tolist() == [11.5, 12.0]
+        torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(plain(idx)[0], full)
+
+
+def test_clock_config_is_checked():
+    with pytest.raises(ValueError, match=r"clocks\[0\] \(c\): add and set must hold vocab_size=32"):
+        tiny_model(clocks=[{**clock(), "add": [1.0] * 3}])
+    with pytest.raises(ValueError, match="edges must be strictly ascending"):
+        tiny_model(clocks=[clock(edges=(1, 1, 2))])
+    with pytest.raises(ValueError, match=r"lacks \['edges'\]"):
+        tiny_model(clocks=[{k: v for k, v in clock().items() if k != "edges"}])
+
+
 def test_positions_offset_and_context_overflow_are_checked():
     model = tiny_model(n_ctx=8).eval()
     with pytest.raises(ValueError, match="n_ctx=8"):
@@ -103,7 +143,7 @@ def test_loss_ignores_padding_targets_and_masked_positions():
 
 
 def test_safetensors_round_trip_gives_identical_logits_without_pickle(tmp_path, monkeypatch):
-    model = tiny_model(seed=3).eval()
+    model = tiny_model(seed=3, clocks=[clock(0.5, {5: 3.0})]).eval()
     save_checkpoint(model, tmp_path / "ckpt", extra={"vocab_hash": "abc", "step": 7})
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
 

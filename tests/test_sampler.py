@@ -138,7 +138,11 @@ def reference_greedy(model: GPT, target: int, max_tokens: int, roll=None) -> lis
 def test_per_row_cache_with_refill_and_prefill_matches_full_forward_of_each_row():
     table = [-1] * VOCAB
     table[BOS], table[3], table[4] = 0, 1, 2  # bos resets the condition, tokens 3 and 4 set it
-    model = tiny_model(seed=2, n_ctx=24, condition_table=table)
+    sets = [-1.0] * VOCAB
+    sets[BOS], sets[5] = 0.0, 3.0  # bos sets the clock to 0, token 5 to 3; every token adds 0.75
+    clocks = [{"name": "t", "add": [0.75] * VOCAB, "set": sets, "edges": [1, 2, 3, 5, 8]}]
+    model = tiny_model(seed=2, n_ctx=24, condition_table=table, clocks=clocks)
+    torch.nn.init.normal_(model.clock_emb[0].weight, std=0.5)  # clocks start at zero
     rng = np.random.default_rng(0)
     rows = [list(rng.integers(3, VOCAB, n)) for n in (5, 9, 2)]
     for r in rows:
@@ -151,6 +155,7 @@ def test_per_row_cache_with_refill_and_prefill_matches_full_forward_of_each_row(
             torch.testing.assert_close(logits[b], full, rtol=1e-4, atol=1e-5)
             assert int(cache.lengths[b]) == len(r)
             assert int(cache.condition[b]) == int(model.conditions(torch.tensor([r]))[0, -1])
+            assert float(cache.clocks[b, 0]) == pytest.approx(float(model.clock_values(torch.tensor([r]))[0, -1, 0]))
 
     with torch.no_grad():
         logits = prefill_rows(model, cache, torch.arange(3), [np.array(r) for r in rows])

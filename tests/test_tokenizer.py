@@ -225,13 +225,18 @@ def test_bin_edges_increasing_and_bins_populated(train, binning):
         if len(values) >= cfg.min_bin_count:
             # Sparse bins were merged: every bin is non-empty and big enough to describe.
             assert counts.min() >= cfg.min_bin_count, (var.name, counts)
-        for q, lo, hi, n in zip(var.bins.quantiles, low, high, counts):
-            if n < cfg.min_bin_count:
+        bin_of = var.bins.assign(values)
+        for i, (q, lo, hi, n) in enumerate(zip(var.bins.quantiles, low, high, counts)):
+            if n < max(cfg.min_bin_count, 2 * cfg.tail_count + 1):
                 assert q is None  # no quantiles of a handful of patients
             else:
                 q = np.asarray(q)
                 assert len(q) == cfg.within_bin_quantiles
                 assert np.all(np.diff(q) >= 0) and lo <= q[0] and q[-1] <= hi
+                # No real extreme: tail_count values lie below the lowest stored quantile, as many above.
+                inside = values[bin_of == i]
+                assert q[0] > inside.min() or (inside == inside.min()).sum() > cfg.tail_count
+                assert q[-1] < inside.max() or (inside == inside.max()).sum() > cfg.tail_count
         if binning == "clinical":
             clinical = VARIABLES.set_index("variable").loc[var.name, "clinical_edges"]  # parsed floats
             assert set(edges[1:-1]) <= set(clinical)
@@ -248,7 +253,33 @@ def test_fixed_scales_keep_bins_but_no_small_quantiles(train, vocab):
         counts = np.bincount(bins.assign(values), minlength=bins.n_bins)
         assert any(c < 5 for c in counts), "the test needs a sparse bin"
         for q, c in zip(bins.quantiles, counts):
-            assert (q is None) == (c < vocab.config.min_bin_count), (name, c)
+            cfg = vocab.config
+            assert (q is None) == (c < max(cfg.min_bin_count, 2 * cfg.tail_count + 1)), (name, c)
+
+
+def test_vocabulary_stores_no_real_extreme_and_no_rare_category(train, tmp_path):
+    """The JSON logged to MLflow: no variable's train minimum or maximum, no LOS extreme, and no
+    covariate category seen fewer than min_code_count times (it becomes UNK)."""
+    visits = train.visits.copy()
+    visits.loc[visits.index[:2], "insurance"] = "Rare plan"  # 2 visits < min_code_count
+    cohort = StagedCohort(visits, train.visit_codes, train.visit_phenotypes, train.measurements)
+    vocab = TokenVocabulary.fit(cohort)
+    text = vocab.to_json(tmp_path / "vocabulary.json").read_text()
+    assert "Rare plan" not in text and vocab.fit_stats["n_rare_categories_dropped"] >= 1
+    assert vocab.covariate_id("insurance", "Rare plan") == vocab.covariate_id("insurance", None)
+    stored = json.loads(text)
+    meas = train.measurements
+    for var in stored["variables"]:
+        if var["kind"] != "continuous":
+            continue
+        values = meas.loc[meas["variable"] == var["name"], "value"].dropna()
+        values = values.clip(var["valid_low"], var["valid_high"])
+        quantiles = {x for q in var["bins"]["quantiles"] if q for x in q}
+        for extreme in (values.min(), values.max()):
+            if (values == extreme).sum() <= vocab.config.tail_count:
+                assert extreme not in quantiles, (var["name"], extreme)
+    los = visits["los_hours"].dropna()
+    assert los.min() not in stored["los_quantiles"] and los.max() not in stored["los_quantiles"]
 
 
 def test_sparse_variable_gets_no_quantiles(train):

@@ -129,13 +129,26 @@ def test_padding_stays_under_five_percent_on_realistic_length_mixes(mix):
     assert padding < 0.05, padding
 
 
+def toy_clocks() -> list[dict]:
+    """BOS sets both clocks to 0; every token adds 1 to the first, two DX tokens 2.5 to the second."""
+    add2 = [0.0] * VOCAB
+    add2[FIRST_DX] = add2[FIRST_DX + 1] = 2.5
+    sets = [-1.0] * VOCAB
+    sets[BOS] = 0.0
+    return [{"name": "count", "add": [1.0] * VOCAB, "set": sets, "edges": [1, 2, 4, 8, 16]},
+            {"name": "dx", "add": add2, "set": sets, "edges": [2, 5, 10]}]
+
+
 @pytest.mark.parametrize("conditioned", [False, True])
 def test_packed_windows_compute_exactly_what_they_compute_alone(conditioned):
-    table = None
-    if conditioned:  # BOS resets the condition, two DX tokens set it: nothing may leak across windows
+    table = clocks = None
+    if conditioned:  # BOS resets the condition and the clocks: nothing may leak across windows
         table = [-1] * VOCAB
         table[BOS], table[FIRST_DX], table[FIRST_DX + 1] = 0, 1, 2
-    model = init_model(model_config(condition_table=table), seed=3).eval()
+        clocks = toy_clocks()
+    model = init_model(model_config(condition_table=table, clocks=clocks), seed=3).eval()
+    for emb in model.clock_emb:  # clocks start at zero: give them weights that show a leak
+        torch.nn.init.normal_(emb.weight, std=0.5)
     windows = typed_windows(40, seed=4) + [np.array([BOS, 5, EOS]), typed_window(12)[:N_CTX + 1]]
     context = np.zeros(len(windows), dtype=np.int64)
     rows = pack_rows(np.array([len(w) for w in windows]), N_CTX, np.random.default_rng(0), pool=1000)

@@ -45,6 +45,14 @@ class GPTConfig:
     # embedding of its condition, so the physiology of a visit sees the outcome emitted in its
     # header directly instead of having to learn to attend back to one token. None = off.
     condition_table: list[int] | None = None
+    # Clocks (docs/tokens.md section 7): running quantities of the prefix, such as the hours since
+    # ICU admission or the diagnoses emitted so far in this visit. Each is a dict {"name",
+    # "add": [vocab_size floats], "set": [vocab_size floats, -1 = keeps], "edges": [ascending]}:
+    # token t adds add[t] to the running value, or sets it to set[t] when that is >= 0. Every
+    # position adds a learned embedding of its clock's bucket (edges), so decisions that depend on
+    # how long a stay has run or how many codes a visit has (when to emit </ts>, </code>) read one
+    # input instead of having to sum hundreds of earlier tokens through attention. None = off.
+    clocks: list[dict] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "n_embd"):
@@ -64,6 +72,24 @@ class GPTConfig:
                     f"GPTConfig.condition_table must hold vocab_size={self.vocab_size} entries >= -1, "
                     f"got {len(self.condition_table)}"
                 )
+        if self.clocks is not None:
+            checked = []
+            for i, clock in enumerate(self.clocks):
+                missing = {"name", "add", "set", "edges"} - set(clock)
+                if missing:
+                    raise ValueError(f"GPTConfig.clocks[{i}] lacks {sorted(missing)}")
+                add, set_, edges = ([float(v) for v in clock[k]] for k in ("add", "set", "edges"))
+                if len(add) != self.vocab_size or len(set_) != self.vocab_size:
+                    raise ValueError(f"GPTConfig.clocks[{i}] ({clock['name']}): add and set must hold "
+                                     f"vocab_size={self.vocab_size} entries, got {len(add)} and {len(set_)}")
+                if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
+                    raise ValueError(f"GPTConfig.clocks[{i}] ({clock['name']}): edges must be strictly ascending")
+                checked.append({"name": str(clock["name"]), "add": add, "set": set_, "edges": edges})
+            self.clocks = checked or None
+
+    @property
+    def n_clocks(self) -> int:
+        return 0 if self.clocks is None else len(self.clocks)
 
     @property
     def n_conditions(self) -> int:
@@ -103,8 +129,10 @@ class KVCache:
         head_dim: int,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        n_clocks: int = 0,
     ) -> None:
         self.kv = torch.zeros(n_layer, 2, batch_size, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.clocks = torch.zeros(batch_size, n_clocks, dtype=torch.float32, device=device)
         self.max_len = max_len
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.condition = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -134,6 +162,7 @@ class KVCache:
             cfg.n_embd // cfg.n_head,
             device=param.device if device is None else device,
             dtype=param.dtype if dtype is None else dtype,
+            n_clocks=cfg.n_clocks,
         )
 
     @property
@@ -180,9 +209,16 @@ class KVCache:
         if rows is None:
             self.lengths.zero_()
             self.condition.zero_()
+            self.clocks.zero_()
         else:
             self.lengths[rows] = 0
             self.condition[rows] = 0
+            self.clocks[rows] = 0.0
+
+    def copy_state(self, rows, source: "KVCache", source_rows=slice(None)) -> None:
+        """Give `rows` the running condition and clocks of `source`'s `source_rows`."""
+        self.condition[rows] = source.condition[source_rows]
+        self.clocks[rows] = source.clocks[source_rows]
 
 
 class CausalSelfAttention(nn.Module):
@@ -260,6 +296,9 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_ctx, config.n_embd)
         self.cond_emb = nn.Embedding(config.n_conditions, config.n_embd) if config.n_conditions else None
+        self.clock_emb = nn.ModuleList(
+            nn.Embedding(len(clock["edges"]) + 1, config.n_embd) for clock in (config.clocks or [])
+        )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -278,6 +317,17 @@ class GPT(nn.Module):
             self.register_buffer(
                 "condition_table", torch.tensor(config.condition_table, dtype=torch.long), persistent=False
             )
+        for emb in self.clock_emb:
+            # Zero at the start: a clock enters as a no-op and grows only as far as it helps. With
+            # the usual N(0, 0.02) each clock would add as much noise to the input as the token
+            # itself carries (measured: much slower early training).
+            nn.init.zeros_(emb.weight)
+        if config.clocks:
+            # [n_clocks, V] each; derived from the config, so never part of the checkpoint.
+            self.register_buffer("clock_add", torch.tensor([c["add"] for c in config.clocks]), persistent=False)
+            self.register_buffer("clock_set", torch.tensor([c["set"] for c in config.clocks]), persistent=False)
+            for j, clock in enumerate(config.clocks):
+                self.register_buffer(f"clock_edges_{j}", torch.tensor(clock["edges"]), persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -305,6 +355,23 @@ class GPT(nn.Module):
         filled = sets.gather(1, last.clamp(min=0))
         start = torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device) if initial is None else initial
         return torch.where(last >= 0, filled, start[:, None])
+
+    def clock_values(self, idx: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
+        """Each clock's running value after each token ([B, T, n_clocks]): the value set by the
+        last setting token at or before t plus everything added since, else `initial`
+        ([B, n_clocks], default 0) plus everything added since the start."""
+        B, T = idx.shape
+        out = []
+        steps = torch.arange(T, device=idx.device)[None, :]
+        for j in range(self.config.n_clocks):
+            add, sets = self.clock_add[j][idx], self.clock_set[j][idx]
+            total = torch.cumsum(torch.where(sets >= 0, 0.0, add), dim=1)
+            last = torch.cummax(torch.where(sets >= 0, steps, -1), dim=1).values
+            at = last.clamp(min=0)
+            since_set = sets.gather(1, at) + total - total.gather(1, at)
+            start = torch.zeros(B, device=idx.device) if initial is None else initial[:, j]
+            out.append(torch.where(last >= 0, since_set, start[:, None] + total))
+        return torch.stack(out, dim=-1) if out else torch.zeros(B, T, 0, device=idx.device)
 
     def forward(
         self,
@@ -369,6 +436,12 @@ class GPT(nn.Module):
             x = x + self.cond_emb(cond)
             if kv_cache is not None:
                 kv_cache.condition = cond[:, -1].clone()
+        if self.config.n_clocks:
+            values = self.clock_values(idx, kv_cache.clocks if kv_cache is not None else None)
+            for j, emb in enumerate(self.clock_emb):
+                x = x + emb(torch.bucketize(values[..., j].contiguous(), getattr(self, f"clock_edges_{j}"), right=True))
+            if kv_cache is not None:
+                kv_cache.clocks = values[:, -1].clone()
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, kv_cache, attn_mask)

@@ -162,7 +162,7 @@ def prefill_rows(
 
     One forward through a temporary cache for those rows only (right padded; a pad position is
     never attended by a real one and lies past the row's new length), copied into the rows; the
-    other rows are untouched. Each row's running condition is the one at its last real token.
+    other rows are untouched. Each row's running condition and clocks are those at its last real token.
     """
     device = cache.kv.device
     lengths = np.array([len(c) for c in contexts], dtype=np.int64)
@@ -179,6 +179,9 @@ def prefill_rows(
     cache.lengths[rows] = last + 1
     if model.cond_emb is not None:
         cache.condition[rows] = model.conditions(x).gather(1, last[:, None]).squeeze(1)
+    if model.config.n_clocks:
+        values = model.clock_values(x)
+        cache.clocks[rows] = values[torch.arange(len(contexts), device=device), last]
     return logits[torch.arange(len(contexts), device=device), last].float()
 
 
@@ -393,7 +396,7 @@ class _Run:
             idx = self._rows(rows)
             cache.kv[:, :, idx, :, :P] = template.kv
             cache.lengths[idx] = P
-            cache.condition[idx] = template.condition[0]
+            cache.copy_state(idx, template, 0)
 
         state = like = None
         if constraint is not None:
@@ -525,7 +528,7 @@ class _Run:
                 smaller = KVCache.for_model(model, B, dtype=cache_dtype)
                 smaller.kv.copy_(cache.kv[:, :, keep_t])
                 smaller.lengths.copy_(cache.lengths[keep_t])
-                smaller.condition.copy_(cache.condition[keep_t])
+                smaller.copy_state(slice(None), cache, keep_t)
                 cache = smaller
                 logits = logits[keep_t]
                 if constraint is not None:

@@ -30,6 +30,11 @@ class GptTrainingConfig(dg.Config):
         description="Add a learned embedding of the running outcome condition (visit start / MORTALITY//0 / //1) "
         "at every position (GPTConfig.condition_table = vocabulary.condition_table()).",
     )
+    clocks: bool = Field(
+        default=False,
+        description="Add learned embeddings of the stay's hours so far and the visit's diagnosis and procedure "
+        "counts so far at every position (GPTConfig.clocks = vocabulary.clocks(); docs/tokens.md section 7).",
+    )
     # Budget and schedule.
     epochs: float = Field(default=8.0, description="Training budget in epochs over the train windows.")
     max_tokens: int = Field(
@@ -131,6 +136,7 @@ def gpt_checkpoint(
         n_embd=config.n_embd,
         dropout=config.dropout,
         condition_table=vocab.condition_table() if config.outcome_conditioning else None,
+        clocks=vocab.clocks() if config.clocks else None,
     )
     train_config = TrainConfig(
         epochs=config.epochs,
@@ -170,7 +176,9 @@ def gpt_checkpoint(
     with mlflow_tracking.start_run(context, run_name="gpt_checkpoint", tags={"synehrgy.stage": "train"}) as run:
         mlflow.log_params(
             {
-                **{f"model.{k}": v for k, v in model_config.to_dict().items() if k != "condition_table"},
+                **{f"model.{k}": v for k, v in model_config.to_dict().items()
+                   if k not in ("condition_table", "clocks")},
+                "model.clocks": ",".join(c["name"] for c in model_config.clocks or []) or "none",
                 **{f"train.{k}": v for k, v in config.model_dump().items()},
                 "data.vocabulary_version": vocab.version,
                 "data.train_windows": len(windows["train"]),
@@ -266,6 +274,7 @@ def gpt_checkpoint(
             "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
             "parameters": model.num_parameters(),
             "outcome_conditioning": config.outcome_conditioning,
+            "clocks": ", ".join(c["name"] for c in model_config.clocks or []) or "none",
             "best_val_loss": None if result.best_val_loss is None else round(float(result.best_val_loss), 4),
             "final_train_loss": round(float(result.final_train_loss), 4),
             "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from synehrgy_assets.core.cohort import SEEDS_DIR, StagedCohort
+from synehrgy_assets.core import variables as _variables
+from synehrgy_assets.core.cohort import StagedCohort
 from synehrgy_assets.core.tokens.columns import (
     _distinct_text,
     _float_column,
@@ -60,10 +60,14 @@ GAP_VISIT_EDGES = (0.0, 6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0, 720.0,
                    4320.0, 8760.0, 17520.0, 43800.0, 175200.0)
 # Hours of a visit's rows left out of a window (context token ELAPSED//i after <skip-rows>): the
 # model then knows how far into the stay a window starts. The last edge is a cap.
-ELAPSED_EDGES = (0.0, 2.0, 4.0, 6.0, 9.0, 12.0, 18.0, 24.0, 30.0, 36.0, 48.0, 60.0, 72.0, 96.0, 120.0,
-                 168.0, 240.0, 336.0, 504.0, 720.0, 2400.0)
+# 2-hour bins over the first three days (where most stays end), coarser after that: the stay-hours
+# clock (GPTConfig.clocks) restarts from the bin's midpoint in a window that skips rows.
+ELAPSED_EDGES = (tuple(float(h) for h in range(0, 72, 2)) + tuple(float(h) for h in range(72, 120, 4))
+                 + tuple(float(h) for h in range(120, 168, 8))
+                 + (168.0, 192.0, 240.0, 288.0, 336.0, 420.0, 504.0, 612.0, 720.0, 1080.0, 1440.0, 2400.0))
+# The code clocks count a visit's diagnoses / procedures so far: one bucket per count up to 40.
+CODE_CLOCK_EDGES = tuple(float(n) for n in range(1, 41))
 MIN_ROW_GAP_HOURS = 1.0 / 3600.0
-VARIABLE_COLUMNS = ["variable", "kind", "valid_low", "valid_high", "clinical_edges"]
 
 
 
@@ -80,6 +84,12 @@ class VocabularyConfig:
     min_code_count: int = 5
     within_bin_quantiles: int = 11
     min_bin_count: int = 5
+    # Privacy: no stored quantile is a real extreme. The outer quantiles of a bin (its min and max)
+    # are clipped inward so that at least `tail_count` train values lie beyond each stored one, and
+    # a bin of fewer than 2 x tail_count + 1 values stores none (decoding samples it uniformly). The
+    # same holds for categories: a covariate or measurement category seen fewer than
+    # `min_code_count` times in train gets no token (covariates become UNK).
+    tail_count: int = 10
 
     def __post_init__(self):
         if self.binning not in ("quantile", "uniform", "clinical"):
@@ -96,13 +106,14 @@ class VocabularyConfig:
                              f"got {self.within_bin_quantiles}")
         if self.min_bin_count < 1:
             raise ValueError(f"VocabularyConfig.min_bin_count must be >= 1, got {self.min_bin_count}")
+        if self.tail_count < 0:
+            raise ValueError(f"VocabularyConfig.tail_count must be >= 0, got {self.tail_count}")
 
 
 # The variables seed has one loader, shared with the metrics: core/variables.py (column contract,
 # checks with errors naming the file and column, `clinical_edges` parsed to sorted floats). The
 # tokenizer takes the variables in name order: their token ids follow it.
-from synehrgy_assets.core import variables as _variables  # noqa: E402
-from synehrgy_assets.core.variables import parse_edges as _parse_edges  # noqa: E402
+_parse_edges = _variables.parse_edges
 
 
 def load_variables(path: str | Path | None = None) -> pd.DataFrame:
@@ -213,15 +224,30 @@ def _fit_bins(
     full_edges = [edges[0], *inner, edges[-1]]
     cut = np.concatenate([[0], np.searchsorted(sorted_values, inner, side="left"), [n]])
     levels = np.linspace(0.0, 1.0, config.within_bin_quantiles)
-    quantiles = []
-    for a, b in zip(cut[:-1], cut[1:]):
-        if b - a >= config.min_bin_count:
-            quantiles.append(np.quantile(sorted_values[a:b], levels).tolist())
-        else:
-            quantiles.append(None)
+    quantiles = [clipped_quantiles(sorted_values[a:b], levels, config) for a, b in zip(cut[:-1], cut[1:])]
     if top_bucket is not None:
         quantiles.append(None)  # a point bucket: low == high
     return NumericBins(np.asarray(full_edges), quantiles, top_bucket)
+
+
+def clipped_quantiles(sorted_values: np.ndarray, levels: np.ndarray, config: VocabularyConfig) -> list | None:
+    """Quantiles at `levels` with the tails clipped: the lowest stored value has `tail_count`
+    values below it and the highest as many above (no real minimum or maximum is stored). None
+    when there are too few values for that (or fewer than `min_bin_count`)."""
+    n, t = len(sorted_values), config.tail_count
+    if n < max(config.min_bin_count, 2 * t + 1):
+        return None
+    inner = t / (n - 1)
+    return np.quantile(sorted_values, np.clip(levels, inner, 1.0 - inner)).tolist()
+
+
+def _frequent(series: pd.Series, min_count: int) -> tuple[list[str], int]:
+    """Distinct non-null values seen at least `min_count` times (sorted), and how many rare ones
+    were left out."""
+    values = pd.Series(series).dropna().astype(str)
+    counts = values.value_counts()
+    keep = sorted(str(c) for c in counts.index[counts >= min_count])
+    return keep, int((counts < min_count).sum())
 
 
 def _candidate_inner_edges(sorted_values, low, high, config, clinical_text, name) -> list[float]:
@@ -481,10 +507,12 @@ class TokenVocabulary:
             for i, cat in enumerate(var.categories):
                 self._category_token[j, union_pos[cat]] = self.value_base[j] + i
         self._grid = _BinGrid(self.variables)
-        # What a DT token stands for when the context format sums left-out rows: its bin's median.
-        dt_ids = np.flatnonzero(self.token_types == T.DT)
+        # What a DT token stands for when the context format sums left-out rows (ELAPSED) and in the
+        # model's stay clock: its bin's midpoint on the fixed DT scale. Both use the same hours, so a
+        # window's ELAPSED token restarts the clock where the rows it skips would have left it.
         self.dt_hours = np.zeros(self.size)
-        self.dt_hours[dt_ids] = self._qtable[self._qrow[dt_ids], k // 2]
+        low, high = self.scales["DT"].bounds()
+        self.dt_hours[self.dt_base:self.dt_base + len(low)] = (np.asarray(low) + np.asarray(high)) / 2
         self._value_base32 = self.value_base.astype(np.int32)
         self._valid_low = np.array([v.valid_low for v in self.variables], dtype=np.float64)
         self._valid_high = np.array([v.valid_high for v in self.variables], dtype=np.float64)
@@ -510,8 +538,11 @@ class TokenVocabulary:
 
         # Covariates and scales.
         covariates = {}
+        stats["n_rare_categories_dropped"] = 0
         for col, _ in COVARIATES:
-            covariates[col] = [c for c in _distinct_text(visits[col], "visits", col) if c != UNK]
+            kept, rare = _frequent(visits[col], config.min_code_count)
+            covariates[col] = [c for c in kept if c != UNK]
+            stats["n_rare_categories_dropped"] += rare
         age = _float_column(visits, "visits", "age_years", allow_null=False)
         capped = visits["age_is_capped"].to_numpy(dtype=bool, na_value=False) | (age >= AGE_CAP)
         age_values = np.sort(np.clip(age[~capped], AGE_EDGES[0], AGE_CAP))
@@ -526,8 +557,7 @@ class TokenVocabulary:
         scales["GAP_VISIT"] = _fit_bins(gap, GAP_VISIT_EDGES, config, merge=False)
         los = _float_column(visits, "visits", "los_hours", allow_null=True)
         los = np.sort(los[~np.isnan(los)])
-        los_quantiles = (np.quantile(los, k_levels).tolist()
-                         if len(los) >= config.min_bin_count else None)
+        los_quantiles = clipped_quantiles(los, k_levels, config)
 
         # Phenotypes and codes.
         phenotypes = _distinct_text(train_cohort.visit_phenotypes["phenotype"],
@@ -581,7 +611,10 @@ class TokenVocabulary:
                 present[rows[ok]] = True
                 frame = pd.DataFrame({"c": cat_text[ok].astype(str).to_numpy(),
                                       "v": value[rows][ok]})
-                medians = frame.groupby("c", sort=True)["v"].median()
+                sizes = frame.groupby("c", sort=True)["v"].size()
+                frequent = sizes.index[sizes >= config.min_code_count]
+                stats["n_rare_categories_dropped"] += int(len(sizes) - len(frequent))
+                medians = frame[frame["c"].isin(frequent)].groupby("c", sort=True)["v"].median()
                 cats = [c for c in medians.index.tolist()]
                 vals = [None if pd.isna(x) else float(x) for x in medians.to_numpy()]
                 var_specs.append(VariableSpec(row.variable, "categorical", low, high, None, cats, vals))
@@ -688,6 +721,30 @@ class TokenVocabulary:
         table[self.mortality_base] = 1
         table[self.mortality_base + 1] = 2
         return table.tolist()
+
+    def clocks(self) -> list[dict]:
+        """The model's clocks (GPTConfig.clocks): hours since ICU admission in this visit, and the
+        visit's diagnoses and procedures so far. A visit start (<s>, GAP_VISIT, AGE) sets each to 0.
+        A DT token adds its bin's midpoint (the fixed DT scale, no data); an ELAPSED context token
+        sets the stay clock to its bin's midpoint. All three are functions of the prefix alone, so
+        training and sampling compute them the same way."""
+        types = self.token_types
+        starts = np.zeros(self.size, dtype=bool)
+        starts[self.bos_id] = True
+        starts |= (types == T.GAP_VISIT) | (types == T.AGE)
+
+        def clock(name, add, set_values, edges):
+            sets = np.where(starts, 0.0, -1.0)
+            for tid, value in set_values:
+                sets[tid] = value
+            return {"name": name, "add": add.tolist(), "set": sets.tolist(), "edges": list(edges)}
+
+        elapsed = [(self.elapsed_base + i, (ELAPSED_EDGES[i] + ELAPSED_EDGES[i + 1]) / 2)
+                   for i in range(len(ELAPSED_EDGES) - 1)]
+        out = [clock("stay_hours", self.dt_hours, elapsed, ELAPSED_EDGES[1:-1])]
+        for name, kind in (("diagnoses", T.DX), ("procedures", T.PX)):
+            out.append(clock(name, (types == kind).astype(np.float64), [], CODE_CLOCK_EDGES))
+        return out
 
     def covariate_id(self, column: str, value: str | None) -> int:
         ids = self._covariate_ids[column]
