@@ -404,3 +404,18 @@ def test_plots_are_png(report, tmp_path):
     assert report.plots().keys() == written.keys()
     with pytest.raises(ValueError, match="marginal_histograms"):
         plot_marginal_histograms(pd.DataFrame({"variable": []}))
+
+
+def test_structure_stats_suppress_small_real_samples(cohorts):
+    """A median of a handful of real visits is one patient's value: never in a table that leaves."""
+    train = cohorts["train"]
+    small = make_cohort(8, seed=5, id_offset=7_000_000)  # 8 real patients (the demo's test split is ~10)
+    baseline = structure_stats(train, small, other_is_real=True)
+    per_patient = baseline.set_index("quantity").loc["visits_per_patient"]
+    assert per_patient["n_synthetic"] < 20
+    assert np.isnan(per_patient["mean_synthetic"]) and np.isnan(per_patient["median_synthetic"])
+    assert not np.isnan(per_patient["median_real"])  # 400 train patients: fine
+    assert not np.isnan(per_patient["ks_statistic"])
+    # The same small cohort as synthetic output is not a real sample: nothing suppressed.
+    assert not np.isnan(structure_stats(train, small).set_index("quantity").loc["visits_per_patient",
+                                                                                  "median_synthetic"])

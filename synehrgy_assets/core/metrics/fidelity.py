@@ -333,10 +333,15 @@ STRUCTURE_COLUMNS = [
 
 
 def structure_stats(
-    real: CohortLike, synthetic: CohortLike, max_values: int = DEFAULT_MAX_VALUES, seed: int = 0
+    real: CohortLike, synthetic: CohortLike, max_values: int = DEFAULT_MAX_VALUES, seed: int = 0,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT, other_is_real: bool = False,
 ) -> pd.DataFrame:
     """Record-structure distributions (visits/patient, codes/visit, rows/visit, stay length, gaps):
-    KS and normalized Wasserstein-1 per quantity; failures in the `error` column."""
+    KS and normalized Wasserstein-1 per quantity; failures in the `error` column.
+
+    Small cells: the mean and median of a real sample are given only when it holds at least
+    2 x `min_cell_count` values (a median of a handful is one patient's value); `other_is_real`
+    applies the same to the second cohort (the real-test baseline). KS and W1 are kept."""
     rng = np.random.default_rng(seed)
     real_s = _structure_samples(_nonempty(prepare_cohort(real, "real")))
     syn_s = _structure_samples(_nonempty(prepare_cohort(synthetic, "synthetic")))
@@ -353,6 +358,9 @@ def structure_stats(
         ks, w1 = _ks_and_wasserstein(r, s)
         rec.update(mean_real=float(r.mean()), mean_synthetic=float(s.mean()), median_real=float(np.median(r)),
                    median_synthetic=float(np.median(s)), ks_statistic=ks)
+        for side, n, is_real in (("real", len(r), True), ("synthetic", len(s), other_is_real)):
+            if is_real and n < 2 * min_cell_count:
+                rec[f"mean_{side}"] = rec[f"median_{side}"] = np.nan
         scale, _ = _robust_scale(r)
         if scale > 0:
             rec["wasserstein_normalized"] = w1 / scale
