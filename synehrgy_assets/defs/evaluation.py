@@ -11,7 +11,16 @@ from pydantic import Field
 
 from synehrgy_assets.defs._metadata import png_markdown
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
-from synehrgy_assets.defs.tokens import REAL_MART_DEPS, load_split, patient_split
+from synehrgy_assets.defs.tokens import (
+    REAL_MART_DEPS,
+    SPLITS,
+    load_split,
+    patient_split,
+    split_subject_ids,
+    token_sequences,
+    tokens_dir,
+    vocabulary_path,
+)
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
 
 
@@ -33,14 +42,46 @@ def evaluation_dir(workspace: WorkspaceResource) -> Path:
     return workspace.artifacts_dir / "evaluation"
 
 
+def privacy_inputs(workspace: WorkspaceResource, provenance: dict):
+    """What the privacy attacks need beside the cohorts: the token sequences of every real train and
+    real test patient and of every generated synthetic patient (`TokenStreams`, or None and the
+    reason when they cannot be compared), and the real sampling fraction, train patients / all
+    patients of the split (the member share of the membership attack sets)."""
+    import numpy as np
+
+    from synehrgy_assets.core.metrics import TokenStreams
+    from synehrgy_assets.core.tokens import TokenVocabulary
+    from synehrgy_assets.core.tokens.encoding import TokenSequences
+
+    with workspace.connect(read_only=True) as con:
+        counts = {split: len(split_subject_ids(con, split)) for split in SPLITS}
+    member_share = counts["train"] / max(sum(counts.values()), 1)
+    try:
+        vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
+        real = {split: TokenSequences.load(tokens_dir(workspace) / split) for split in ("train", "test")}
+        seq_dir = synthetic_dir(workspace) / "sequences"
+        synthetic = TokenSequences(np.load(seq_dir / "tokens.npy", mmap_mode="r"),
+                                   np.load(seq_dir / "offsets.npy"), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                   vocab_version=str(provenance.get("vocabulary_version")))
+    except (FileNotFoundError, ValueError) as exc:
+        return None, f"token sequences unavailable: {exc}", member_share
+    versions = {"vocabulary": vocab.version, "real train": real["train"].vocab_version,
+                "real test": real["test"].vocab_version, "synthetic": synthetic.vocab_version}
+    if len(set(versions.values())) > 1:
+        return None, f"token sequences of different vocabularies {versions}: re-materialize them", member_share
+    return TokenStreams(real["train"], real["test"], synthetic, vocab.token_types), "", member_share
+
+
 @dg.asset(
     group_name="evaluation",
-    deps=[synthetic_cohort, patient_split, *REAL_MART_DEPS],
+    deps=[synthetic_cohort, patient_split, token_sequences, *REAL_MART_DEPS],
     kinds={"mlflow"},
     description=(
         "Fidelity (ICD prevalence correlation, per-variable marginal distances), utility (mortality AUROC: "
         "train-on-synthetic vs train-on-real, both tested on real held-out patients) and privacy "
-        "(nearest-neighbour distances, membership inference). Aggregates only; logged to MLflow."
+        "(token-level copies and n-grams shared with train, membership inference by distance and density ratio, "
+        "attribute inference, distance to closest record; each beside real held-out patients). Aggregates only; "
+        "logged to MLflow."
     ),
 )
 def evaluation(
@@ -59,7 +100,11 @@ def evaluation(
     real_test = load_split(workspace, "test", config.max_patients, config.seed)
     synthetic = load_synthetic_cohort(workspace)
     provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
-    report = evaluate(real_train, real_test, synthetic, seed=config.seed)  # variables: the dbt seed
+    streams, streams_error, member_share = privacy_inputs(workspace, provenance)
+    report = evaluate(real_train, real_test, synthetic, seed=config.seed,  # variables: the dbt seed
+                      tokens=streams, member_share=member_share)
+    if streams is None:  # the copy gates then fail as "not measured"
+        report.errors["privacy/tokens"] = streams_error
     for name, error in report.errors.items():
         context.log.warning(f"metric {name} could not be computed: {error}")
     decode_report = provenance.get("decode_report", {})

@@ -12,7 +12,11 @@ Modules (each imports only the ones above it):
 * `features`: `prepare_cohort`/`PreparedCohort`, `mortality_labels`, `FeatureSpace`, `visit_features`.
 * `fidelity`: prevalence, mortality rates, marginal and structure distances, histogram tables.
 * `utility`: TRTR/TSTR mortality classifiers (`mortality_utility`).
-* `privacy`: nearest-neighbour distances, MIA, NNAA, distance histograms.
+* `attacks`: privacy attacks that can fail: token copies and n-grams shared with train
+  (`token_copies` over `TokenStreams`), membership inference with the real member prior
+  (distance, code-set, DOMIAS density ratio), attribute inference from quasi-identifiers.
+* `privacy`: nearest-neighbour distances (DCR, exact matches, NNAA), the attacks on visits
+  (`privacy_attacks`), distance histograms.
 * `report`: `EvaluationReport` and `evaluate`.
 Import from the package (`from synehrgy_assets.core.metrics import evaluate`); every public name
 is re-exported here.
@@ -66,7 +70,15 @@ from synehrgy_assets.core.metrics.fidelity import (
     summarize_marginals,
     suppressed_prevalence_table,
 )
-from synehrgy_assets.core.metrics.privacy import distance_histograms, nearest_neighbour_privacy
+from synehrgy_assets.core.metrics.attacks import (
+    DEFAULT_NGRAM_LENGTH,
+    QUASI_IDENTIFIERS,
+    TokenStreams,
+    attribute_inference,
+    membership_attacks,
+    token_copies,
+)
+from synehrgy_assets.core.metrics.privacy import distance_histograms, nearest_neighbour_privacy, privacy_attacks
 from synehrgy_assets.core.metrics.report import EvaluationReport, evaluate
 from synehrgy_assets.core.metrics.utility import CLASSIFIERS, DEFAULT_MAX_FIT_RECORDS, mortality_utility
 from synehrgy_assets.core.variables import VARIABLE_COLUMNS, VARIABLES_CSV, load_variables
@@ -90,7 +102,8 @@ __all__ = [
     # utility
     "CLASSIFIERS", "DEFAULT_MAX_FIT_RECORDS", "mortality_utility",
     # privacy
-    "distance_histograms", "nearest_neighbour_privacy",
+    "DEFAULT_NGRAM_LENGTH", "QUASI_IDENTIFIERS", "TokenStreams", "attribute_inference", "distance_histograms",
+    "membership_attacks", "nearest_neighbour_privacy", "privacy_attacks", "token_copies",
     # report
     "EvaluationReport", "evaluate",
 ]

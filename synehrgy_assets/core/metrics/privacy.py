@@ -1,8 +1,10 @@
 """Privacy: nearest-neighbour distances between real train, real test and synthetic records, in the
 standardized feature space and over code sets (Hamming/Jaccard): distance to closest record
-against the test→train baseline, exact copies, the distance membership-inference AUROC and
-nearest-neighbour adversarial accuracy (`nearest_neighbour_privacy`), and the distance histograms
-the plots draw (`distance_histograms`, small real-test cells suppressed).
+against the test→train baseline, exact copies and nearest-neighbour adversarial accuracy
+(`nearest_neighbour_privacy`, which adds the membership attacks of `attacks.py`), the attacks
+that read the visits (`privacy_attacks`: membership inference with the real member prior,
+attribute inference), and the distance histograms the plots draw (`distance_histograms`, small
+real-test cells suppressed). The token-copy attack is `attacks.token_copies`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.metrics import roc_auc_score
 from sklearn.metrics.pairwise import euclidean_distances
 from threadpoolctl import threadpool_limits
 
+from synehrgy_assets.core.metrics.attacks import (
+    DEFAULT_MAX_REFERENCE,
+    _nearest,
+    _nearest_codes,
+    attribute_inference,
+    membership_attacks,
+)
 from synehrgy_assets.core.metrics.common import (
     DEFAULT_MAX_RECORDS,
     DEFAULT_MIN_CELL_COUNT,
@@ -46,34 +54,9 @@ def _block_min(a: np.ndarray, b: np.ndarray, same: bool = False) -> tuple[np.nda
     return row_min, col_min
 
 
-def _set_block_min(a: sp.csr_matrix, b: sp.csr_matrix) -> dict[str, np.ndarray]:
-    """Nearest code-set distances between visits of `a` and `b`, both directions.
-
-    |A△B| = |A| + |B| − 2|A∩B| and Jaccard distance |A△B| / |A∪B|, with |A∩B| from a sparse
-    product in row chunks. Two empty sets are at distance 0.
-    """
-    a_size, b_size = np.asarray(a.sum(axis=1)).ravel(), np.asarray(b.sum(axis=1)).ravel()
-    b_t = b.T.tocsc()
-    out = {"hamming_a": np.empty(a.shape[0]), "jaccard_a": np.empty(a.shape[0]),
-           "hamming_b": np.full(b.shape[0], np.inf), "jaccard_b": np.full(b.shape[0], np.inf)}
-    chunk = max(1, 4_000_000 // max(b.shape[0], 1))
-    for start in range(0, a.shape[0], chunk):
-        stop = min(start + chunk, a.shape[0])
-        inter = (a[start:stop] @ b_t).toarray()
-        sizes = a_size[start:stop, None] + b_size[None, :]
-        union = sizes - inter
-        sym = union - inter
-        jac = np.divide(sym, union, out=np.zeros_like(sym), where=union > 0)
-        out["hamming_a"][start:stop], out["jaccard_a"][start:stop] = sym.min(axis=1), jac.min(axis=1)
-        np.minimum(out["hamming_b"], sym.min(axis=0), out=out["hamming_b"])
-        np.minimum(out["jaccard_b"], jac.min(axis=0), out=out["jaccard_b"])
-    return out
-
-
-def _mia_auroc(members_d: np.ndarray, nonmembers_d: np.ndarray) -> float:
-    """AUROC of score = −(distance to nearest synthetic record); members labelled 1."""
-    y = np.r_[np.ones(len(members_d)), np.zeros(len(nonmembers_d))]
-    return float(roc_auc_score(y, -np.r_[members_d, nonmembers_d]))
+def _real_share(hit: np.ndarray, min_cell_count: int) -> float:
+    """mean(hit) for real records, 0 when fewer than `min_cell_count` records are hits."""
+    return 0.0 if 0 < int(hit.sum()) < min_cell_count else float(np.mean(hit))
 
 
 def _ratio(num: float, den: float, key: str, what: str) -> MetricValue:
@@ -82,13 +65,19 @@ def _ratio(num: float, den: float, key: str, what: str) -> MetricValue:
 
 def _privacy_from_features(
     x: dict[str, np.ndarray], raw: dict[str, pd.DataFrame], codes: dict[str, sp.csr_matrix],
-    seed: int, max_records: int,
+    seed: int, max_records: int, max_reference: int = DEFAULT_MAX_REFERENCE,
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
 ) -> tuple[dict[str, MetricValue], dict[str, np.ndarray]]:
     """Feature-space and code-set nearest-neighbour privacy metrics, plus distance arrays for plots.
 
-    One seeded sample of n = min(set sizes, max_records) records per set (T = real train,
-    E = real test, S = synthetic) feeds every metric: DCR uses S→T and E→T, the MIA uses T→S and
-    E→S, NNAA adds the leave-one-out T→T, S→S, E→E.
+    DCR (distance to closest record) and the code-set copies: synthetic and real test visits
+    (each a seeded sample of at most `max_records`) against one train reference of at most
+    `max_reference` visits, so a copy of any of those train visits sits at distance 0, and the
+    real-test distances to the same reference are the baseline. NNAA needs sets of one size: one
+    seeded sample of n = min(set sizes, max_records) records per set (T = real train, E = real
+    test, S = synthetic) gives T→S, S→T, E→S, S→E, E→T, T→E and the leave-one-out T→T, S→S, E→E.
+    The membership attacks are `attacks.membership_attacks`. A real-test share resting on fewer
+    than `min_cell_count` visits is reported as 0 (no small real cell leaves the workspace).
     """
     sizes = {k: len(v) for k, v in x.items()}
     too_small = [k for k, v in sizes.items() if v < 2]
@@ -98,18 +87,17 @@ def _privacy_from_features(
     n = min(max_records, *sizes.values())
     pick = {k: np.sort(rng.choice(v, size=n, replace=False)) for k, v in sizes.items()}
     T, E, S = (x[k][pick[k]] for k in ("real_train", "real_test", "synthetic"))
+    ref = np.sort(rng.choice(sizes["real_train"], min(sizes["real_train"], max_reference), replace=False))
+    src = {k: np.sort(rng.choice(sizes[k], min(sizes[k], max_records), replace=False)) for k in ("real_test", "synthetic")}
 
-    d_ts, d_st = _block_min(T, S)
-    d_et, d_te = _block_min(E, T)
-    d_es, d_se = _block_min(E, S)
-    d_tt, d_ee, d_ss = (_block_min(m, m, same=True)[0] for m in (T, E, S))
-
-    out: dict[str, MetricValue] = {"n_records": float(n)}
-    med_syn, med_test = float(np.median(d_st)), float(np.median(d_et))
+    out: dict[str, MetricValue] = {"n_records": float(n), "n_train_reference": float(len(ref))}
+    d_st_all = _nearest(x["synthetic"][src["synthetic"]], x["real_train"][ref])
+    d_et_all = _nearest(x["real_test"][src["real_test"]], x["real_train"][ref])
+    med_syn, med_test = float(np.median(d_st_all)), float(np.median(d_et_all))
     out["dcr_median_synthetic_to_train"] = med_syn
     out["dcr_median_test_to_train"] = med_test
     out["dcr_median_ratio"] = _ratio(med_syn, med_test, "dcr_median_ratio", "median test→train distance")
-    out["dcr_share_below_test_p5"] = float(np.mean(d_st < np.quantile(d_et, 0.05)))
+    out["dcr_share_below_test_p5"] = float(np.mean(d_st_all < np.quantile(d_et_all, 0.05)))
 
     # Exact copies: identical feature rows, checked by hashing against the WHOLE train set.
     train_hashes = pd.util.hash_pandas_object(raw["real_train"], index=False).to_numpy()
@@ -117,32 +105,32 @@ def _privacy_from_features(
     test_match = np.isin(pd.util.hash_pandas_object(raw["real_test"], index=False).to_numpy(), train_hashes)
     out["exact_match_count"] = float(syn_match.sum())
     out["exact_match_fraction"] = float(syn_match.mean())
-    out["exact_match_fraction_test"] = float(test_match.mean())
+    out["exact_match_fraction_test"] = _real_share(test_match, min_cell_count)
 
-    # Membership inference: members (train) vs non-members (test), score = −distance to synthetic.
-    out["mia_auroc"] = _mia_auroc(d_ts, d_es)
-
-    # Nearest-neighbour adversarial accuracy (Yale et al.).
+    # Nearest-neighbour adversarial accuracy (Yale et al.), on the equal-size samples.
+    d_ts, d_st = _block_min(T, S)
+    d_et, d_te = _block_min(E, T)
+    d_es, d_se = _block_min(E, S)
+    d_tt, d_ee, d_ss = (_block_min(m, m, same=True)[0] for m in (T, E, S))
     aa = lambda d_ab, d_aa, d_ba, d_bb: float(0.5 * (np.mean(d_ab > d_aa) + np.mean(d_ba > d_bb)))  # noqa: E731
     out["aa_train_synthetic"] = aa(d_ts, d_tt, d_st, d_ss)
     out["aa_test_synthetic"] = aa(d_es, d_ee, d_se, d_ss)
     out["aa_train_test"] = aa(d_te, d_tt, d_et, d_ee)
     out["nnaa"] = out["aa_train_synthetic"] - out["aa_test_synthetic"]
 
-    # Code-set variant over all codes (not only the top-K feature columns).
-    cT, cE, cS = (codes[k][pick[k]] for k in ("real_train", "real_test", "synthetic"))
-    ts, et, es = _set_block_min(cT, cS), _set_block_min(cE, cT), _set_block_min(cE, cS)
-    j_syn, j_test = ts["jaccard_b"], et["jaccard_a"]
-    out["codes_hamming_median_synthetic_to_train"] = float(np.median(ts["hamming_b"]))
-    out["codes_hamming_median_test_to_train"] = float(np.median(et["hamming_a"]))
+    # Code-set variant over all codes (not only the top-K feature columns), same reference as DCR.
+    c_ref = codes["real_train"][ref]
+    h_syn, j_syn = _nearest_codes(codes["synthetic"][src["synthetic"]], c_ref)
+    h_test, j_test = _nearest_codes(codes["real_test"][src["real_test"]], c_ref)
+    out["codes_hamming_median_synthetic_to_train"] = float(np.median(h_syn))
+    out["codes_hamming_median_test_to_train"] = float(np.median(h_test))
     out["codes_jaccard_median_synthetic_to_train"] = float(np.median(j_syn))
     out["codes_jaccard_median_test_to_train"] = float(np.median(j_test))
     out["codes_jaccard_median_ratio"] = _ratio(float(np.median(j_syn)), float(np.median(j_test)),
                                                "codes_jaccard_median_ratio", "median test→train Jaccard distance")
-    out["codes_exact_match_fraction"] = float(np.mean(ts["hamming_b"] == 0))
-    out["codes_exact_match_fraction_test"] = float(np.mean(et["hamming_a"] == 0))
-    out["codes_mia_auroc"] = _mia_auroc(ts["jaccard_a"], es["jaccard_a"])
-    distances = {"features:synthetic_to_train": d_st, "features:test_to_train": d_et,
+    out["codes_exact_match_fraction"] = float(np.mean(h_syn == 0))
+    out["codes_exact_match_fraction_test"] = _real_share(h_test == 0, min_cell_count)
+    distances = {"features:synthetic_to_train": d_st_all, "features:test_to_train": d_et_all,
                  "codes:synthetic_to_train": j_syn, "codes:test_to_train": j_test}
     return out, distances
 
@@ -154,6 +142,32 @@ def _code_set_matrices(preps: dict[str, PreparedCohort]) -> dict[str, sp.csr_mat
             for n, p in preps.items()}
 
 
+def default_member_share(preps: dict[str, PreparedCohort]) -> float:
+    """Train patients / (train + test patients) of the cohorts at hand; pass the real sampling
+    fraction (train patients / all real patients) when the split has more parts."""
+    n_t, n_e = (preps[k].cohort.visits["subject_id"].nunique() for k in ("real_train", "real_test"))
+    return n_t / max(n_t + n_e, 1)
+
+
+def privacy_attacks(
+    preps: dict[str, PreparedCohort],
+    x: dict[str, np.ndarray],
+    codes: dict[str, sp.csr_matrix] | None,
+    seed: int = 0,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    member_share: float | None = None,
+) -> dict[str, MetricValue]:
+    """Membership inference (distance, code-set and density-ratio attacks, with the real member
+    prior) and attribute inference from the quasi-identifiers; see `attacks.py`."""
+    share = default_member_share(preps) if member_share is None else member_share
+    groups = preps["real_test"].cohort.visits["subject_id"].to_numpy()
+    out = membership_attacks(x, codes, groups, share, seed, max_records)
+    out.update(attribute_inference(
+        {n: p.cohort.visits for n, p in preps.items()}, {n: p.code_pos for n, p in preps.items()},
+        {n: p.code_key for n, p in preps.items()}, seed, max_records))
+    return out
+
+
 def nearest_neighbour_privacy(
     real_train: CohortLike,
     real_test: CohortLike,
@@ -163,14 +177,18 @@ def nearest_neighbour_privacy(
     variables: pd.DataFrame | Sequence[str] | None = None,
     space: FeatureSpace | None = None,
     n_threads: int | None = 1,
+    member_share: float | None = None,
 ) -> dict[str, MetricValue]:
-    """DCR vs the test→train baseline, exact matches, distance MIA AUROC, NNAA; feature and code-set spaces."""
+    """DCR vs the test→train baseline, exact matches, NNAA (feature and code-set spaces), and the
+    membership and attribute attacks of `privacy_attacks`."""
     preps = _prepare_three(real_train, real_test, synthetic)
     space = space or FeatureSpace.fit(preps["real_train"], variables)
     raw = {n: space.transform(p) for n, p in preps.items()}
     x = {n: space.standardize(f).to_numpy() for n, f in raw.items()}
+    codes = _code_set_matrices(preps)
     with threadpool_limits(limits=n_threads):
-        out, _ = _privacy_from_features(x, raw, _code_set_matrices(preps), seed, max_records)
+        out, _ = _privacy_from_features(x, raw, codes, seed, max_records)
+        out.update(privacy_attacks(preps, x, codes, seed, max_records, member_share))
     return out
 
 

@@ -32,7 +32,14 @@ from synehrgy_assets.core.metrics.fidelity import (
     summarize_marginals,
     suppressed_prevalence_table,
 )
-from synehrgy_assets.core.metrics.privacy import _code_set_matrices, _privacy_from_features, distance_histograms
+from synehrgy_assets.core.metrics.attacks import DEFAULT_NGRAM_LENGTH, TokenStreams, token_copies
+from synehrgy_assets.core.metrics.privacy import (
+    _code_set_matrices,
+    _privacy_from_features,
+    default_member_share,
+    distance_histograms,
+    privacy_attacks,
+)
 from synehrgy_assets.core.metrics.utility import DEFAULT_MAX_FIT_RECORDS, _utility_from_features
 
 
@@ -92,16 +99,26 @@ def evaluate(
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
     n_threads: int | None = 1,
     strict: bool = False,
+    tokens: TokenStreams | None = None,
+    member_share: float | None = None,
+    ngram_length: int = DEFAULT_NGRAM_LENGTH,
 ) -> EvaluationReport:
     """Fidelity (synthetic vs real train, plus real test vs real train as the baseline), utility
     and privacy. Input contract violations raise `MetricInputError`; a metric block that fails
-    otherwise is recorded in `report.errors` (or raises when `strict`)."""
+    otherwise is recorded in `report.errors` (or raises when `strict`).
+
+    Privacy: `tokens` (the three cohorts' token sequences) enables the token-copy attack (without
+    it its metrics are absent and the copy gates fail as not measured); `member_share` is the real
+    sampling fraction, train patients / all real patients, that the membership attack sets
+    reproduce (default: train / (train + test) patients of the cohorts given)."""
     preps = _prepare_three(real_train, real_test, synthetic)
     table = resolve_variables(variables)
     report = EvaluationReport(params={
         "seed": seed, "max_records": max_records, "top_k_codes": top_k_codes, "window_hours": window_hours,
         "classifier": classifier, "max_fit_records": max_fit_records, "min_cell_count": min_cell_count,
         "n_variables": len(table), **{f"n_visits_{n}": p.n_visits for n, p in preps.items()},
+        "member_share": default_member_share(preps) if member_share is None else member_share,
+        "ngram_length": ngram_length,
     })
     train, test, syn = preps["real_train"], preps["real_test"], preps["synthetic"]
 
@@ -114,7 +131,8 @@ def evaluate(
             report.tables[f"{prefix}_marginals"] = marg
             report.add(prefix, summarize_marginals(marg))
             report.add_table_errors(f"{prefix}/marginal", marg, "variable")
-        struct = _guarded(report, f"{prefix}/structure", strict, structure_stats, train, other, seed=seed)
+        struct = _guarded(report, f"{prefix}/structure", strict, structure_stats, train, other, seed=seed,
+                          min_cell_count=min_cell_count, other_is_real=prefix == "fidelity_baseline")
         if struct is not None:
             report.tables[f"{prefix}_structure"] = struct
             ok = struct[struct["error"] == ""]
@@ -149,10 +167,20 @@ def evaluate(
 
         codes = _guarded(report, "privacy/code_sets", strict, _code_set_matrices, preps)
         if codes is not None:
-            privacy = _guarded(report, "privacy", strict, _privacy_from_features, x, raw, codes, seed, max_records)
+            privacy = _guarded(report, "privacy", strict, _privacy_from_features, x, raw, codes, seed, max_records,
+                               min_cell_count=min_cell_count)
             if privacy is not None:
                 values, distances = privacy
                 report.add("privacy", values)
                 report.tables["privacy_distance_histograms"] = distance_histograms(
                     distances, min_cell_count=min_cell_count)
+        attacks = _guarded(report, "privacy/attacks", strict, privacy_attacks, preps, x, codes, seed, max_records,
+                           report.params["member_share"])
+        if attacks is not None:
+            report.add("privacy", attacks)
+    if tokens is not None:
+        copies = _guarded(report, "privacy/tokens", strict, token_copies, tokens, ngram_length,
+                          min_cell_count=min_cell_count)
+        if copies is not None:
+            report.add("privacy", copies)
     return report
