@@ -227,8 +227,11 @@ def test_windows_give_the_model_the_clocks_of_the_whole_patient(seqs, vocab, n_c
     ends = np.flatnonzero(seq == vocab.id_of("</ts>"))
     starts = np.flatnonzero(np.isin(vocab.token_types[seq], [T.GAP_VISIT, T.AGE]) &
                             ~np.isin(np.r_[-1, vocab.token_types[seq[:-1]]], [T.GAP_VISIT]))
-    for s, e in zip(starts, ends):
+    end_codes = np.flatnonzero(seq == vocab.id_of("</code>"))
+    for s, e, c in zip(starts, ends, end_codes):
         visit = seq[s:e]
         assert values[e, 0] == pytest.approx(vocab.dt_hours[visit].sum())
-        assert values[e, 1] == (vocab.token_types[visit] == T.DX).sum()
-        assert values[e, 2] == (vocab.token_types[visit] == T.PX).sum()
+        # The code counts hold the visit's codes just before </code>, and 0 from </code> on.
+        assert values[c - 1, 1] == (vocab.token_types[visit] == T.DX).sum()
+        assert values[c - 1, 2] == (vocab.token_types[visit] == T.PX).sum()
+        assert values[c, 1] == values[e, 2] == 0

@@ -31,9 +31,10 @@ class GptTrainingConfig(dg.Config):
         "at every position (GPTConfig.condition_table = vocabulary.condition_table()).",
     )
     clocks: bool = Field(
-        default=False,
+        default=True,
         description="Add learned embeddings of the stay's hours so far and the visit's diagnosis and procedure "
-        "counts so far at every position (GPTConfig.clocks = vocabulary.clocks(); docs/tokens.md section 7).",
+        "counts while codes are written, at every position (GPTConfig.clocks = vocabulary.clocks(); "
+        "docs/tokens.md section 7).",
     )
     # Budget and schedule.
     epochs: float = Field(default=8.0, description="Training budget in epochs over the train windows.")

@@ -724,7 +724,8 @@ class TokenVocabulary:
 
     def clocks(self) -> list[dict]:
         """The model's clocks (GPTConfig.clocks): hours since ICU admission in this visit, and the
-        visit's diagnoses and procedures so far. A visit start (<s>, GAP_VISIT, AGE) sets each to 0.
+        visit's diagnoses and procedures so far while its codes are written. A visit start (<s>,
+        GAP_VISIT, AGE) sets each to 0, and so does </code> for the two code counts.
         A DT token adds its bin's midpoint (the fixed DT scale, no data); an ELAPSED context token
         sets the stay clock to its bin's midpoint. All three are functions of the prefix alone, so
         training and sampling compute them the same way."""
@@ -742,8 +743,12 @@ class TokenVocabulary:
         elapsed = [(self.elapsed_base + i, (ELAPSED_EDGES[i] + ELAPSED_EDGES[i + 1]) / 2)
                    for i in range(len(ELAPSED_EDGES) - 1)]
         out = [clock("stay_hours", self.dt_hours, elapsed, ELAPSED_EDGES[1:-1])]
+        # The code counts matter only while codes are written: </code> sets them back to 0, so that
+        # in the measurements they are no per-visit fingerprint (measured: kept on, they let the
+        # model tell train visits apart and the validation loss rose).
+        end_codes = [(self.id_of("</code>"), 0.0)]
         for name, kind in (("diagnoses", T.DX), ("procedures", T.PX)):
-            out.append(clock(name, (types == kind).astype(np.float64), [], CODE_CLOCK_EDGES))
+            out.append(clock(name, (types == kind).astype(np.float64), end_codes, CODE_CLOCK_EDGES))
         return out
 
     def covariate_id(self, column: str, value: str | None) -> int:
