@@ -29,7 +29,9 @@ def test_definitions_load_and_graph_is_complete(tmp_path):
                 frontier.append(parent)
     assert {dg.AssetKey.from_user_string(k) for k in ("visits", "gpt_checkpoint", "evaluation", "mimic_raw/chartevents")} <= ancestors
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert {"gx_visits", "gx_visit_codes", "gx_measurements", "privacy_gate", "fidelity_gate",
+    from synehrgy_assets.defs.release import GATING_CHECKS
+
+    assert {"gx_visits", "gx_visit_codes", "gx_measurements", "utility_gate", "structure_gate", *GATING_CHECKS,
             "train_tokens_with_visit_header", "train_tokens_with_full_history",
             "training_windows_parse"} <= check_names
     assert {j.name for j in repo.get_all_jobs()} >= {"synehrgy_end_to_end", "synehrgy_retrain"}

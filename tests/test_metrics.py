@@ -419,3 +419,16 @@ def test_structure_stats_suppress_small_real_samples(cohorts):
     # The same small cohort as synthetic output is not a real sample: nothing suppressed.
     assert not np.isnan(structure_stats(train, small).set_index("quantity").loc["visits_per_patient",
                                                                                   "median_synthetic"])
+
+
+def test_small_real_cells_are_held_back_from_what_is_published(cohorts):
+    from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
+
+    train = cohorts["train"]
+    small = make_cohort(8, seed=5, id_offset=7_000_000)  # 8 patients: fewer than 10 deaths and survivors
+    held = small_cell_metrics(train, small)
+    assert "fidelity_baseline/mortality_rate_synthetic" in held and "privacy/dcr_median_test_to_train" in held
+    assert "fidelity/mortality_rate_real" not in held  # 400 train patients: both cells large
+    metrics = {"fidelity_baseline/mortality_rate_synthetic": 0.25, "fidelity/code_prevalence_pearson": 0.9}
+    assert publishable(metrics, held) == {"fidelity/code_prevalence_pearson": 0.9}
+    assert small_cell_metrics(train, cohorts["train"]) == {}

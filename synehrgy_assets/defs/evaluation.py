@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from synehrgy_assets.defs._metadata import png_markdown
+from synehrgy_assets.defs.gates import ReleaseGateResource, write_verdict
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
 from synehrgy_assets.defs.tokens import (
     REAL_MART_DEPS,
@@ -27,15 +28,6 @@ from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_j
 class EvaluationConfig(dg.Config):
     max_patients: int = Field(default=5000, description="Cap per set (seeded sample) to bound the cost.")
     seed: int = 0
-
-
-class ReleaseGateResource(dg.ConfigurableResource):
-    """Thresholds a synthetic cohort must meet before alias `champion` moves to it."""
-
-    max_membership_inference_auroc: float = Field(default=0.65, description="Distance-based MIA AUROC (0.5 = no leak).")
-    max_exact_match_fraction: float = Field(default=0.0, description="Synthetic visits identical to a train visit.")
-    min_code_prevalence_pearson: float = Field(default=0.2, description="ICD code prevalence correlation.")
-    max_mean_marginal_distance: float = Field(default=1.0, description="Mean normalized Wasserstein distance.")
 
 
 def evaluation_dir(workspace: WorkspaceResource) -> Path:
@@ -93,6 +85,7 @@ def evaluation(
     import mlflow
 
     from synehrgy_assets.core.metrics import evaluate
+    from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
     from synehrgy_assets.core.quality_targets import quality_targets
 
     started = time.perf_counter()
@@ -113,7 +106,15 @@ def evaluation(
         "validity_rate": decode_report.get("n_valid", 0) / max(decode_report.get("n_sequences", 0), 1),
     }
     report.metrics.update({f"generation/{k}": float(v) for k, v in generation.items()})
+    # The gates judge every metric (kept in the private folder); what leaves holds no small cell.
+    held = small_cell_metrics(real_train, real_test)
+    public = publishable(report.metrics, held)
+    for key, why in sorted(held.items()):
+        context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
     targets = quality_targets(report.metrics, generation)
+    targets.loc[targets["target"].str.startswith("mortality rate") &
+                bool(held.keys() & {"fidelity/mortality_rate_abs_diff", "fidelity_baseline/mortality_rate_abs_diff"}),
+                ["measured", "real_test_baseline"]] = float("nan")
     report.tables["quality_targets"] = targets
     n_met = int(targets["met"].sum())
     context.log.info(f"quality targets met: {n_met}/{len(targets)}")
@@ -127,10 +128,10 @@ def evaluation(
         (tmp / "plots" / f"{name}.png").write_bytes(png)
     for name, table in report.tables.items():
         table.to_csv(tmp / f"{name}.csv", index=False)
-    write_json(
-        tmp / "metrics.json",
-        {"metrics": report.metrics, "errors": report.errors, "model_version": provenance["model_version"]},
-    )
+    evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
+                 "cohort_id": provenance.get("cohort_id")}
+    write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
+    write_json(private_metrics_path(workspace), {"metrics": report.metrics, "held_back": held, **evaluated})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
@@ -141,9 +142,9 @@ def evaluation(
             {"real_train_patients": real_train.n_patients, "real_test_patients": real_test.n_patients,
              "synthetic_patients": synthetic.n_patients, "seed": config.seed}
         )
-        mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in report.metrics.items()})
+        mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in public.items()})
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-    headline = {k: round(float(v), 4) for k, v in report.metrics.items()}
+    headline = {k: round(float(v), 4) for k, v in public.items()}
     return dg.MaterializeResult(
         metadata={
             "quality_targets": dg.MetadataValue.md(targets.to_markdown(index=False, floatfmt=".4g")),
@@ -158,40 +159,66 @@ def evaluation(
     )
 
 
-def _metrics(workspace: WorkspaceResource) -> dict:
-    return json.loads((evaluation_dir(workspace) / "metrics.json").read_text())["metrics"]
+def private_metrics_path(workspace: WorkspaceResource) -> Path:
+    """Every metric, small cells included: what the gates judge. Never logged."""
+    return workspace.private_dir / "evaluation" / "metrics.json"
 
 
-def _gate(name: str, description: str, rule):
-    @dg.asset_check(name=name, asset=evaluation, blocking=True, description=description)
+def _evaluated(workspace: WorkspaceResource) -> dict:
+    return json.loads(private_metrics_path(workspace).read_text())
+
+
+def _gate(gate):
+    """One release gate of core/release_gates.py as an asset check on `evaluation`.
+
+    ERROR severity and not blocking: a failed gate must not stop the release from being recorded
+    (as `failed`); it stops `champion` from moving (synthetic_release reads the verdict).
+    """
+    from synehrgy_assets.core.release_gates import GateThresholds
+
+    example = gate({}, GateThresholds())
+
+    @dg.asset_check(name=example.name, asset=evaluation, description=example.description + " Gates `champion`.")
     def _check(workspace: WorkspaceResource, release_gate: ReleaseGateResource) -> dg.AssetCheckResult:
-        metrics = _metrics(workspace)
-        passed, observed = rule(metrics, release_gate)
-        # WARN: a failed gate does not stop the release from being recorded, it stops `champion` moving.
+        import pandas as pd
+
+        from synehrgy_assets.core.release_gates import marginal_gate
+
+        evaluated = _evaluated(workspace)
+        metrics, cohort_id = evaluated["metrics"], evaluated.get("cohort_id")
+        if gate is marginal_gate:
+            out = evaluation_dir(workspace)
+            verdict = gate(metrics, release_gate.thresholds(), pd.read_csv(out / "fidelity_marginals.csv"),
+                           pd.read_csv(out / "fidelity_baseline_marginals.csv"))
+        else:
+            verdict = gate(metrics, release_gate.thresholds())
+        current = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text()).get("cohort_id")
+        if current != cohort_id:  # the cohort was regenerated after it was evaluated
+            verdict.passed = False
+            verdict.reason = f"stale: evaluation judged cohort {cohort_id}, the workspace holds {current}"
+        table = pd.DataFrame(verdict.rows)
+        if verdict.name == "mortality_rate_gate" and any("mortality" in k for k in evaluated.get("held_back", {})):
+            # The figures are small cells of the real data: the verdict stays, the numbers do not leave
+            # (the reason travels to the release card).
+            table[["measured", "real_test_baseline", "threshold"]] = float("nan")
+            verdict.reason = ("within threshold" if verdict.passed else "outside threshold") + \
+                " (figures held back: a real sample has fewer than 10 in-hospital deaths or survivors)"
+        write_verdict(workspace, verdict.name, cohort_id, verdict.passed, verdict.to_dict())
         return dg.AssetCheckResult(
-            passed=bool(passed), severity=dg.AssetCheckSeverity.WARN, metadata={k: float(v) for k, v in observed.items()}
+            passed=bool(verdict.passed),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=verdict.reason,
+            metadata={"cohort_id": str(cohort_id),
+                      "comparison": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".4g"))},
         )
 
     return _check
 
 
-def _privacy_rule(m: dict, gate: ReleaseGateResource):
-    mia = m.get("privacy/mia_auroc", float("nan"))
-    exact = m.get("privacy/exact_match_fraction", float("nan"))
-    ok = mia <= gate.max_membership_inference_auroc and exact <= gate.max_exact_match_fraction
-    return ok, {"mia_auroc": mia, "max_mia_auroc": gate.max_membership_inference_auroc,
-                "exact_match_fraction": exact, "max_exact_match_fraction": gate.max_exact_match_fraction}
+def _evaluation_checks():
+    from synehrgy_assets.core.release_gates import FIDELITY_GATES, PRIVACY_GATES, marginal_gate
+
+    return [_gate(g) for g in (*FIDELITY_GATES, marginal_gate, *PRIVACY_GATES)]
 
 
-def _fidelity_rule(m: dict, gate: ReleaseGateResource):
-    r = m.get("fidelity/code_prevalence_pearson", float("nan"))
-    d = m.get("fidelity/marginal_wasserstein_mean", float("nan"))
-    ok = r >= gate.min_code_prevalence_pearson and d <= gate.max_mean_marginal_distance
-    return ok, {"code_prevalence_pearson": r, "min_code_prevalence_pearson": gate.min_code_prevalence_pearson,
-                "marginal_wasserstein_mean": d, "max_mean_marginal_distance": gate.max_mean_marginal_distance}
-
-
-evaluation_checks = [
-    _gate("privacy_gate", "Membership inference near chance and no copied train visits.", _privacy_rule),
-    _gate("fidelity_gate", "ICD code prevalence correlates and marginals are close.", _fidelity_rule),
-]
+evaluation_checks = _evaluation_checks()

@@ -9,29 +9,40 @@ from pathlib import Path
 import dagster as dg
 
 from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks, evaluation_dir
+from synehrgy_assets.defs.gates import NOT_RUN, STALE, cohort_fingerprint, read_verdicts
 from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
 from synehrgy_assets.defs.training import CHAMPION_ALIAS
 from synehrgy_assets.defs.validation import gx_checks
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
 
 # Every check that gates `champion`: the GX suites on the cohort and the evaluation gates.
-GATING_CHECK_KEYS = [key for checks in (*gx_checks, *evaluation_checks) for key in checks.check_keys]
+GATING_CHECKS = [key.name for checks in (*gx_checks, *evaluation_checks) for key in checks.check_keys]
 
 
-def gate_status(instance, check_keys) -> dict[str, dict]:
-    """Latest execution of each gating check, as {check: {passed, run_id}} (missing = not passed)."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+def gate_status(workspace: WorkspaceResource, cohort_dir: Path) -> tuple[str, dict[str, dict]]:
+    """The cohort in the workspace and each gating check's verdict on it.
 
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
-    status = {}
-    for key in check_keys:
-        record = latest.get(key)
-        status[key.to_user_string()] = {
-            "passed": bool(record is not None and record.status == AssetCheckExecutionRecordStatus.SUCCEEDED),
-            "status": record.status.value if record is not None else "NOT_RUN",
-            "run_id": record.run_id if record is not None else None,
-        }
-    return status
+    Raises when the cohort's files no longer match its recorded id, or when a gating check has not
+    judged this cohort (never run, or run on a cohort since regenerated): nothing that was not
+    checked is recorded as a release, passed or failed.
+    """
+    provenance = json.loads((cohort_dir / "provenance.json").read_text())
+    recorded, actual = provenance.get("cohort_id"), cohort_fingerprint(cohort_dir)
+    if recorded != actual:
+        raise dg.Failure(
+            f"{cohort_dir}: the cohort's tables changed after synthetic_cohort wrote them (recorded id {recorded}, "
+            f"files hash to {actual}); re-materialize synthetic_cohort, its checks and evaluation"
+        )
+    status = read_verdicts(workspace, GATING_CHECKS, actual)
+    unjudged = {k: v for k, v in status.items() if v["status"] in (NOT_RUN, STALE)}
+    if unjudged:
+        lines = "\n".join(f"  - {k}: {v['status']} ({v['reason']})" for k, v in sorted(unjudged.items()))
+        raise dg.Failure(
+            f"synthetic_release refuses cohort {actual}: {len(unjudged)} gating check(s) did not judge it:\n{lines}\n"
+            "Materialize synthetic_cohort's checks and evaluation with its checks (the end-to-end job runs them all), "
+            "then the release."
+        )
+    return actual, status
 
 
 @dg.asset(
@@ -50,13 +61,15 @@ def synthetic_release(
 
     from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
 
-    status = gate_status(context.instance, GATING_CHECK_KEYS)
+    cohort_dir = synthetic_dir(workspace) / "cohort"
+    cohort_id, status = gate_status(workspace, cohort_dir)
     passed = all(s["passed"] for s in status.values())
-    provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
+    provenance = json.loads((cohort_dir / "provenance.json").read_text())
     evaluated = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())
     metrics = evaluated["metrics"]
-    if str(provenance["model_version"]) != str(evaluated["model_version"]):
-        raise ValueError("evaluation is stale: it evaluated another generator version; re-materialize evaluation")
+    if evaluated.get("cohort_id") != cohort_id:
+        raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
+                         f"{cohort_id}; re-materialize evaluation")
 
     with tempfile.TemporaryDirectory() as tmp:
         tables = Path(tmp) / "tables"
@@ -85,6 +98,7 @@ def synthetic_release(
         "generator_version": str(provenance["model_version"]),
         "vocabulary_version": provenance["vocabulary_version"],
         "dagster_run_id": context.run.run_id,
+        "cohort_id": cohort_id,
     }
     for k, v in tags.items():
         client.set_model_version_tag(mlflow_tracking.release_name, version, k, v)
@@ -96,14 +110,16 @@ def synthetic_release(
         client.set_registered_model_alias(mlflow_tracking.model_name, CHAMPION_ALIAS, str(provenance["model_version"]))
         context.log.info(f"All checks passed: {mlflow_tracking.release_name} v{version} is now @{CHAMPION_ALIAS}")
     else:
-        failed = [k for k, s in status.items() if not s["passed"]]
-        context.log.warning(f"Release v{version} recorded but NOT promoted; failing checks: {failed}")
+        failed = "\n".join(f"  - {k}: {s['reason']}" for k, s in sorted(status.items()) if not s["passed"])
+        context.log.warning(f"Release v{version} recorded as failed, @{CHAMPION_ALIAS} stays where it was. "
+                            f"Failing gates:\n{failed}")
     return dg.MaterializeResult(
         metadata={
             "release_model": mlflow_tracking.release_name,
             "release_version": version,
             "promoted_to_champion": passed,
             "validation_status": tags["validation_status"],
+            "cohort_id": cohort_id,
             "checks": dg.MetadataValue.json(status),
             "generator_version": str(provenance["model_version"]),
             "mlflow_run_id": run.info.run_id,
@@ -129,6 +145,7 @@ def _release_card(provenance: dict, metrics: dict, status: dict, passed: bool) -
         "# Synthetic MIMIC-III release (SynEHRgy)",
         "",
         f"- validation: **{'passed' if passed else 'FAILED'}**",
+        f"- cohort: {provenance['cohort_id']}",
         f"- generator: version {provenance['model_version']}, vocabulary {provenance['vocabulary_version']}",
         f"- sampling: seed {provenance['seed']}, temperature {provenance['temperature']}, top_k {provenance['top_k']}",
         f"- decoded: {provenance['decode_report']['n_valid']} of {provenance['decode_report']['n_sequences']} sequences valid",
@@ -136,7 +153,7 @@ def _release_card(provenance: dict, metrics: dict, status: dict, passed: bool) -
         "Every row is synthetic. No real patient row is part of this release.",
         "",
         "## Checks",
-        *[f"- {k}: {v['status']}" for k, v in sorted(status.items())],
+        *[f"- {k}: {v['status']} ({v['reason']})" for k, v in sorted(status.items())],
         "",
         "## Metrics",
         *[f"- {k}: {float(v):.4f}" for k, v in sorted(metrics.items())],

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from synehrgy_assets.defs.gates import cohort_fingerprint
 from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
 from synehrgy_assets.defs.training import CANDIDATE_ALIAS, gpt_checkpoint
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
@@ -232,7 +233,9 @@ def synthetic_cohort(
         frame.to_parquet(tmp / "mimic" / f"{name}.parquet", index=False)
     for name, frame in marts.items():
         frame.to_parquet(tmp / "marts" / f"{name}.parquet", index=False)
-    write_json(tmp / "provenance.json", {**provenance, "decode_report": _report_dict(report)})
+    # What the gates judge and the release promotes: a hash of exactly these tables (defs/gates.py).
+    cohort_id = cohort_fingerprint(tmp)
+    write_json(tmp / "provenance.json", {**provenance, "decode_report": _report_dict(report), "cohort_id": cohort_id})
 
     # One transaction: readers see either the previous synthetic cohort or the new one, never half.
     with workspace.connect() as con:
@@ -252,7 +255,9 @@ def synthetic_cohort(
     tmp.rename(parquet_dir)
     counts = {f"rows/{SYNTHETIC_MIMIC_SCHEMA}.{k}": int(len(v)) for k, v in mimic_tables.items()}
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(cohort_id),
         metadata={
+            "cohort_id": cohort_id,
             "patients": int(cohort.n_patients),
             "visits": int(len(cohort.visits)),
             "valid_sequences": int(report.n_valid),

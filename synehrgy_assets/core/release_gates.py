@@ -1,0 +1,251 @@
+"""The release gates: what a synthetic cohort must reach, relative to real data, before `champion` moves.
+
+Every fidelity gate compares the synthetic cohort with real train patients *beside* the same
+comparison for real held-out test patients (the baseline `metrics.evaluate` computes): two real
+samples of one hospital differ too, and a gate should ask for "about as close as real data is to
+itself", not for a lax absolute number. So the defaults are ratios to that baseline, with a small
+floor where the baseline can be near zero by chance (a structure KS of 0.02 between two real
+samples would otherwise demand the impossible):
+
+| gate | passes when |
+|---|---|
+| code prevalence | r(synthetic, real train) >= 0.9 x r(real test, real train) |
+| code pairs | pair-prevalence r >= 0.8 x the real-test pair r |
+| structure | each KS <= max(0.10, 2 x the real-test KS) |
+| mortality rate | abs(synthetic - real) <= max(0.02, 1.5 x abs(real test - real train)) |
+| utility | TSTR / TRTR mortality AUROC >= 0.85 |
+| forced closures | <= 1 % of patients closed by the length cap |
+| marginals | <= 25 % of variables have a normalized W1 over 2 x the real-test W1 |
+
+The privacy gates read the attacks of `metrics.privacy`; their thresholds are in the same
+dataclass. Pure: metrics in, verdicts out, so each gate is testable without Dagster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+STRUCTURE_GATE_QUANTITIES = ("visits_per_patient", "codes_per_visit", "diagnoses_per_visit",
+                             "measurement_rows_per_visit", "los_hours")
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    min_code_prevalence_r_ratio: float = 0.9
+    min_code_pair_r_ratio: float = 0.8
+    structure_ks_baseline_ratio: float = 2.0
+    structure_ks_floor: float = 0.10
+    mortality_diff_baseline_ratio: float = 1.5
+    mortality_diff_floor: float = 0.02
+    min_auroc_ratio: float = 0.85
+    max_forced_closure_rate: float = 0.01
+    marginal_w1_baseline_ratio: float = 2.0
+    max_share_marginals_worse: float = 0.25
+    max_mia_auroc: float = 0.60
+    max_dcr_share_below_real_p5: float = 0.10
+    copy_baseline_ratio: float = 1.5
+    copy_floor: float = 0.02
+    max_attribute_advantage: float = 0.05
+    attribute_advantage_se_multiplier: float = 2.0
+
+
+@dataclass
+class GateVerdict:
+    """One gate's decision. `rows` hold what was compared: measured, baseline, threshold, ok."""
+
+    name: str
+    description: str
+    passed: bool
+    rows: list[dict] = field(default_factory=list)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "passed": self.passed,
+                "rows": self.rows, "reason": self.reason}
+
+
+def _get(metrics: dict, key: str) -> float:
+    value = metrics.get(key)
+    try:
+        return float("nan") if value is None else float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _verdict(name: str, description: str, rows: list[dict]) -> GateVerdict:
+    missing = [r["quantity"] for r in rows if math.isnan(r["measured"]) or math.isnan(r["threshold"])]
+    failed = [r["quantity"] for r in rows if not r["ok"]]
+    if missing:
+        reason = f"not measured: {', '.join(missing)} (see the evaluation's errors)"
+    elif failed:
+        reason = "; ".join(f"{r['quantity']} {r['measured']:.4g} (needs {r['op']} {r['threshold']:.4g})"
+                           for r in rows if not r["ok"])
+    else:
+        reason = "all within thresholds"
+    return GateVerdict(name, description, passed=not failed and not missing, rows=rows, reason=reason)
+
+
+def _row(quantity: str, measured: float, baseline: float, threshold: float, op: str) -> dict:
+    ok = not math.isnan(measured) and not math.isnan(threshold) and (
+        measured <= threshold if op == "<=" else measured >= threshold)
+    return {"quantity": quantity, "measured": measured, "real_test_baseline": baseline,
+            "op": op, "threshold": threshold, "ok": bool(ok)}
+
+
+def code_prevalence_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    base = _get(m, "fidelity_baseline/code_prevalence_pearson")
+    rows = [_row("code prevalence r", _get(m, "fidelity/code_prevalence_pearson"), base,
+                 t.min_code_prevalence_r_ratio * base, ">=")]
+    return _verdict("code_prevalence_gate",
+                    f"ICD code prevalence r >= {t.min_code_prevalence_r_ratio:g} x the real-test r.", rows)
+
+
+def code_pair_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    base = _get(m, "fidelity_baseline/code_pair_prevalence_pearson")
+    rows = [_row("code-pair prevalence r", _get(m, "fidelity/code_pair_prevalence_pearson"), base,
+                 t.min_code_pair_r_ratio * base, ">=")]
+    return _verdict("code_pair_gate",
+                    f"Co-occurring code pairs: prevalence r >= {t.min_code_pair_r_ratio:g} x the real-test r.", rows)
+
+
+def structure_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    rows = []
+    for q in STRUCTURE_GATE_QUANTITIES:
+        base = _get(m, f"fidelity_baseline/structure/{q}_ks")
+        limit = t.structure_ks_floor if math.isnan(base) else max(t.structure_ks_floor,
+                                                                  t.structure_ks_baseline_ratio * base)
+        rows.append(_row(f"KS {q}", _get(m, f"fidelity/structure/{q}_ks"), base, limit, "<="))
+    return _verdict("structure_gate",
+                    f"Per quantity ({', '.join(STRUCTURE_GATE_QUANTITIES)}): KS <= max({t.structure_ks_floor:g}, "
+                    f"{t.structure_ks_baseline_ratio:g} x the real-test KS).", rows)
+
+
+def mortality_rate_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    base = _get(m, "fidelity_baseline/mortality_rate_abs_diff")
+    limit = t.mortality_diff_floor if math.isnan(base) else max(t.mortality_diff_floor,
+                                                                t.mortality_diff_baseline_ratio * base)
+    rows = [_row("|mortality rate - real|", _get(m, "fidelity/mortality_rate_abs_diff"), base, limit, "<=")]
+    return _verdict("mortality_rate_gate",
+                    f"In-hospital mortality rate within max({t.mortality_diff_floor:g}, "
+                    f"{t.mortality_diff_baseline_ratio:g} x the real test-vs-train difference) of real.", rows)
+
+
+def utility_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    rows = [_row("TSTR / TRTR AUROC", _get(m, "utility/auroc_ratio"), 1.0, t.min_auroc_ratio, ">=")]
+    return _verdict("utility_gate",
+                    f"A mortality model trained on synthetic keeps >= {t.min_auroc_ratio:g} of the AUROC of one "
+                    "trained on real (both tested on real held-out patients).", rows)
+
+
+def forced_closure_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    rows = [_row("forced closure rate", _get(m, "generation/forced_closure_rate"), 0.0,
+                 t.max_forced_closure_rate, "<=")]
+    return _verdict("forced_closure_gate",
+                    f"At most {t.max_forced_closure_rate:.0%} of synthetic patients were closed by the length cap "
+                    "instead of ending on their own.", rows)
+
+
+def marginal_gate(m: dict, t: GateThresholds, marginals=None, baseline_marginals=None) -> GateVerdict:
+    """`marginals` / `baseline_marginals`: the evaluation's per-variable tables (variable,
+    wasserstein_normalized) for synthetic vs real train and real test vs real train."""
+    share = float("nan")
+    n = 0
+    if marginals is not None and baseline_marginals is not None:
+        both = marginals[["variable", "wasserstein_normalized"]].merge(
+            baseline_marginals[["variable", "wasserstein_normalized"]], on="variable", suffixes=("", "_baseline"))
+        both = both.dropna()
+        n = len(both)
+        if n:
+            worse = both["wasserstein_normalized"] > t.marginal_w1_baseline_ratio * both["wasserstein_normalized_baseline"]
+            share = float(worse.mean())
+    rows = [_row(f"share of {n} variables with W1 > {t.marginal_w1_baseline_ratio:g} x real-test W1",
+                 share, float("nan"), t.max_share_marginals_worse, "<=")]
+    return _verdict("marginal_gate",
+                    f"At most {t.max_share_marginals_worse:.0%} of variables have a normalized Wasserstein distance "
+                    f"over {t.marginal_w1_baseline_ratio:g} x the real-test one.", rows)
+
+
+def _copy_rows(m: dict, t: GateThresholds, items: tuple[tuple[str, str], ...]) -> list[dict]:
+    """One row per copy figure: synthetic <= max(copy_floor, copy_baseline_ratio x the real-test figure)."""
+    rows = []
+    for key, label in items:
+        base = _get(m, f"privacy/{key}_test")
+        limit = float("nan") if math.isnan(base) else max(t.copy_floor, t.copy_baseline_ratio * base)
+        rows.append(_row(label, _get(m, f"privacy/{key}"), base, limit, "<="))
+    return rows
+
+
+def privacy_visit_copy_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    """Synthetic visits identical to a train visit in their discrete content (tokens: codes, labels,
+    covariates, value and time bins), no more often than real held-out visits are by chance."""
+    rows = _copy_rows(m, t, (
+        ("visit_sequence_copy_fraction", "visits whose token sequence equals a train visit's"),
+        ("visit_multiset_copy_fraction", "visits whose token multiset equals a train visit's"),
+        ("visit_header_copy_fraction", "visits whose header (covariates, labels, codes) equals a train visit's"),
+        ("codes_exact_match_fraction", "visits whose code set equals a train visit's"),
+    ))
+    return _verdict("privacy_visit_copy_gate",
+                    f"Visits copied from train (token sequence, token multiset, header, code set): each share <= "
+                    f"max({t.copy_floor:g}, {t.copy_baseline_ratio:g} x the real-test share).", rows)
+
+
+def privacy_ngram_copy_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    """Long token n-grams shared with train patients, against real held-out patients' chance level."""
+    n = _get(m, "privacy/ngram_length")
+    what = f"{n:.0f}-token" if not math.isnan(n) else "long"
+    rows = _copy_rows(m, t, (
+        ("ngram_shared_fraction", f"{what} windows found in a train patient"),
+        ("ngram_near_copy_patient_share", f"patients with >= half of their {what} windows in train"),
+    ))
+    return _verdict("privacy_ngram_copy_gate",
+                    f"Token n-grams shared with train patients (share of windows, share of near-copied patients): "
+                    f"each <= max({t.copy_floor:g}, {t.copy_baseline_ratio:g} x the real-test share).", rows)
+
+
+def privacy_membership_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    """Every membership-inference attack (attack set with the real member prior) near chance."""
+    rows = [_row(f"{label} MIA AUROC", _get(m, f"privacy/{key}"), 0.5, t.max_mia_auroc, "<=")
+            for key, label in (("mia_auroc", "distance (features)"), ("codes_mia_auroc", "distance (code sets)"),
+                               ("domias_mia_auroc", "density ratio (DOMIAS)"))]
+    return _verdict("privacy_membership_gate",
+                    f"Membership inference AUROC <= {t.max_mia_auroc:g} for every attack (distance in features, "
+                    "distance over code sets, DOMIAS density ratio; members at the real sampling fraction).", rows)
+
+
+def privacy_attribute_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    """Sensitive fields are no easier to infer from quasi-identifiers for train patients than for
+    held-out ones; the allowance is the larger of a fixed floor and a multiple of the standard error."""
+    se = _get(m, "privacy/attribute_advantage_se")
+    limit = t.max_attribute_advantage if math.isnan(se) else max(
+        t.max_attribute_advantage, t.attribute_advantage_se_multiplier * se)
+    rows = [_row("attribute inference: member risk - non-member risk", _get(m, "privacy/attribute_advantage"),
+                 0.0, limit, "<=")]
+    return _verdict("privacy_attribute_gate",
+                    f"Attribute inference (mortality, top diagnoses from age, gender, ethnicity, insurance, admission "
+                    f"type, care unit): member advantage <= max({t.max_attribute_advantage:g}, "
+                    f"{t.attribute_advantage_se_multiplier:g} x its standard error).", rows)
+
+
+def privacy_dcr_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    """Few synthetic records closer to a train record than real held-out records are (DCR)."""
+    rows = [_row("DCR: share of synthetic closer to train than the real-test 5th percentile",
+                 _get(m, "privacy/dcr_share_below_test_p5"), 0.05, t.max_dcr_share_below_real_p5, "<=")]
+    return _verdict("privacy_dcr_gate",
+                    f"At most {t.max_dcr_share_below_real_p5:g} of synthetic visits lie closer to train than the "
+                    "5th percentile of real held-out visits' distances (0.05 for fresh real data).", rows)
+
+
+FIDELITY_GATES = (code_prevalence_gate, code_pair_gate, structure_gate, mortality_rate_gate, utility_gate,
+                  forced_closure_gate)
+
+
+PRIVACY_GATES = (privacy_visit_copy_gate, privacy_ngram_copy_gate, privacy_membership_gate,
+                 privacy_attribute_gate, privacy_dcr_gate)
+
+
+def all_verdicts(metrics: dict, thresholds: GateThresholds | None = None, marginals=None,
+                 baseline_marginals=None) -> list[GateVerdict]:
+    t = thresholds or GateThresholds()
+    return ([gate(metrics, t) for gate in (*FIDELITY_GATES, *PRIVACY_GATES)]
+            + [marginal_gate(metrics, t, marginals, baseline_marginals)])
