@@ -79,6 +79,10 @@ def test_thresholds_follow_the_real_baseline_not_a_fixed_number():
     assert code_prevalence_gate({**metrics, "fidelity_baseline/code_prevalence_pearson": 0.5}, GateThresholds()).passed
     assert not code_prevalence_gate({**metrics, "fidelity_baseline/code_prevalence_pearson": 0.99},
                                     GateThresholds()).passed
+    # A negative baseline (tiny real samples) keeps the same slack below it instead of flipping sign.
+    pair = {"fidelity_baseline/code_pair_prevalence_pearson": -0.4}
+    assert code_pair_gate({**pair, "fidelity/code_pair_prevalence_pearson": -0.47}, GateThresholds()).passed
+    assert not code_pair_gate({**pair, "fidelity/code_pair_prevalence_pearson": -0.49}, GateThresholds()).passed
     # Structure: the floor applies when real samples agree by chance, the ratio when they do not.
     q = "los_hours"
     m = {**{f"fidelity/structure/{x}_ks": 0.0 for x in STRUCTURE_GATE_QUANTITIES},

@@ -93,10 +93,16 @@ def _row(quantity: str, measured: float, baseline: float, threshold: float, op: 
             "op": op, "threshold": threshold, "ok": bool(ok)}
 
 
+def _below(baseline: float, ratio: float) -> float:
+    """`ratio` x a positive baseline; for a negative one (two tiny real samples can anti-correlate)
+    the same slack below it, baseline - (1 - ratio) x |baseline|, so the rule never gets laxer."""
+    return baseline - (1.0 - ratio) * abs(baseline)
+
+
 def code_prevalence_gate(m: dict, t: GateThresholds) -> GateVerdict:
     base = _get(m, "fidelity_baseline/code_prevalence_pearson")
     rows = [_row("code prevalence r", _get(m, "fidelity/code_prevalence_pearson"), base,
-                 t.min_code_prevalence_r_ratio * base, ">=")]
+                 _below(base, t.min_code_prevalence_r_ratio), ">=")]
     return _verdict("code_prevalence_gate",
                     f"ICD code prevalence r >= {t.min_code_prevalence_r_ratio:g} x the real-test r.", rows)
 
@@ -104,7 +110,7 @@ def code_prevalence_gate(m: dict, t: GateThresholds) -> GateVerdict:
 def code_pair_gate(m: dict, t: GateThresholds) -> GateVerdict:
     base = _get(m, "fidelity_baseline/code_pair_prevalence_pearson")
     rows = [_row("code-pair prevalence r", _get(m, "fidelity/code_pair_prevalence_pearson"), base,
-                 t.min_code_pair_r_ratio * base, ">=")]
+                 _below(base, t.min_code_pair_r_ratio), ">=")]
     return _verdict("code_pair_gate",
                     f"Co-occurring code pairs: prevalence r >= {t.min_code_pair_r_ratio:g} x the real-test r.", rows)
 
