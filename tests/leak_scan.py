@@ -8,7 +8,7 @@ stays: the warehouse, `artifacts/` and `private/` of the workspace.
 Needles, from the real warehouse and raw files:
 - real DOBs and admission times (as text);
 - real per-patient extremes: each patient's minimum and maximum of each variable, when fewer
-  than 10 patients have that value and it has enough digits not to collide by chance with a
+  than 10 records hold that value and it has enough digits not to collide by chance with a
   legitimate number;
 - real (itemid, charttime, valuenum) triples, in the released CHARTEVENTS / LABEVENTS.
 """
@@ -73,13 +73,14 @@ def real_needles(warehouse: Path) -> dict[str, set[str]]:
                       "where dob is not null").df()["d"]
         admit = con.sql("select distinct strftime(admittime, '%Y-%m-%d %H:%M') as t from main.stg_mimic__admissions "
                         "where admittime is not null").df()["t"]
-        # A patient's extreme identifies when few patients share the value (96 F = 35.5556 C is
-        # everywhere); integers are left out because counts and ids collide with them.
+        # A patient's extreme identifies when fewer than 10 records hold the value (96 F = 35.5556 C
+        # is everywhere), the vocabulary's own rule (each stored number is a mean of 10 values);
+        # integers are left out because counts and ids collide with them.
         extremes = con.sql(
             "with ext as (select min(value) as v from main.measurements where value is not null "
             "group by subject_id, variable union select max(value) from main.measurements "
             "where value is not null group by subject_id, variable), "
-            "holders as (select value as v, count(distinct subject_id) as n from main.measurements "
+            "holders as (select value as v, count(*) as n from main.measurements "
             "where value in (select v from ext) group by value) "
             "select v from holders where n < 10 and v <> round(v)").df()["v"]
     return {

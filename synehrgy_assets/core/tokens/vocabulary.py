@@ -84,9 +84,10 @@ class VocabularyConfig:
     min_code_count: int = 5
     within_bin_quantiles: int = 11
     min_bin_count: int = 5
-    # Privacy: no stored quantile is a real extreme. The outer quantiles of a bin (its min and max)
-    # are clipped inward so that at least `tail_count` train values lie beyond each stored one, and
-    # a bin of fewer than 2 x tail_count + 1 values stores none (decoding samples it uniformly). The
+    # Privacy: no stored quantile is one record's value. Each is the mean of the `tail_count` order
+    # statistics around its rank (so the outer ones are the means of the smallest / largest
+    # `tail_count` values, not the extremes), and a bin of fewer than 2 x tail_count + 1 values
+    # stores none (decoding samples it uniformly). The
     # same holds for categories: a covariate or measurement category seen fewer than
     # `min_code_count` times in train gets no token (covariates become UNK).
     tail_count: int = 10
@@ -231,14 +232,21 @@ def _fit_bins(
 
 
 def clipped_quantiles(sorted_values: np.ndarray, levels: np.ndarray, config: VocabularyConfig) -> list | None:
-    """Quantiles at `levels` with the tails clipped: the lowest stored value has `tail_count`
-    values below it and the highest as many above (no real minimum or maximum is stored). None
-    when there are too few values for that (or fewer than `min_bin_count`)."""
+    """Smoothed quantiles at `levels`: each is the mean of the `tail_count` order statistics around
+    its rank (the window clipped to the sample), so no stored number is one record's value; the
+    lowest is the mean of the `tail_count` smallest values, not the minimum. Nondecreasing in the
+    level. None when the bin has fewer than max(min_bin_count, 2 x tail_count + 1) values."""
     n, t = len(sorted_values), config.tail_count
     if n < max(config.min_bin_count, 2 * t + 1):
         return None
-    inner = t / (n - 1)
-    return np.quantile(sorted_values, np.clip(levels, inner, 1.0 - inner)).tolist()
+    if t <= 1:
+        return np.quantile(sorted_values, levels).tolist()
+    prefix = np.concatenate([[0.0], np.cumsum(sorted_values, dtype=np.float64)])
+    start = np.clip(np.rint(np.asarray(levels) * (n - 1) - (t - 1) / 2).astype(np.int64), 0, n - t)
+    means = (prefix[start + t] - prefix[start]) / t
+    # Running sums round: keep each mean inside its window (and so inside the bin).
+    means = np.clip(means, sorted_values[start], sorted_values[start + t - 1])
+    return np.maximum.accumulate(means).tolist()
 
 
 def _frequent(series: pd.Series, min_count: int) -> tuple[list[str], int]:
