@@ -50,6 +50,14 @@ class WorkspaceResource(dg.ConfigurableResource):
     def raw_dir(self) -> Path:
         return self.root / "raw"
 
+    @contextmanager
+    def lock(self, run_id: str | None = None) -> Iterator[Path]:
+        """Hold the workspace lock for a run; raises `WorkspaceBusy` at once when another run holds it."""
+        from synehrgy_assets.recovery import workspace_lock
+
+        with workspace_lock(self.root, run_id=run_id) as path:
+            yield path
+
     def ensure(self) -> None:
         for d in (self.root, self.private_dir, self.artifacts_dir, self.raw_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -141,7 +149,8 @@ class MlflowResource(dg.ConfigurableResource):
         """One MLflow run per asset materialization, tagged with the Dagster run and asset."""
         import mlflow
 
-        self.setup()
+        exp_id = self.setup()
+        self.clean_orphans(context, exp_id)
         all_tags = {
             "dagster.run_id": context.run.run_id,
             "dagster.asset_key": context.asset_key.to_user_string(),
@@ -151,6 +160,24 @@ class MlflowResource(dg.ConfigurableResource):
         with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
             yield run
 
+    def clean_orphans(self, context, experiment_id: str | None = None) -> dict | None:
+        """Once per Dagster run: fail MLflow runs and pending versions left behind by dead runs."""
+        from synehrgy_assets.recovery import clean_orphaned_mlflow
+
+        run_id = context.run.run_id
+        key = (self.resolved_tracking_uri, run_id)
+        if key in _ORPHANS_CLEANED:
+            return None
+        _ORPHANS_CLEANED.add(key)
+        try:
+            return clean_orphaned_mlflow(
+                self.client(), experiment_id or self.setup(), self.model_name, context.instance,
+                log=context.log.warning, current_run_id=run_id,
+            )
+        except Exception as exc:  # never fail a run over housekeeping
+            context.log.warning(f"Could not clean orphaned MLflow runs: {exc}")
+            return None
+
     def client(self):
         import mlflow
 
@@ -159,6 +186,9 @@ class MlflowResource(dg.ConfigurableResource):
 
     def run_url_hint(self, run_id: str) -> str:
         return f"mlflow ui --backend-store-uri {self.resolved_tracking_uri} → run {run_id}"
+
+
+_ORPHANS_CLEANED: set[tuple[str, str]] = set()
 
 
 def _package_version() -> str:
