@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 
@@ -21,31 +22,66 @@ def _prepare_environment(home: Path) -> Path:
     return dagster_home
 
 
+def _quiet_instance_config(dagster_home: Path) -> None:
+    """An instance without dagster.yaml prints a warning and a telemetry banner on every fresh home:
+    give it one (telemetry off: a local tool for patient data)."""
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("# written by `python -m orchestration.cli` (docs/reliability.md)\ntelemetry:\n  enabled: false\n")
+
+
 def materialize(args: argparse.Namespace) -> int:
     home = Path(args.home or os.environ.get("SYNEHRGY_HOME") or Path.cwd() / ".synehrgy").resolve()
     dagster_home = _prepare_environment(home)
+    _quiet_instance_config(dagster_home)
     if args.mimic_dir is not None:
         os.environ["MIMIC_DIR"] = args.mimic_dir
     if args.patients:
         os.environ["SYNEHRGY_SYNTHETIC_PATIENTS"] = str(args.patients)
+    level = str(args.log_level).upper()
 
     import dagster as dg
 
     from orchestration.definitions import build_definitions
+    from orchestration.run_logging import (
+        failure_report, file_logger, log_file_for, quiet_console_logger, run_logger_config,
+    )
+    from synehrgy_assets.recovery import WorkspaceBusy, fail_dead_dagster_runs, run_tags
+    from synehrgy_assets.resources import WorkspaceResource
 
-    defs = build_definitions(home=str(home))
-    job = defs.resolve_job_def(args.job)
+    workspace = WorkspaceResource(home=str(home))
+    run_id = str(uuid.uuid4())
+    log_file = log_file_for(home, run_id)
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+    try:
+        with workspace.lock(run_id=run_id):
+            defs = build_definitions(home=str(home))
+            job = defs.resolve_job_def(args.job).with_logger_defs(
+                {"console": quiet_console_logger, "file": file_logger}
+            )
+            with dg.DagsterInstance.get() as instance:
+                fail_dead_dagster_runs(
+                    instance, log=lambda m: print(f"synehrgy: {m}", file=sys.stderr),
+                    holds_workspace=str(workspace.root),
+                )
+                result = job.execute_in_process(
+                    instance=instance, raise_on_error=False, run_id=run_id,
+                    run_config=run_logger_config(level, log_file), tags=run_tags(workspace.root),
+                )
+    except WorkspaceBusy as exc:
+        print(f"synehrgy: {exc}", file=sys.stderr)
+        return 2
     minutes = (time.perf_counter() - started) / 60
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        print(f"\nRun {result.run_id} FAILED in {minutes:.1f} min at step(s) {failed}.", file=sys.stderr)
-        for e in result.all_events:
-            if e.is_step_failure and e.step_failure_data and e.step_failure_data.error:
-                print(e.step_failure_data.error.to_string(), file=sys.stderr)
+        failed, messages, traces = failure_report(result)
+        with open(log_file, "a") as f:
+            f.write("\n\n=== failure tracebacks ===\n" + "\n".join(traces) + "\n")
+        print(f"\nRun {result.run_id} FAILED in {minutes:.1f} min at step(s) {', '.join(failed) or '?'}:", file=sys.stderr)
+        for message in messages:
+            print(message, file=sys.stderr)
+        if level == "DEBUG":
+            print("\n".join(traces), file=sys.stderr)
+        print(f"\nFull log with tracebacks: {log_file}", file=sys.stderr)
         return 1
     print_summary(home, dagster_home, result, minutes)
     return 0
@@ -93,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
     m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
     m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
-    m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event)")
+    m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event and full tracebacks; the log file always has them)")
     args = parser.parse_args(argv)
     return materialize(args)
 

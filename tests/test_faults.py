@@ -1,0 +1,149 @@
+"""Faults after kill -9, the workspace lock, and the CLI's failure output (docs/reliability.md)."""
+
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synehrgy_assets.recovery import (
+    HOST_TAG, PID_TAG, WORKSPACE_TAG, WorkspaceBusy, fail_dead_dagster_runs, workspace_lock,
+)
+from synehrgy_assets.resources import MlflowResource, WorkspaceResource
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dg.op
+def _noop():
+    return 1
+
+
+@dg.job
+def _tiny_job():
+    _noop()
+
+
+def _instance(tmp_path: Path) -> dg.DagsterInstance:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    return dg.DagsterInstance.local_temp(str(home))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _started_run(instance, pid: int, workspace: str = "/nowhere") -> dg.DagsterRun:
+    return instance.create_run_for_job(
+        _tiny_job, status=dg.DagsterRunStatus.STARTED,
+        tags={PID_TAG: str(pid), HOST_TAG: socket.gethostname(), WORKSPACE_TAG: workspace},
+    )
+
+
+def test_orphan_mlflow_run_and_pending_version_are_cleaned_by_next_start(tmp_path):
+    ml = MlflowResource(home=str(tmp_path / "home"))
+    client = ml.client()
+    exp_id = ml.setup()
+    instance = _instance(tmp_path)
+    alive = _started_run(instance, os.getpid())  # a run still in progress: left alone
+
+    # What a kill -9 during training leaves: a RUNNING MLflow run of a Dagster run that is gone
+    # (missing here), and a registered version tagged `pending`.
+    orphan = client.create_run(exp_id, tags={"dagster.run_id": "dead-dagster-run"})
+    live = client.create_run(exp_id, tags={"dagster.run_id": alive.run_id})
+    client.create_registered_model(ml.model_name)
+    mv = client.create_model_version(ml.model_name, source=f"runs:/{orphan.info.run_id}/generator",
+                                     run_id=orphan.info.run_id)
+    client.set_model_version_tag(ml.model_name, mv.version, "validation_status", "pending")
+
+    @dg.asset
+    def tracked(context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource):
+        with mlflow_tracking.start_run(context, run_name="tracked"):
+            pass
+
+    assert dg.materialize([tracked], resources={"mlflow_tracking": ml}, instance=instance).success
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    tags = client.get_model_version(ml.model_name, mv.version).tags
+    assert tags["validation_status"] == "failed"
+
+
+def test_started_dagster_run_with_dead_pid_is_marked_failure(tmp_path):
+    instance = _instance(tmp_path)
+    dead = _started_run(instance, _dead_pid())
+    alive = _started_run(instance, os.getpid())
+    messages: list[str] = []
+    assert fail_dead_dagster_runs(instance, log=messages.append) == [dead.run_id]
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+    assert dead.run_id in messages[0]
+
+
+def test_started_run_of_a_locked_workspace_from_another_pid_is_dead(tmp_path):
+    # The pid may have been reused by an unrelated process: holding the workspace lock settles it.
+    instance = _instance(tmp_path)
+    run = _started_run(instance, os.getppid(), workspace=str(tmp_path))
+    assert fail_dead_dagster_runs(instance, log=lambda m: None) == []
+    assert fail_dead_dagster_runs(instance, log=lambda m: None, holds_workspace=str(tmp_path)) == [run.run_id]
+
+
+def test_second_holder_of_the_workspace_lock_gets_a_clear_error(tmp_path):
+    ws = WorkspaceResource(home=str(tmp_path / "ws"))
+    with ws.lock(run_id="run-a"):
+        with pytest.raises(WorkspaceBusy) as err:
+            with workspace_lock(ws.root, run_id="run-b"):
+                pass
+    message = str(err.value)
+    assert str(ws.root) in message and "run-a" in message and f"pid {os.getpid()}" in message
+    assert "wait for it or stop it" in message
+    with ws.lock(run_id="run-c"):  # released: the next run gets it
+        pass
+
+
+def test_lock_held_by_another_process_is_refused_and_freed_by_its_death(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from synehrgy_assets.recovery import workspace_lock\n"
+         f"with workspace_lock({str(tmp_path)!r}, run_id='other'):\n"
+         "    print('held', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkspaceBusy, match=rf"run other \(pid {holder.pid}\)"):
+            with workspace_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # kill -9: the kernel drops the lock
+        holder.wait()
+    with workspace_lock(tmp_path):
+        pass
+
+
+def test_cli_failure_is_short_and_names_the_log_file(tmp_path):
+    empty = tmp_path / "mimic"
+    empty.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "MIMIC_DIR": str(empty),
+           "SYNEHRGY_HOME": str(tmp_path / "home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "materialize", "--home", str(tmp_path / "home")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert err.count(f"MIMIC-III directory {empty} is not usable") == 1, err
+    assert len(err.splitlines()) < 25, err
+    assert "mimic_raw_files" in err and "Stack Trace" not in err and "Traceback" not in err
+    match = re.search(r"Full log with tracebacks: (\S+\.log)", err)
+    assert match, err
+    log = Path(match.group(1)).read_text()
+    assert "Stack Trace" in log and "MimicLayoutError" in log
