@@ -147,3 +147,17 @@ def test_cli_failure_is_short_and_names_the_log_file(tmp_path):
     assert match, err
     log = Path(match.group(1)).read_text()
     assert "Stack Trace" in log and "MimicLayoutError" in log
+
+
+def test_cli_refuses_a_busy_workspace_at_once(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "SYNEHRGY_HOME": str(home)}
+    with workspace_lock(home.resolve(), run_id="run-a"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli", "materialize", "--home", str(home)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert f"Workspace {home.resolve()} is in use by run run-a (pid {os.getpid()})" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (home / "warehouse.duckdb").exists()
