@@ -409,13 +409,17 @@ def test_plots_are_png(report, tmp_path):
 def test_structure_stats_suppress_small_real_samples(cohorts):
     """A median of a handful of real visits is one patient's value: never in a table that leaves."""
     train = cohorts["train"]
-    small = make_cohort(8, seed=5, id_offset=7_000_000)  # 8 real patients (the demo's test split is ~10)
+    small = make_cohort(15, seed=5, id_offset=7_000_000)  # 15 real patients (the demo's test split is ~10)
     baseline = structure_stats(train, small, other_is_real=True)
     per_patient = baseline.set_index("quantity").loc["visits_per_patient"]
     assert per_patient["n_synthetic"] < 20
     assert np.isnan(per_patient["mean_synthetic"]) and np.isnan(per_patient["median_synthetic"])
     assert not np.isnan(per_patient["median_real"])  # 400 train patients: fine
     assert not np.isnan(per_patient["ks_statistic"])
+    # Fewer than min_cell_count real values: the whole row (count, KS) is held back.
+    tiny = structure_stats(train, make_cohort(4, seed=6, id_offset=8_000_000), other_is_real=True)
+    row = tiny.set_index("quantity").loc["visits_per_patient"]
+    assert np.isnan(row["n_synthetic"]) and np.isnan(row["ks_statistic"]) and "small cell" in row["error"]
     # The same small cohort as synthetic output is not a real sample: nothing suppressed.
     assert not np.isnan(structure_stats(train, small).set_index("quantity").loc["visits_per_patient",
                                                                                   "median_synthetic"])

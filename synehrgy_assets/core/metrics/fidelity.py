@@ -355,6 +355,13 @@ def structure_stats(
             rec["error"] = f"no '{quantity}' values in the {'real' if len(r) == 0 else 'synthetic'} cohort"
             rows.append(rec)
             continue
+        small = [side for side, n, is_real in (("real", len(r), True), ("synthetic", len(s), other_is_real))
+                 if is_real and n < min_cell_count]
+        if small:  # a count and a distribution of a handful of real values: a small cell
+            rec.update({f"n_{side}": np.nan for side in small})
+            rec["error"] = f"fewer than {min_cell_count} real '{quantity}' values (small cell, held back)"
+            rows.append(rec)
+            continue
         ks, w1 = _ks_and_wasserstein(r, s)
         rec.update(mean_real=float(r.mean()), mean_synthetic=float(s.mean()), median_real=float(np.median(r)),
                    median_synthetic=float(np.median(s)), ks_statistic=ks)
