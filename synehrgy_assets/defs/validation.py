@@ -1,4 +1,4 @@
-"""Great Expectations 1.x suites as blocking asset checks on `synthetic_cohort`.
+"""Great Expectations 1.x suites as gating asset checks on `synthetic_cohort` (severity ERROR, not blocking).
 
 A failing suite keeps `champion` where it is: nothing malformed reaches consumers. Each suite
 writes its verdict for the cohort it read (defs/gates.py), which the release checks.
