@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from synehrgy_assets.core.release_gates import _get, _row
+
 STRUCTURE_QUANTITIES = ("visits_per_patient", "codes_per_visit", "diagnoses_per_visit",
                         "measurement_rows_per_visit", "los_hours")
 
@@ -29,11 +31,6 @@ class TargetRules:
     min_validity_rate: float = 1.0
 
 
-def _get(metrics: dict, key: str) -> float:
-    value = metrics.get(key)
-    return float("nan") if value is None else float(value)
-
-
 def quality_targets(metrics: dict, generation: dict, rules: TargetRules | None = None) -> pd.DataFrame:
     """One row per target: measured, baseline (real test), threshold, met (False when unmeasured).
 
@@ -44,10 +41,9 @@ def quality_targets(metrics: dict, generation: dict, rules: TargetRules | None =
     rows = []
 
     def add(name: str, measured: float, baseline: float, threshold: float, op: str) -> None:
-        ok = not math.isnan(measured) and not math.isnan(threshold) and (
-            measured <= threshold if op == "<=" else measured >= threshold)
+        compared = _row(name, measured, baseline, threshold, op)  # the gates' comparison
         rows.append({"target": name, "measured": measured, "real_test_baseline": baseline,
-                     "rule": f"{op} {threshold:.4g}", "met": bool(ok)})
+                     "rule": f"{op} {threshold:.4g}", "met": compared["ok"]})
 
     for q in STRUCTURE_QUANTITIES:
         syn = _get(metrics, f"fidelity/structure/{q}_ks")
