@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from synehrgy_assets.core.release_gates import _get, _row
+from synehrgy_assets.core.release_gates import _below, _get, _row
 
 STRUCTURE_QUANTITIES = ("visits_per_patient", "codes_per_visit", "diagnoses_per_visit",
                         "measurement_rows_per_visit", "los_hours")
@@ -56,7 +56,7 @@ def quality_targets(metrics: dict, generation: dict, rules: TargetRules | None =
     add("TSTR / TRTR AUROC", _get(metrics, "utility/auroc_ratio"), 1.0, rules.min_auroc_ratio, ">=")
     base_r = _get(metrics, "fidelity_baseline/code_prevalence_pearson")
     add("code prevalence r", _get(metrics, "fidelity/code_prevalence_pearson"), base_r,
-        rules.min_code_r_baseline_ratio * base_r, ">=")
+        _below(base_r, rules.min_code_r_baseline_ratio), ">=")
     add("forced closure rate", float(generation.get("forced_closure_rate", float("nan"))), 0.0,
         rules.max_forced_closure_rate, "<=")
     add("sequences that parse", float(generation.get("validity_rate", float("nan"))), 1.0,
