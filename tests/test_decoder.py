@@ -12,7 +12,8 @@ import pytest
 
 from synehrgy_assets.core.cohort import StagedCohort
 from synehrgy_assets.core.decoder import cohort_to_mimic_tables, write_mimic_tables
-from synehrgy_assets.core.synthetic_hospital import CANONICAL_ITEMS, TEXT_MAPS, table_columns, text_to_score
+from synehrgy_assets.core.mimic_dictionaries import CANONICAL_ITEMS, TEXT_MAPS, text_to_score
+from synehrgy_assets.core.mimic_tables import table_columns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_VARIABLES = pd.read_csv(REPO_ROOT / "dbt_mimic" / "seeds" / "variables.csv")

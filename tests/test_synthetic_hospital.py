@@ -12,13 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from synehrgy_assets.core import mimic_dictionaries as md
+from synehrgy_assets.core import mimic_tables as mt
 from synehrgy_assets.core import synthetic_hospital as sh
-from synehrgy_assets.core.synthetic_hospital import (
-    HOSPITAL_TABLES,
-    HospitalConfig,
-    generate_hospital,
-    table_columns,
-)
+from synehrgy_assets.core.mimic_tables import HOSPITAL_TABLES, table_columns
+from synehrgy_assets.core.synthetic_hospital import HospitalConfig, generate_hospital
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = Path(os.environ.get("SYNEHRGY_MIMIC_DEMO_DIR", REPO_ROOT.parent / "shared" / "data" / "mimic-iii-demo"))
@@ -195,8 +193,8 @@ def test_builtin_codes_exist_in_the_demo_dictionary():
         pytest.skip(f"MIMIC-III demo not found at {DEMO_DIR}")
     dx = set(pd.read_csv(DEMO_DIR / "D_ICD_DIAGNOSES.csv.gz", dtype=str)["icd9_code"])
     px = set(pd.read_csv(DEMO_DIR / "D_ICD_PROCEDURES.csv.gz", dtype=str)["icd9_code"])
-    assert set(sh.BUILTIN_DIAGNOSES) - dx <= sh._NOT_IN_DICTIONARY
-    assert set(sh.BUILTIN_PROCEDURES) <= px
+    assert set(md.BUILTIN_DIAGNOSES) - dx <= md.NOT_IN_DICTIONARY
+    assert set(md.BUILTIN_PROCEDURES) <= px
 
 
 @pytest.mark.demo
@@ -208,8 +206,8 @@ def test_code_dictionary_dir_widens_the_code_universe(tmp_path):
     d_icd = read_table(tmp_path, "D_ICD_DIAGNOSES")
     assert len(d_icd) > 10_000
     used = set(read_table(tmp_path, "DIAGNOSES_ICD")["icd9_code"].dropna())
-    assert used - set(d_icd["icd9_code"]) <= sh._NOT_IN_DICTIONARY
-    assert len(used - set(sh.BUILTIN_DIAGNOSES)) > 20  # long tail drawn from the dictionary
+    assert used - set(d_icd["icd9_code"]) <= md.NOT_IN_DICTIONARY
+    assert len(used - set(md.BUILTIN_DIAGNOSES)) > 20  # long tail drawn from the dictionary
 
 
 # --- structure ---------------------------------------------------------------------------------
@@ -327,7 +325,7 @@ def test_category_strings_match_the_demo():
     for itemid in (220739, 223901, 223900, 184, 454, 723, 115, 223951):
         seen = set(demo.loc[demo["itemid"] == str(itemid), "value"].dropna())
         assert seen <= REAL_TEXT[itemid] and seen, itemid
-        ours = {text for item in sh.ITEMS if item.itemid == itemid for text in sh.TEXT_MAPS[item.text_map].values()}
+        ours = {text for item in md.ITEMS if item.itemid == itemid for text in md.TEXT_MAPS[item.text_map].values()}
         assert seen <= ours, (itemid, seen - ours)
 
 
@@ -385,18 +383,18 @@ CHARTED = {"heart_rate", "systolic_blood_pressure", "diastolic_blood_pressure", 
 
 
 def test_every_variable_has_a_canonical_item_in_its_canonical_unit():
-    sh.check_catalogue(VARIABLES_CSV)
+    md.check_catalogue(VARIABLES_CSV)
     seed = pd.read_csv(VARIABLES_CSV).set_index("variable")
-    assert set(seed.index) == set(sh.CANONICAL_ITEMS)
-    for variable, item in sh.CANONICAL_ITEMS.items():
+    assert set(seed.index) == set(md.CANONICAL_ITEMS)
+    for variable, item in md.CANONICAL_ITEMS.items():
         assert item.scale == 1.0 and item.offset == 0.0, variable  # canonical unit: no conversion
         unit = seed.loc[variable, "unit"]
         assert item.valueuom in UNIT_SPELLINGS.get(unit, {unit}), (variable, unit, item.valueuom)
         charted = variable in CHARTED or seed.loc[variable, "kind"] == "categorical"
         assert item.table == ("chartevents" if charted else "labevents"), variable
-    assert sh.CANONICAL_ITEMS["prothrombin_time"].itemid == 51274
-    assert sh.CANONICAL_ITEMS["inr"].itemid == 51237
-    by_variable = sh.item_catalogue().groupby("variable")["canonical"].sum()
+    assert md.CANONICAL_ITEMS["prothrombin_time"].itemid == 51274
+    assert md.CANONICAL_ITEMS["inr"].itemid == 51237
+    by_variable = md.item_catalogue().groupby("variable")["canonical"].sum()
     assert (by_variable == 1).all()  # exactly one canonical ITEMID per variable
 
 
@@ -452,4 +450,4 @@ def test_bad_config_is_rejected(tmp_path):
 def test_writer_rejects_codes_that_are_not_strings(tmp_path):
     frame = pd.DataFrame({"row_id": [1], "subject_id": [2], "hadm_id": [3], "seq_num": [1], "icd9_code": [66]})
     with pytest.raises(ValueError, match="icd9_code"):
-        sh.write_frame(tmp_path / "x.csv", "PROCEDURES_ICD", frame)
+        mt.write_frame(tmp_path / "x.csv", "PROCEDURES_ICD", frame)

@@ -6,14 +6,13 @@ shifted like MIMIC's (years 2100-2200) and kept consistent with the cohort: the 
 k+1 is the outtime of visit k plus `hours_since_previous_visit`, and DOB follows from the age at
 the first visit (ages > 89 are shifted ~300 years, as MIMIC does). Every variable is written with
 one canonical ITEMID in the canonical unit of `dbt_mimic/seeds/variables.csv` (the shared
-catalogue in `synthetic_hospital.py`); categorical values as the MIMIC text strings.
+catalogue in `mimic_dictionaries.py`); categorical values as the MIMIC text strings. The tables are
+written by `mimic_tables.write_mimic_tables` (re-exported here).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,21 +20,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synehrgy_assets.core.cohort import StagedCohort
-from synehrgy_assets.core.synthetic_hospital import (
+from synehrgy_assets.core.mimic_dictionaries import (
     CANONICAL_ITEMS,
     GCS_VERBAL_ETT,
     LAB_REFERENCE_RANGES,
-    MIMIC_SCHEMAS,
-    MimicTableWriter,
-    atomic_table_dir,
     dictionary_tables,
     event_value_columns,
     round_values,
-    table_columns,
-    table_filename,
     text_codes,
     text_to_score,
 )
+from synehrgy_assets.core.mimic_tables import table_columns, write_mimic_tables
 
 DECODED_TABLES = ("PATIENTS", "ADMISSIONS", "ICUSTAYS", "DIAGNOSES_ICD", "PROCEDURES_ICD",
                   "CHARTEVENTS", "LABEVENTS")
@@ -395,29 +390,6 @@ def _dictionaries(code_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFram
                                 "long_title": "Code outside the built-in dictionary"})
             out[d_table] = pd.concat([known, add], ignore_index=True)
     return out
-
-
-def write_mimic_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, header_case: str = "lower",
-                       compress: bool = True) -> dict[str, Path]:
-    """Write MIMIC tables as TABLE.csv(.gz); all files appear at once or none (temp dir + rename)."""
-    if header_case not in ("lower", "upper"):
-        raise ValueError(f"header_case must be 'lower' or 'upper', got {header_case!r}")
-    for table, frame in tables.items():
-        if table not in MIMIC_SCHEMAS:
-            raise ValueError(f"unknown MIMIC table {table!r}; expected one of {sorted(MIMIC_SCHEMAS)}")
-        expected = table_columns(table)
-        if list(frame.columns) != expected:
-            raise ValueError(f"table {table}: columns {list(frame.columns)} differ from the MIMIC-III "
-                             f"v1.4 columns {expected}")
-    out_dir = Path(out_dir)
-    paths: dict[str, Path] = {}
-    with atomic_table_dir(out_dir, compress) as tmp:
-        for table, frame in tables.items():
-            name = table_filename(table, compress)
-            with MimicTableWriter(tmp / name, table, header_case=header_case, compress=compress) as writer:
-                writer.write(frame)
-            paths[table] = out_dir / name
-    return paths
 
 
 __all__ = ["cohort_to_mimic_tables", "write_mimic_tables", "DECODED_TABLES", "DICTIONARY_TABLES"]

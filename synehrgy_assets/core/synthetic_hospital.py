@@ -4,8 +4,9 @@ It is the project's default data source (no real data needed) and its scale gene
 step is vectorized numpy, patients are generated in chunks and each table is streamed to its
 CSV (optionally gzip) file, so memory stays bounded whatever the size.
 
-The module also owns what `decoder.py` shares: the MIMIC table schemas (official column
-order), the item catalogue (variable -> ITEMIDs, units, text categories) and the CSV writer.
+What it shares with the decoder lives in modules of their own: the table schemas and the CSV
+writer in `mimic_tables.py`, the item catalogue, the built-in ICD-9 codes and the dictionary
+tables in `mimic_dictionaries.py`.
 
 Nothing here is real patient data: every row comes from the random model below.
 """
@@ -13,606 +14,40 @@ Nothing here is real patient data: every row comes from the random model below.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
-import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# ---------------------------------------------------------------------------------------------
-# MIMIC-III v1.4 table schemas (official column order; kinds drive CSV formatting)
-# ---------------------------------------------------------------------------------------------
-
-INT, FLOAT, STR, TS = "int", "float", "str", "ts"
-
-MIMIC_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
-    "PATIENTS": (
-        ("row_id", INT), ("subject_id", INT), ("gender", STR), ("dob", TS), ("dod", TS),
-        ("dod_hosp", TS), ("dod_ssn", TS), ("expire_flag", INT),
-    ),
-    "ADMISSIONS": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("admittime", TS),
-        ("dischtime", TS), ("deathtime", TS), ("admission_type", STR),
-        ("admission_location", STR), ("discharge_location", STR), ("insurance", STR),
-        ("language", STR), ("religion", STR), ("marital_status", STR), ("ethnicity", STR),
-        ("edregtime", TS), ("edouttime", TS), ("diagnosis", STR),
-        ("hospital_expire_flag", INT), ("has_chartevents_data", INT),
-    ),
-    "ICUSTAYS": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("icustay_id", INT),
-        ("dbsource", STR), ("first_careunit", STR), ("last_careunit", STR),
-        ("first_wardid", INT), ("last_wardid", INT), ("intime", TS), ("outtime", TS),
-        ("los", FLOAT),
-    ),
-    "DIAGNOSES_ICD": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("seq_num", INT),
-        ("icd9_code", STR),
-    ),
-    "PROCEDURES_ICD": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("seq_num", INT),
-        ("icd9_code", STR),
-    ),
-    "D_ICD_DIAGNOSES": (
-        ("row_id", INT), ("icd9_code", STR), ("short_title", STR), ("long_title", STR),
-    ),
-    "D_ICD_PROCEDURES": (
-        ("row_id", INT), ("icd9_code", STR), ("short_title", STR), ("long_title", STR),
-    ),
-    "CHARTEVENTS": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("icustay_id", INT),
-        ("itemid", INT), ("charttime", TS), ("storetime", TS), ("cgid", INT), ("value", STR),
-        ("valuenum", FLOAT), ("valueuom", STR), ("warning", INT), ("error", INT),
-        ("resultstatus", STR), ("stopped", STR),
-    ),
-    "LABEVENTS": (
-        ("row_id", INT), ("subject_id", INT), ("hadm_id", INT), ("itemid", INT),
-        ("charttime", TS), ("value", STR), ("valuenum", FLOAT), ("valueuom", STR),
-        ("flag", STR),
-    ),
-    "D_ITEMS": (
-        ("row_id", INT), ("itemid", INT), ("label", STR), ("abbreviation", STR),
-        ("dbsource", STR), ("linksto", STR), ("category", STR), ("unitname", STR),
-        ("param_type", STR), ("conceptid", INT),
-    ),
-    "D_LABITEMS": (
-        ("row_id", INT), ("itemid", INT), ("label", STR), ("fluid", STR), ("category", STR),
-        ("loinc_code", STR),
-    ),
-}
-
-HOSPITAL_TABLES = tuple(MIMIC_SCHEMAS)
-
-
-def table_columns(table: str) -> list[str]:
-    """Lowercase column names of a MIMIC table, in the official order."""
-    return [name for name, _ in MIMIC_SCHEMAS[table]]
-
-
-def table_filename(table: str, compress: bool) -> str:
-    return f"{table}.csv.gz" if compress else f"{table}.csv"
-
-
-# ---------------------------------------------------------------------------------------------
-# Item catalogue: the 42 variables of dbt_mimic/seeds/variables.csv as real MIMIC ITEMIDs
-# ---------------------------------------------------------------------------------------------
-
-# Text categories as MIMIC writes them (checked against the demo's CHARTEVENTS `value`).
-# Key: text map name -> {score: text}; score 0 of the verbal maps is the intubated category.
-GCS_VERBAL_ETT = 0
-TEXT_MAPS: dict[str, dict[int, str]] = {
-    "gcs_eye_mv": {4: "Spontaneously", 3: "To Speech", 2: "To Pain", 1: "None"},
-    "gcs_eye_cv": {4: "4 Spontaneously", 3: "3 To speech", 2: "2 To pain", 1: "1 No Response"},
-    "gcs_motor_mv": {
-        6: "Obeys Commands", 5: "Localizes Pain", 4: "Flex-withdraws", 3: "Abnormal Flexion",
-        2: "Abnormal extension", 1: "No response",
-    },
-    "gcs_motor_cv": {
-        6: "6 Obeys Commands", 5: "5 Localizes Pain", 4: "4 Flex-withdraws",
-        3: "3 Abnorm flexion", 2: "2 Abnorm extensn", 1: "1 No Response",
-    },
-    "gcs_verbal_mv": {
-        5: "Oriented", 4: "Confused", 3: "Inappropriate Words", 2: "Incomprehensible sounds",
-        1: "No Response", GCS_VERBAL_ETT: "No Response-ETT",
-    },
-    "gcs_verbal_cv": {
-        5: "5 Oriented", 4: "4 Confused", 3: "3 Inapprop words", 2: "2 Incomp sounds",
-        1: "1 No Response", GCS_VERBAL_ETT: "1.0 ET/Trach",
-    },
-    "crr_cv": {0: "Normal <3 secs", 1: "Abnormal >3 secs"},
-    "crr_mv": {0: "Normal <3 Seconds", 1: "Abnormal >3 Seconds"},
-    # distractor items (not one of the 42 variables): staging must ignore them
-    "rhythm_mv": {0: "SR (Sinus Rhythm)", 1: "ST (Sinus Tachycardia)", 2: "AF (Atrial Fibrillation)",
-                  3: "SB (Sinus Bradycardia)"},
-    "rhythm_cv": {0: "Sinus Rhythm", 1: "Sinus Tachy", 2: "Atrial Fib", 3: "Sinus Brady"},
-    "skin_site_mv": {0: "Gluteal, Left", 1: "Gluteal, Right", 2: "Coccyx", 3: 'Heel, "R"'},
-}
-
-
-@dataclass(frozen=True)
-class Item:
-    """One MIMIC ITEMID and how a variable's canonical value is written in it.
-
-    raw = canonical * scale + offset, rounded to `decimals`; categorical items use `text_map`.
-    """
-
-    itemid: int
-    variable: str | None  # None: a distractor item outside the 42 variables
-    table: str  # 'chartevents' | 'labevents'
-    dbsource: str  # 'carevue' | 'metavision' | 'hospital' (labs)
-    label: str
-    valueuom: str | None
-    decimals: int = 0
-    scale: float = 1.0
-    offset: float = 0.0
-    text_map: str | None = None
-    canonical: bool = False  # the one ITEMID the decoder writes for this variable
-    abbreviation: str | None = None
-    category: str | None = None
-    fluid: str | None = None
-    loinc: str | None = None
-
-
-def _c(itemid, variable, dbsource, label, uom, decimals=0, **kw) -> Item:
-    return Item(itemid, variable, "chartevents", dbsource, label, uom, decimals, **kw)
-
-
-def _l(itemid, variable, label, uom, decimals, category, loinc, canonical=True, fluid="Blood") -> Item:
-    return Item(itemid, variable, "labevents", "hospital", label, uom, decimals,
-                canonical=canonical, category=category, fluid=fluid, loinc=loinc)
-
-
-MV, CV = "metavision", "carevue"
-ITEMS: tuple[Item, ...] = (
-    # vitals (CareVue and MetaVision), written in their real units
-    _c(220045, "heart_rate", MV, "Heart Rate", "bpm", abbreviation="HR", category="Routine Vital Signs", canonical=True),
-    _c(211, "heart_rate", CV, "Heart Rate", "BPM"),
-    _c(220179, "systolic_blood_pressure", MV, "Non Invasive Blood Pressure systolic", "mmHg", abbreviation="NBPs", category="Routine Vital Signs", canonical=True),
-    _c(220050, "systolic_blood_pressure", MV, "Arterial Blood Pressure systolic", "mmHg", abbreviation="ABPs", category="Routine Vital Signs"),
-    _c(455, "systolic_blood_pressure", CV, "NBP [Systolic]", "mmHg"),
-    _c(51, "systolic_blood_pressure", CV, "Arterial BP [Systolic]", "mmHg"),
-    _c(220180, "diastolic_blood_pressure", MV, "Non Invasive Blood Pressure diastolic", "mmHg", abbreviation="NBPd", category="Routine Vital Signs", canonical=True),
-    _c(220051, "diastolic_blood_pressure", MV, "Arterial Blood Pressure diastolic", "mmHg", abbreviation="ABPd", category="Routine Vital Signs"),
-    _c(8441, "diastolic_blood_pressure", CV, "NBP [Diastolic]", "mmHg"),
-    _c(8368, "diastolic_blood_pressure", CV, "Arterial BP [Diastolic]", "mmHg"),
-    _c(220181, "mean_blood_pressure", MV, "Non Invasive Blood Pressure mean", "mmHg", abbreviation="NBPm", category="Routine Vital Signs", canonical=True),
-    _c(220052, "mean_blood_pressure", MV, "Arterial Blood Pressure mean", "mmHg", abbreviation="ABPm", category="Routine Vital Signs"),
-    _c(456, "mean_blood_pressure", CV, "NBP Mean", "mmHg"),
-    _c(52, "mean_blood_pressure", CV, "Arterial BP Mean", "mmHg"),
-    _c(220210, "respiratory_rate", MV, "Respiratory Rate", "insp/min", abbreviation="RR", category="Respiratory", canonical=True),
-    _c(618, "respiratory_rate", CV, "Respiratory Rate", "BPM"),
-    _c(220277, "oxygen_saturation", MV, "O2 saturation pulseoxymetry", "%", abbreviation="SpO2", category="Respiratory", canonical=True),
-    _c(646, "oxygen_saturation", CV, "SpO2", "%"),
-    _c(223762, "temperature", MV, "Temperature Celsius", "?C", 1, abbreviation="Temperature C", category="Routine Vital Signs", canonical=True),
-    _c(223761, "temperature", MV, "Temperature Fahrenheit", "?F", 1, scale=1.8, offset=32.0, abbreviation="Temperature F", category="Routine Vital Signs"),
-    _c(678, "temperature", CV, "Temperature F", "Deg. F", 1, scale=1.8, offset=32.0),
-    _c(677, "temperature", CV, "Temperature C (calc)", "Deg. C", 1),
-    # FiO2: CareVue 189 stores a fraction (its unit field really says 'torr'); 223835 and 3420 store %
-    _c(189, "fraction_inspired_oxygen", CV, "FiO2 (Analyzed)", "torr", 2, canonical=True),
-    _c(223835, "fraction_inspired_oxygen", MV, "Inspired O2 Fraction", None, 0, scale=100.0, abbreviation="FiO2", category="Respiratory"),
-    _c(3420, "fraction_inspired_oxygen", CV, "FIO2", "%", 0, scale=100.0),
-    _c(225664, "glucose", MV, "Glucose finger stick", None, abbreviation="Glucose finger stick", category="Labs"),
-    _c(807, "glucose", CV, "Fingerstick Glucose", None, category="Chemistry"),
-    _c(223830, "ph", MV, "PH (Arterial)", "units", 2, abbreviation="PH (Arterial)", category="Labs"),
-    _c(780, "ph", CV, "Arterial pH", None, 2, category="ABG"),
-    # Glasgow coma scale and capillary refill: text categories, valuenum = score (GCS only)
-    _c(220739, "gcs_eye_opening", MV, "GCS - Eye Opening", None, text_map="gcs_eye_mv", canonical=True, abbreviation="Eye Opening", category="Neurological"),
-    _c(184, "gcs_eye_opening", CV, "Eye Opening", None, text_map="gcs_eye_cv"),
-    _c(223901, "gcs_motor_response", MV, "GCS - Motor Response", None, text_map="gcs_motor_mv", canonical=True, abbreviation="Motor Response", category="Neurological"),
-    _c(454, "gcs_motor_response", CV, "Motor Response", None, text_map="gcs_motor_cv"),
-    _c(223900, "gcs_verbal_response", MV, "GCS - Verbal Response", None, text_map="gcs_verbal_mv", canonical=True, abbreviation="Verbal Response", category="Neurological"),
-    _c(723, "gcs_verbal_response", CV, "Verbal Response", None, text_map="gcs_verbal_cv"),
-    _c(198, "gcs_total", CV, "GCS Total", "points", canonical=True),
-    _c(3348, "capillary_refill_rate", CV, "Capillary Refill", None, text_map="crr_cv", canonical=True),
-    _c(115, "capillary_refill_rate", CV, "Capillary Refill [Right]", None, text_map="crr_cv"),
-    _c(8377, "capillary_refill_rate", CV, "Capillary Refill [Left]", None, text_map="crr_cv"),
-    # MetaVision capillary refill is not in the benchmark's item map; kept for realism
-    _c(223951, "capillary_refill_rate", MV, "Capillary Refill R", None, text_map="crr_mv", abbreviation="Capillary Refill R", category="Cardiovascular (Pulses)"),
-    # distractors: items a staging model must not pick up
-    _c(220048, None, MV, "Heart Rhythm", None, text_map="rhythm_mv", abbreviation="Heart Rhythm", category="Routine Vital Signs"),
-    _c(212, None, CV, "Heart Rhythm", None, text_map="rhythm_cv"),
-    _c(224032, None, MV, "Impaired Skin Site #1", None, text_map="skin_site_mv", abbreviation="Site #1", category="Skin - Impairment"),
-    _c(220339, None, MV, "PEEP set", "cmH2O", abbreviation="PEEP set", category="Respiratory"),
-    _c(506, None, CV, "PEEP Set", "cmH2O"),
-    # labs (LABEVENTS has no icustay_id)
-    _l(50861, "alanine_aminotransferase", "Alanine Aminotransferase (ALT)", "IU/L", 0, "Chemistry", "1742-6"),
-    _l(50862, "albumin", "Albumin", "g/dL", 1, "Chemistry", "1751-7"),
-    _l(50863, "alkaline_phosphatase", "Alkaline Phosphatase", "IU/L", 0, "Chemistry", "6768-6"),
-    _l(50868, "anion_gap", "Anion Gap", "mEq/L", 0, "Chemistry", "1863-0"),
-    _l(50878, "aspartate_aminotransferase", "Asparate Aminotransferase (AST)", "IU/L", 0, "Chemistry", "1920-8"),
-    _l(51146, "basophils", "Basophils", "%", 1, "Hematology", "704-7"),
-    _l(50882, "bicarbonate", "Bicarbonate", "mEq/L", 0, "Chemistry", "1963-8"),
-    _l(50885, "bilirubin", "Bilirubin, Total", "mg/dL", 1, "Chemistry", "1975-2"),
-    _l(51006, "blood_urea_nitrogen", "Urea Nitrogen", "mg/dL", 0, "Chemistry", "3094-0"),
-    _l(50893, "calcium", "Calcium, Total", "mg/dL", 1, "Chemistry", "2000-8"),
-    _l(50902, "chloride", "Chloride", "mEq/L", 0, "Chemistry", "2075-0"),
-    _l(50912, "creatinine", "Creatinine", "mg/dL", 1, "Chemistry", "2160-0"),
-    _l(50931, "glucose", "Glucose", "mg/dL", 0, "Chemistry", "2345-7"),
-    _l(51221, "hematocrit", "Hematocrit", "%", 1, "Hematology", "4544-3"),
-    _l(51222, "hemoglobin", "Hemoglobin", "g/dL", 1, "Hematology", "718-7"),
-    _l(50813, "lactate", "Lactate", "mmol/L", 1, "Blood Gas", "32693-4"),
-    _l(51244, "lymphocytes", "Lymphocytes", "%", 1, "Hematology", "731-0"),
-    _l(51250, "mean_corpuscular_volume", "MCV", "fL", 0, "Hematology", "787-2"),
-    _l(51254, "monocytes", "Monocytes", "%", 1, "Hematology", "742-7"),
-    _l(51256, "neutrophils", "Neutrophils", "%", 1, "Hematology", "761-7"),
-    _l(50818, "partial_pressure_co2", "pCO2", "mm Hg", 0, "Blood Gas", "11557-6"),
-    _l(50970, "phosphate", "Phosphate", "mg/dL", 1, "Chemistry", "2777-1"),
-    _l(51265, "platelets", "Platelet Count", "K/uL", 0, "Hematology", "777-3"),
-    _l(50971, "potassium", "Potassium", "mEq/L", 1, "Chemistry", "2823-3"),
-    _l(51274, "prothrombin_time", "PT", "sec", 1, "Hematology", "5902-2"),
-    _l(51237, "inr", "INR(PT)", None, 1, "Hematology", "5895-7"),
-    _l(51279, "red_blood_cell_count", "Red Blood Cells", "m/uL", 2, "Hematology", "789-8"),
-    _l(51301, "white_blood_cell_count", "White Blood Cells", "K/uL", 1, "Hematology", "804-5"),
-    _l(50820, "ph", "pH", "units", 2, "Blood Gas", "11558-4"),
-    # blood-gas duplicates of chemistry variables (same variable, second ITEMID)
-    _l(50809, "glucose", "Glucose", "mg/dL", 0, "Blood Gas", "2339-0", canonical=False),
-    _l(50822, "potassium", "Potassium, Whole Blood", "mEq/L", 1, "Blood Gas", "6298-4", canonical=False),
-    _l(50817, "oxygen_saturation", "Oxygen Saturation", "%", 0, "Blood Gas", "20564-1", canonical=False),
-    # distractor labs
-    _l(50983, None, "Sodium", "mEq/L", 0, "Chemistry", "2951-2", canonical=False),
-    _l(50960, None, "Magnesium", "mg/dL", 1, "Chemistry", "2601-3", canonical=False),
-    _l(50821, None, "pO2", "mm Hg", 0, "Blood Gas", "11556-8", canonical=False),
+from synehrgy_assets.core.mimic_dictionaries import (
+    GCS_VERBAL_ETT,
+    ITEM_DECIMALS,
+    ITEM_OFFSET,
+    ITEM_SCALE,
+    ITEM_UOM,
+    LAB_REFERENCE_RANGES,
+    MAX_ITEMID,
+    UOM_VALUES,
+    CodeUniverse,
+    code_universe,
+    dictionary_tables,
+    event_value_columns,
+    fixed_decimals_text,
+    round_values,
+    text_codes,
 )
-
-ITEM_BY_ID: dict[int, Item] = {item.itemid: item for item in ITEMS}
-CANONICAL_ITEMS: dict[str, Item] = {item.variable: item for item in ITEMS if item.canonical}
-
-
-def item_catalogue() -> pd.DataFrame:
-    """The item catalogue as a frame (one row per ITEMID), e.g. to cross-check a dbt seed."""
-    return pd.DataFrame([item.__dict__ for item in ITEMS])
-
-
-def text_to_score() -> dict[tuple[str, str], int]:
-    """(variable, MIMIC text) -> score for every categorical item; verbal ETT maps to 1."""
-    out: dict[tuple[str, str], int] = {}
-    for item in ITEMS:
-        if item.text_map and item.variable:
-            for score, text in TEXT_MAPS[item.text_map].items():
-                ett = item.variable == "gcs_verbal_response" and score == GCS_VERBAL_ETT
-                out[(item.variable, text)] = 1 if ett else score
-    return out
-
-
-def check_catalogue(variables_csv: str | Path | None = None) -> None:
-    """Raise if the catalogue's variables differ from `dbt_mimic/seeds/variables.csv`."""
-    seed = Path(variables_csv) if variables_csv else (
-        Path(__file__).resolve().parents[2] / "dbt_mimic" / "seeds" / "variables.csv")
-    wanted = set(pd.read_csv(seed)["variable"])
-    have = set(CANONICAL_ITEMS)
-    if wanted != have:
-        raise ValueError(
-            f"synthetic_hospital item catalogue out of sync with {seed}: "
-            f"missing {sorted(wanted - have)}, unexpected {sorted(have - wanted)}"
-        )
-
-# ---------------------------------------------------------------------------------------------
-# Built-in ICD-9 universe (written for this project; common ICU codes, MIMIC spelling: no dots)
-# ---------------------------------------------------------------------------------------------
-
-_DIAGNOSES_TEXT = """
-0380|Streptococcal septicemia
-03811|Methicillin susceptible Staphylococcus aureus septicemia
-03812|Methicillin resistant Staphylococcus aureus septicemia
-03842|Septicemia due to Escherichia coli
-03849|Other septicemia due to gram-negative organisms
-0389|Unspecified septicemia
-00845|Intestinal infection due to Clostridium difficile
-0414|Escherichia coli infection in conditions classified elsewhere
-04104|Streptococcus group D infection in conditions classified elsewhere
-04111|Methicillin susceptible Staphylococcus aureus infection elsewhere
-0413|Klebsiella pneumoniae infection in conditions classified elsewhere
-07054|Chronic hepatitis C without mention of hepatic coma
-07070|Unspecified viral hepatitis C without hepatic coma
-1120|Candidiasis of mouth
-1125|Disseminated candidiasis
-1509|Malignant neoplasm of esophagus, unspecified site
-1541|Malignant neoplasm of rectum
-1550|Malignant neoplasm of liver, primary
-1579|Malignant neoplasm of pancreas, part unspecified
-1629|Malignant neoplasm of bronchus and lung, unspecified
-1749|Malignant neoplasm of breast (female), unspecified
-185|Malignant neoplasm of prostate
-1970|Secondary malignant neoplasm of lung
-1977|Secondary malignant neoplasm of liver
-1983|Secondary malignant neoplasm of brain and spinal cord
-1985|Secondary malignant neoplasm of bone and bone marrow
-1991|Other malignant neoplasm without specification of site
-20300|Multiple myeloma, without mention of having achieved remission
-20500|Acute myeloid leukemia, without mention of having achieved remission
-2449|Unspecified acquired hypothyroidism
-25000|Diabetes mellitus without complication, type II or unspecified
-25001|Diabetes mellitus without complication, type I
-25013|Diabetes with ketoacidosis, type I, uncontrolled
-25040|Diabetes with renal manifestations, type II or unspecified
-25060|Diabetes with neurological manifestations, type II or unspecified
-2639|Unspecified protein-calorie malnutrition
-2720|Pure hypercholesterolemia
-2724|Other and unspecified hyperlipidemia
-2749|Gout, unspecified
-2752|Disorders of magnesium metabolism
-27541|Hypocalcemia
-2760|Hyperosmolality and/or hypernatremia
-2761|Hyposmolality and/or hyponatremia
-2762|Acidosis
-2767|Hyperpotassemia
-2768|Hypopotassemia
-27651|Dehydration
-27669|Other fluid overload
-27800|Obesity, unspecified
-27801|Morbid obesity
-2800|Iron deficiency anemia secondary to blood loss (chronic)
-2851|Acute posthemorrhagic anemia
-28521|Anemia in chronic kidney disease
-28529|Anemia of other chronic disease
-2859|Anemia, unspecified
-2866|Defibrination syndrome
-2869|Other and unspecified coagulation defects
-2875|Thrombocytopenia, unspecified
-2930|Delirium due to conditions classified elsewhere
-2948|Other persistent mental disorders due to conditions classified elsewhere
-29181|Alcohol withdrawal
-30000|Anxiety state, unspecified
-30390|Other and unspecified alcohol dependence, unspecified
-30500|Alcohol abuse, unspecified
-3051|Tobacco use disorder
-311|Depressive disorder, not elsewhere classified
-3310|Alzheimer's disease
-32723|Obstructive sleep apnea (adult) (pediatric)
-3453|Grand mal status
-3481|Anoxic brain damage
-34830|Encephalopathy, unspecified
-34831|Metabolic encephalopathy
-3485|Cerebral edema
-3572|Polyneuropathy in diabetes
-4019|Unspecified essential hypertension
-40390|Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage I through stage IV, or unspecified
-40391|Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage V or end stage renal disease
-41011|Acute myocardial infarction of other anterior wall, initial episode of care
-41041|Acute myocardial infarction of other inferior wall, initial episode of care
-41071|Subendocardial infarction, initial episode of care
-4111|Intermediate coronary syndrome
-412|Old myocardial infarction
-4139|Other and unspecified angina pectoris
-41400|Coronary atherosclerosis of unspecified type of vessel, native or graft
-41401|Coronary atherosclerosis of native coronary artery
-41519|Other pulmonary embolism and infarction
-4160|Primary pulmonary hypertension
-4168|Other chronic pulmonary heart diseases
-4233|Cardiac tamponade
-4240|Mitral valve disorders
-4241|Aortic valve disorders
-4254|Other primary cardiomyopathies
-4271|Paroxysmal ventricular tachycardia
-42731|Atrial fibrillation
-42732|Atrial flutter
-42741|Ventricular fibrillation
-4275|Cardiac arrest
-4280|Congestive heart failure, unspecified
-42822|Chronic systolic heart failure
-42823|Acute on chronic systolic heart failure
-42832|Chronic diastolic heart failure
-42833|Acute on chronic diastolic heart failure
-430|Subarachnoid hemorrhage
-431|Intracerebral hemorrhage
-4321|Subdural hemorrhage
-43310|Occlusion and stenosis of carotid artery without mention of cerebral infarction
-43411|Cerebral embolism with cerebral infarction
-43491|Cerebral artery occlusion, unspecified with cerebral infarction
-4400|Atherosclerosis of aorta
-44021|Atherosclerosis of native arteries of the extremities with intermittent claudication
-4412|Thoracic aneurysm without mention of rupture
-4414|Abdominal aneurysm without mention of rupture
-4439|Peripheral vascular disease, unspecified
-45341|Acute venous embolism and thrombosis of deep vessels of proximal lower extremity
-4560|Esophageal varices with bleeding
-4580|Orthostatic hypotension
-45829|Other iatrogenic hypotension
-4589|Hypotension, unspecified
-486|Pneumonia, organism unspecified
-4821|Pneumonia due to Pseudomonas
-48241|Methicillin susceptible pneumonia due to Staphylococcus aureus
-49121|Obstructive chronic bronchitis with (acute) exacerbation
-49390|Asthma, unspecified type, unspecified
-496|Chronic airway obstruction, not elsewhere classified
-5070|Pneumonitis due to inhalation of food or vomitus
-5119|Unspecified pleural effusion
-5180|Pulmonary collapse
-51881|Acute respiratory failure
-51882|Other pulmonary insufficiency, not elsewhere classified
-51883|Chronic respiratory failure
-51884|Acute and chronic respiratory failure
-53081|Esophageal reflux
-5570|Acute vascular insufficiency of intestine
-5589|Other and unspecified noninfectious gastroenteritis and colitis
-5609|Unspecified intestinal obstruction
-570|Acute and subacute necrosis of liver
-5712|Alcoholic cirrhosis of liver
-5715|Cirrhosis of liver without mention of alcohol
-5722|Hepatic encephalopathy
-5723|Portal hypertension
-5724|Hepatorenal syndrome
-5733|Hepatitis, unspecified
-5770|Acute pancreatitis
-5780|Hematemesis
-5781|Blood in stool
-5789|Hemorrhage of gastrointestinal tract, unspecified
-5845|Acute kidney failure with lesion of tubular necrosis
-5849|Acute kidney failure, unspecified
-5853|Chronic kidney disease, Stage III (moderate)
-5854|Chronic kidney disease, Stage IV (severe)
-5856|End stage renal disease
-5859|Chronic kidney disease, unspecified
-5990|Urinary tract infection, site not specified
-60000|Hypertrophy (benign) of prostate without urinary obstruction
-6826|Cellulitis and abscess of leg, except foot
-70703|Pressure ulcer, lower back
-71590|Osteoarthrosis, unspecified whether generalized or localized, site unspecified
-73300|Osteoporosis, unspecified
-7706|Transitory tachypnea of newborn
-7742|Neonatal jaundice associated with preterm delivery
-76518|Other preterm infants, 2000-2,499 grams
-7802|Syncope and collapse
-78039|Other convulsions
-78060|Fever, unspecified
-78097|Altered mental status
-7823|Edema
-78551|Cardiogenic shock
-78552|Septic shock
-78559|Other shock without mention of trauma
-78650|Chest pain, unspecified
-78791|Diarrhea
-78820|Retention of urine, unspecified
-78900|Abdominal pain, unspecified site
-78959|Other ascites
-7907|Bacteremia
-79902|Hypoxemia
-8052|Closed fracture of dorsal [thoracic] vertebra without mention of spinal cord injury
-8054|Closed fracture of lumbar vertebra without mention of spinal cord injury
-80702|Closed fracture of two ribs
-80703|Closed fracture of three ribs
-8208|Closed fracture of unspecified part of neck of femur
-85200|Subarachnoid hemorrhage following injury without mention of open intracranial wound, unspecified state of consciousness
-85220|Subdural hemorrhage following injury without mention of open intracranial wound, unspecified state of consciousness
-8600|Traumatic pneumothorax without mention of open wound into thorax
-9961|Mechanical complication of other vascular device, implant, and graft
-99591|Sepsis
-99592|Severe sepsis
-99662|Infection and inflammatory reaction due to other vascular device, implant, and graft
-9971|Cardiac complications
-9975|Urinary complications
-99811|Hemorrhage complicating a procedure
-99812|Hematoma complicating a procedure
-99859|Other postoperative infection
-V053|Need for prophylactic vaccination and inoculation against viral hepatitis
-V090|Infection with microorganisms resistant to penicillins
-V103|Personal history of malignant neoplasm of breast
-V1046|Personal history of malignant neoplasm of prostate
-V1251|Personal history of venous thrombosis and embolism
-V1254|Personal history of transient ischemic attack (TIA), and cerebral infarction without residual deficits
-V1582|Personal history of tobacco use
-V290|Observation for suspected infectious condition
-V3000|Single liveborn, born in hospital, delivered without mention of cesarean section
-V3001|Single liveborn, born in hospital, delivered by cesarean section
-V433|Heart valve replaced by other means
-V440|Tracheostomy status
-V4501|Cardiac pacemaker in situ
-V4511|Renal dialysis status
-V4581|Aortocoronary bypass status
-V4582|Percutaneous transluminal coronary angioplasty status
-V4986|Do not resuscitate status
-V5861|Long-term (current) use of anticoagulants
-V5866|Long-term (current) use of aspirin
-V5867|Long-term (current) use of insulin
-V667|Encounter for palliative care
-E8120|Other motor vehicle traffic accident involving collision with motor vehicle injuring driver of motor vehicle other than motorcycle
-E8490|Home accidents
-E8497|Accidents occurring in residential institution
-E8499|Accident occurring in unspecified place
-E8782|Surgical operation with implant of artificial internal device causing abnormal patient reaction
-E8788|Other specified surgical operations and procedures causing abnormal patient reaction
-E8798|Other specified procedures as the cause of abnormal reaction of patient
-E8859|Fall from other slipping, tripping, or stumbling
-E8889|Unspecified fall
-E9320|Adrenal cortical steroids causing adverse effects in therapeutic use
-E9331|Antineoplastic and immunosuppressive drugs causing adverse effects in therapeutic use
-E9342|Anticoagulants causing adverse effects in therapeutic use
-"""
-
-_PROCEDURES_TEXT = """
-0014|Injection or infusion of oxazolidinone class of antibiotics
-0017|Infusion of vasopressor agent
-0040|Procedure on single vessel
-0041|Procedure on two vessels
-0045|Insertion of one vascular stent
-0046|Insertion of two vascular stents
-0066|Percutaneous transluminal coronary angioplasty [PTCA]
-0124|Other craniotomy
-0131|Incision of cerebral meninges
-0331|Spinal tap
-311|Temporary tracheostomy
-3129|Other permanent tracheostomy
-3322|Fiber-optic bronchoscopy
-3324|Closed [endoscopic] biopsy of bronchus
-3404|Insertion of intercostal catheter for drainage
-3491|Thoracentesis
-3521|Open and other replacement of aortic valve with tissue graft
-3606|Insertion of non-drug-eluting coronary artery stent(s)
-3607|Insertion of drug-eluting coronary artery stent(s)
-3612|Aortocoronary bypass of two coronary arteries
-3613|Aortocoronary bypass of three coronary arteries
-3615|Single internal mammary-coronary artery bypass
-3722|Left heart cardiac catheterization
-3723|Combined right and left heart cardiac catheterization
-3761|Implant of pulsation balloon
-3778|Insertion of temporary transvenous pacemaker system
-3844|Resection of vessel with replacement, aorta, abdominal
-3891|Arterial catheterization
-3893|Venous catheterization, not elsewhere classified
-3895|Venous catheterization for renal dialysis
-3950|Angioplasty of other non-coronary vessel(s)
-3961|Extracorporeal circulation auxiliary to open heart surgery
-3971|Endovascular implantation of other graft in abdominal aorta
-3995|Hemodialysis
-4311|Percutaneous [endoscopic] gastrostomy [PEG]
-4443|Endoscopic control of gastric or duodenal bleeding
-4513|Other endoscopy of small intestine
-4516|Esophagogastroduodenoscopy [EGD] with closed biopsy
-4523|Colonoscopy
-4573|Open and other right hemicolectomy
-5110|Endoscopic retrograde cholangiopancreatography [ERCP]
-5123|Laparoscopic cholecystectomy
-5411|Exploratory laparotomy
-5491|Percutaneous abdominal drainage
-7935|Open reduction of fracture with internal fixation, femur
-8151|Total hip replacement
-8622|Excisional debridement of wound, infection, or burn
-8628|Nonexcisional debridement of wound, infection or burn
-8703|Computerized axial tomography of head
-8741|Computerized axial tomography of thorax
-8853|Angiocardiography of left heart structures
-8856|Coronary arteriography using two catheters
-8872|Diagnostic ultrasound of heart
-8891|Magnetic resonance imaging of brain and brain stem
-8962|Central venous pressure monitoring
-8964|Pulmonary artery wedge monitoring
-9390|Non-invasive mechanical ventilation
-9604|Insertion of endotracheal tube
-966|Enteral infusion of concentrated nutritional substances
-9670|Continuous invasive mechanical ventilation of unspecified duration
-9671|Continuous invasive mechanical ventilation for less than 96 consecutive hours
-9672|Continuous invasive mechanical ventilation for 96 consecutive hours or more
-9904|Transfusion of packed cells
-9905|Transfusion of platelets
-9907|Transfusion of other serum
-9915|Parenteral infusion of concentrated nutritional substances
-9955|Prophylactic administration of vaccine against other diseases
-9960|Cardiopulmonary resuscitation, not otherwise specified
-9962|Other electric countershock of heart
-9983|Other phototherapy
-"""
-
-
-def _parse_codes(text: str) -> tuple[list[str], list[str]]:
-    rows = [line.split("|", 1) for line in text.strip().splitlines()]
-    return [r[0] for r in rows], [r[1] for r in rows]
-
-
-BUILTIN_DIAGNOSES, _DIAG_TITLES = _parse_codes(_DIAGNOSES_TEXT)
-# MIMIC's own dictionary lacks a few codes that DIAGNOSES_ICD uses (e.g. 0414); so does ours,
-# so staging must not inner-join codes to D_ICD_DIAGNOSES.
-_NOT_IN_DICTIONARY = {"0414"}
-BUILTIN_PROCEDURES, _PROC_TITLES = _parse_codes(_PROCEDURES_TEXT)
+from synehrgy_assets.core.mimic_tables import (
+    HOSPITAL_TABLES,
+    MimicTableWriter,
+    atomic_table_dir,
+    dict_array,
+    table_filename,
+)
 
 # Clinical clusters: co-occurring codes, procedures and admission diagnosis text. The first
 # code of a cluster is its principal diagnosis when the cluster is the admission's primary.
@@ -730,228 +165,6 @@ _BACKGROUND_PX: dict[str, float] = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# CSV writing (shared with decoder.py)
-# ---------------------------------------------------------------------------------------------
-
-_NEEDS_QUOTE = r'[",\r\n]'
-
-
-def _quote_strings(arr: pa.Array, quote_all: bool) -> pa.Array:
-    """CSV-quote a string array: every value (full release) or only where needed (demo)."""
-    if isinstance(arr.type, pa.DictionaryType):
-        # quote the (small) dictionary once, then expand
-        return pc.take(_quote_strings(arr.dictionary, quote_all), arr.indices)
-    if len(arr) == 0:
-        return arr
-    has_quote = pc.any(pc.match_substring(arr, '"')).as_py()
-    escaped = pc.replace_substring(arr, '"', '""') if has_quote else arr
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    if quote_all:
-        return quoted
-    needs = pc.match_substring_regex(arr, _NEEDS_QUOTE)
-    if not pc.any(needs).as_py():
-        return arr
-    return pc.if_else(needs, quoted, arr)
-
-
-def _csv_lines(columns: list[pa.Array], kinds: list[str], quote_all: bool) -> pa.Array:
-    """One CSV line (with trailing newline) per row, nulls as empty fields (pure arrow)."""
-    formatted = [_quote_strings(a, quote_all) if k == STR else pc.cast(a, pa.string())
-                 for a, k in zip(columns, kinds)]
-    joined = pc.binary_join_element_wise(
-        *formatted, ",", null_handling="replace", null_replacement=""
-    )
-    return pc.binary_join_element_wise(joined, "", "\n")
-
-
-def _string_array_bytes(arr: pa.Array) -> memoryview:
-    """The contiguous UTF-8 payload of a string array without nulls (zero copy)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)
-    start, end = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-    return memoryview(arr.buffers()[2])[start:end]
-
-
-def csv_body(columns: list[pa.Array], kinds: list[str], quote_all: bool) -> memoryview:
-    """CSV rows (no header) as bytes: the full release style quotes every string value, the
-    demo style only values holding a quote, comma or line break."""
-    return _string_array_bytes(_csv_lines(columns, kinds, quote_all))
-
-
-def header_line(table: str, header_case: str) -> bytes:
-    if header_case not in ("lower", "upper"):
-        raise ValueError(f"header_case must be 'lower' or 'upper', got {header_case!r}")
-    names = table_columns(table)
-    if header_case == "upper":
-        return (",".join(f'"{n.upper()}"' for n in names) + "\n").encode()
-    return (",".join(names) + "\n").encode()
-
-
-def _to_arrow_column(values, kind: str, table: str, column: str) -> pa.Array:
-    """Coerce numpy / pandas / arrow values to the arrow type a column kind is written from."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    try:
-        if isinstance(values, pa.Array):
-            arr = values
-        elif kind == TS and isinstance(values, pd.Series) and not pd.api.types.is_datetime64_any_dtype(values):
-            arr = pa.array(pd.to_datetime(values), from_pandas=True)
-        else:
-            arr = pa.array(values, from_pandas=True)
-    except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ValueError(f"{table}.{column}: cannot convert the values for a {kind} column ({exc})") from exc
-    t = arr.type
-    ok = {
-        INT: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t),
-        FLOAT: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t),
-        TS: pa.types.is_timestamp(t) or pa.types.is_integer(t) or pa.types.is_null(t),
-        STR: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
-        or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)),
-    }[kind]
-    if not ok:
-        hint = " (codes must stay strings to keep leading zeros)" if kind == STR else ""
-        raise ValueError(f"{table}.{column}: expected a {kind} column, got arrow type {t}{hint}")
-    try:
-        if kind == INT:
-            if pa.types.is_floating(t):
-                arr = pc.round(arr)
-            return pc.cast(arr, pa.int64())
-        if kind == FLOAT:
-            return pc.cast(arr, pa.float64())
-        if kind == TS:
-            if pa.types.is_integer(t):  # epoch seconds
-                return pc.cast(pc.cast(arr, pa.int64()), pa.timestamp("s"))
-            if pa.types.is_timestamp(t) and t.unit != "s":
-                arr = pc.floor_temporal(arr, unit="second")
-                arr = pc.cast(arr, pa.timestamp("s", tz=t.tz), safe=False)
-            return pc.cast(arr, pa.timestamp("s"))
-        if pa.types.is_dictionary(t):
-            return arr
-        return pc.cast(arr, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(f"{table}.{column}: cannot write arrow type {t} as a {kind} column ({exc})") from exc
-
-
-_WRITE_SLICE_ROWS = 250_000  # bounds the formatted text held per step (and keeps int32 offsets safe)
-
-
-class MimicTableWriter:
-    """Streams one MIMIC table to `path` (CSV or gzip CSV), chunk by chunk.
-
-    Formatting and compression run in two worker threads (arrow and zlib free the GIL), so
-    the caller generates chunk k+1 while chunk k is formatted and chunk k-1 compressed. At
-    most one chunk waits at each stage, which keeps memory bounded. Output is deterministic:
-    the gzip header carries no timestamp or file name.
-    """
-
-    def __init__(self, path: Path, table: str, *, header_case: str = "lower",
-                 compress: bool = True, gzip_level: int = 1):
-        if table not in MIMIC_SCHEMAS:
-            raise ValueError(f"unknown MIMIC table {table!r}; expected one of {HOSPITAL_TABLES}")
-        self.path = Path(path)
-        self.table = table
-        self.columns = MIMIC_SCHEMAS[table]
-        self.quote_all = header_case == "upper"
-        self.rows = 0
-        self._file = open(self.path, "wb")
-        self._zip = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if compress else None
-        self._formatter = ThreadPoolExecutor(max_workers=1)
-        self._sinker = ThreadPoolExecutor(max_workers=1)
-        self._formatting: Future | None = None
-        self._sinking: Future | None = None
-        self._queue_sink(header_line(table, header_case))
-
-    def _sink(self, payload) -> None:
-        self._file.write(self._zip.compress(payload) if self._zip else payload)
-
-    def _queue_sink(self, payload) -> None:
-        if self._sinking is not None:
-            self._sinking.result()
-        self._sinking = self._sinker.submit(self._sink, payload)
-
-    def _format_and_sink(self, arrays: list[pa.Array]) -> None:
-        # the memoryview keeps the arrow buffer alive until the sink has consumed it
-        self._queue_sink(csv_body(arrays, [k for _, k in self.columns], self.quote_all))
-
-    def write(self, data: Mapping | pd.DataFrame | pa.Table) -> int:
-        """Append rows; `data` maps every column name to an array of equal length."""
-        names = [name for name, _ in self.columns]
-        if isinstance(data, pa.Table):
-            data = {name: data.column(name) for name in data.column_names}
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise ValueError(f"{self.table}: missing column(s) {missing}; expected {names}")
-        arrays = [_to_arrow_column(data[name], kind, self.table, name) for name, kind in self.columns]
-        lengths = {len(a) for a in arrays}
-        if len(lengths) > 1:
-            raise ValueError(f"{self.table}: columns have different lengths {sorted(lengths)}")
-        n = lengths.pop() if lengths else 0
-        if n == 0:
-            return 0
-        for start in range(0, n, _WRITE_SLICE_ROWS):
-            piece = [a.slice(start, _WRITE_SLICE_ROWS) for a in arrays]
-            if self._formatting is not None:
-                self._formatting.result()
-            self._formatting = self._formatter.submit(self._format_and_sink, piece)
-        self.rows += n
-        return n
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        try:
-            if self._formatting is not None:
-                self._formatting.result()  # it queues the last sink, so wait for it first
-            if self._sinking is not None:
-                self._sinking.result()
-            if self._zip is not None:
-                self._file.write(self._zip.flush())
-        finally:
-            self._formatter.shutdown(wait=True)
-            self._sinker.shutdown(wait=True)
-            self._file.close()
-
-    def __enter__(self) -> "MimicTableWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-@contextmanager
-def atomic_table_dir(out_dir: Path, compress: bool) -> Iterator[Path]:
-    """Yield a private temp dir; on success move its files into `out_dir`, else delete it.
-
-    A failed write leaves `out_dir` as it was. When a table is replaced, the other
-    compression variant of it (TABLE.csv vs TABLE.csv.gz) is removed so a directory never
-    holds two versions of one table.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for produced in sorted(tmp.iterdir()):
-        table = produced.name.split(".", 1)[0]
-        other = out_dir / table_filename(table, not compress)
-        if other.exists():
-            other.unlink()
-        os.replace(produced, out_dir / produced.name)
-    tmp.rmdir()
-
-
-def write_frame(path: Path, table: str, frame: pd.DataFrame | Mapping, *, header_case: str = "lower",
-                compress: bool = True) -> int:
-    """Write one whole table in one go; returns the row count."""
-    with MimicTableWriter(path, table, header_case=header_case, compress=compress) as writer:
-        return writer.write(frame)
-
-
-# ---------------------------------------------------------------------------------------------
 # Vectorized helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -990,18 +203,6 @@ def _choice(rng, options: list, probs: list[float], size: int) -> np.ndarray:
     """Indices into `options` drawn with `probs` (normalized)."""
     p = np.asarray(probs, dtype=float)
     return rng.choice(len(options), size=size, p=p / p.sum())
-
-
-def _dict_array(indices: np.ndarray, dictionary: list[str | None]) -> pa.Array:
-    """Strings from small integer codes; a negative code or a None entry is a null."""
-    indices = np.asarray(indices)
-    null_entries = np.array([d is None for d in dictionary], dtype=bool)
-    mask = indices < 0
-    if null_entries.any():
-        mask = mask | null_entries[np.clip(indices, 0, None)]
-    dictionary = ["" if d is None else d for d in dictionary]
-    idx = pa.array(np.where(mask, 0, indices).astype(np.int32), mask=mask)
-    return pa.DictionaryArray.from_arrays(idx, pa.array(dictionary, type=pa.string()))
 
 
 def _floor_day(seconds: np.ndarray) -> np.ndarray:
@@ -1069,66 +270,6 @@ class HospitalSummary:
         lines.append(f"  CHARTEVENTS rate {self.chartevents_rows_per_second:,.0f} rows/s overall "
                      f"(density {self.chart_rows_per_stay_hour:.2f} rows per stay-hour)")
         return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Code universe
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class _CodeUniverse:
-    dx_codes: list[str]
-    dx_short: list[str]
-    dx_long: list[str]
-    px_codes: list[str]
-    px_short: list[str]
-    px_long: list[str]
-    n_dx_model: int  # the first n codes are the built-in ones the model uses
-    n_px_model: int
-
-
-def _short_title(title: str) -> str:
-    """MIMIC short titles are at most 24 characters; cut at a word boundary."""
-    if len(title) <= 24:
-        return title
-    cut = title[:24]
-    return cut[: cut.rfind(" ")].rstrip(" ,") if " " in cut else cut
-
-
-def _read_dictionary(directory: Path, table: str) -> pd.DataFrame | None:
-    for name in (f"{table}.csv.gz", f"{table}.csv"):
-        path = directory / name
-        if path.exists():
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            frame.columns = [c.lower() for c in frame.columns]
-            expected = {"icd9_code", "short_title", "long_title"}
-            if not expected <= set(frame.columns):
-                raise ValueError(f"{path}: expected columns {sorted(expected)}, got {list(frame.columns)}")
-            return frame
-    return None
-
-
-def _code_universe(dictionary_dir) -> _CodeUniverse:
-    dx_codes, dx_long = list(BUILTIN_DIAGNOSES), list(_DIAG_TITLES)
-    px_codes, px_long = list(BUILTIN_PROCEDURES), list(_PROC_TITLES)
-    dx_short = [_short_title(t) for t in dx_long]
-    px_short = [_short_title(t) for t in px_long]
-    n_dx, n_px = len(dx_codes), len(px_codes)
-    if dictionary_dir is not None:
-        directory = Path(dictionary_dir)
-        for table, codes, shorts, longs in (
-            ("D_ICD_DIAGNOSES", dx_codes, dx_short, dx_long),
-            ("D_ICD_PROCEDURES", px_codes, px_short, px_long),
-        ):
-            frame = _read_dictionary(directory, table)
-            if frame is None:
-                raise FileNotFoundError(f"code_dictionary_dir {directory} has no {table}.csv(.gz)")
-            known = set(codes)
-            extra = frame[~frame["icd9_code"].isin(known)].sort_values("icd9_code")
-            codes += extra["icd9_code"].tolist()
-            shorts += extra["short_title"].tolist()
-            longs += extra["long_title"].tolist()
-    return _CodeUniverse(dx_codes, dx_short, dx_long, px_codes, px_short, px_long, n_dx, n_px)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1225,7 +366,7 @@ class _Structure:
 
 
 def _structure(rng: np.random.Generator, n: int, patient_offset: int, id_offsets: dict[str, int],
-               universe: _CodeUniverse) -> _Structure:
+               universe: CodeUniverse) -> _Structure:
     """Patients, admissions, stays and codes for one chunk of `n` patients."""
     g = patient_offset + np.arange(n)
     subject_id = 10_000 + 2 * g + rng.integers(0, 2, n)
@@ -1522,79 +663,6 @@ def _structure(rng: np.random.Generator, n: int, patient_offset: int, id_offsets
 
 
 # ---------------------------------------------------------------------------------------------
-# Item lookups used by the event generators
-# ---------------------------------------------------------------------------------------------
-
-TEXT_VALUES: list[str] = []
-_TEXT_CODE: dict[tuple[str, int], int] = {}
-for _map_name, _entries in TEXT_MAPS.items():
-    for _score, _text in _entries.items():
-        _TEXT_CODE[(_map_name, _score)] = len(TEXT_VALUES)
-        TEXT_VALUES.append(_text)
-
-_MAX_ITEMID = max(item.itemid for item in ITEMS) + 1
-_ITEM_DECIMALS = np.zeros(_MAX_ITEMID, dtype=np.int64)
-_ITEM_SCALE = np.ones(_MAX_ITEMID)
-_ITEM_OFFSET = np.zeros(_MAX_ITEMID)
-_UOM_VALUES: list[str | None] = [None]
-_ITEM_UOM = np.zeros(_MAX_ITEMID, dtype=np.int64)
-for _item in ITEMS:
-    _ITEM_DECIMALS[_item.itemid] = _item.decimals
-    _ITEM_SCALE[_item.itemid] = _item.scale
-    _ITEM_OFFSET[_item.itemid] = _item.offset
-    if _item.valueuom is not None:
-        if _item.valueuom not in _UOM_VALUES:
-            _UOM_VALUES.append(_item.valueuom)
-        _ITEM_UOM[_item.itemid] = _UOM_VALUES.index(_item.valueuom)
-
-
-def text_codes(map_name: str, scores: np.ndarray) -> np.ndarray:
-    """Global text codes (indices into TEXT_VALUES) for integer scores of one text map."""
-    lookup = np.full(max(TEXT_MAPS[map_name]) + 1, -1, dtype=np.int64)
-    for score in TEXT_MAPS[map_name]:
-        lookup[score] = _TEXT_CODE[(map_name, score)]
-    return lookup[np.asarray(scores, dtype=np.int64)]
-
-
-def round_values(values: np.ndarray, itemids: np.ndarray) -> np.ndarray:
-    """Round to each item's decimals, as MIMIC stores them (shortest decimal text)."""
-    scale = 10.0 ** _ITEM_DECIMALS[itemids]
-    return np.round(values * scale) / scale
-
-
-def fixed_decimals_text(values: pa.Array, decimals: np.ndarray) -> pa.Array:
-    """Numbers as text with a fixed number of decimals per row ('1.0', '7.40'), like MIMIC's
-    `value` column (its `valuenum` keeps the shortest form)."""
-    decimals = np.asarray(decimals, dtype=np.int64)
-    # shortest text first (right for whole-number items), then fix the rows with decimals
-    text = pc.cast(values, pa.string())
-    for d in np.unique(decimals[decimals > 0]):
-        mask = decimals == d
-        fixed = pc.cast(pc.cast(values.filter(pa.array(mask)), pa.decimal128(38, int(d))), pa.string())
-        text = pc.replace_with_mask(text, pa.array(mask), fixed)
-    return text
-
-
-def event_value_columns(itemids: np.ndarray, valuenum: np.ndarray, text: np.ndarray):
-    """(value, valuenum, valueuom) arrow columns from numbers in raw units and text codes.
-
-    Rows with a text code (>= 0) write that text as `value`; the others write the number.
-    """
-    itemids = np.asarray(itemids, dtype=np.int64)
-    has_text = np.asarray(text) >= 0
-    num = pa.array(valuenum, type=pa.float64(), from_pandas=True)
-    num_text = fixed_decimals_text(num, _ITEM_DECIMALS[itemids])
-    if has_text.any():
-        txt = pc.take(pa.array(TEXT_VALUES, type=pa.string()),
-                      pa.array(np.where(has_text, text, 0).astype(np.int32)))
-        value = pc.if_else(pa.array(has_text), txt, num_text)
-    else:
-        value = num_text
-    uom = _dict_array(_ITEM_UOM[itemids], _UOM_VALUES)
-    return value, num, uom
-
-
-# ---------------------------------------------------------------------------------------------
 # CHARTEVENTS
 # ---------------------------------------------------------------------------------------------
 
@@ -1715,7 +783,7 @@ def _chart_events(rng: np.random.Generator, S: _Structure, ticks_per_hour: float
         text[p] = text_k
     del pos, mask
 
-    raw = canonical * _ITEM_SCALE[itemid] + _ITEM_OFFSET[itemid]
+    raw = canonical * ITEM_SCALE[itemid] + ITEM_OFFSET[itemid]
     # charting errors: a few absurd numbers (range filtering must catch them)
     numeric_vital = np.isin(itemid, [211, 220045, 51, 455, 220050, 220179, 8368, 8441, 220051, 220180,
                                      52, 456, 220052, 220181, 618, 220210, 646, 220277, 678, 223761, 223762])
@@ -1749,8 +817,8 @@ def _chart_events(rng: np.random.Generator, S: _Structure, ticks_per_hour: float
         "valueuom": uom,
         "warning": pa.array(warning, mask=row_cv),
         "error": pa.array(error, mask=row_cv),
-        "resultstatus": _dict_array(np.where(mv_rows, -1, status), _RESULTSTATUS),
-        "stopped": _dict_array(np.where(mv_rows, -1, stopped), _STOPPED),
+        "resultstatus": dict_array(np.where(mv_rows, -1, status), _RESULTSTATUS),
+        "stopped": dict_array(np.where(mv_rows, -1, stopped), _STOPPED),
     }
 
 
@@ -1769,19 +837,6 @@ _LAB_SLOTS: list[tuple[int, str]] = [
     (50821, "abg"), (50813, "lactate"), (50809, "abg_extra"), (50822, "abg_extra"),
     (50817, "abg_extra"),
 ]
-# reference ranges for the 'abnormal' flag (shared with decoder.py)
-LAB_REFERENCE_RANGES: dict[int, tuple[float, float]] = {
-    51006: (6, 20), 50912: (.5, 1.2), 50931: (70, 100), 50971: (3.3, 5.1), 50902: (96, 108),
-    50882: (22, 32), 50868: (8, 20), 50983: (133, 145), 50893: (8.4, 10.3), 50970: (2.7, 4.5),
-    50960: (1.6, 2.6), 51301: (4, 11), 51222: (12, 16), 51221: (34, 45), 51265: (150, 440),
-    51279: (4.2, 5.4), 51250: (82, 98), 51256: (50, 70), 51244: (18, 42), 51254: (2, 11),
-    51146: (0, 2), 50861: (0, 40), 50878: (0, 40), 50863: (39, 117), 50885: (0, 1.5),
-    50862: (3.5, 5.2), 51274: (10.4, 13.4), 51237: (.9, 1.1), 50820: (7.35, 7.45),
-    50818: (35, 45), 50821: (85, 105), 50813: (.5, 2), 50809: (70, 105), 50822: (3.5, 5.3),
-    50817: (95, 100),
-}
-
-
 def _lab_values(rng: np.random.Generator, n: int, sev: np.ndarray, off: np.ndarray,
                 cl: dict[str, np.ndarray], male: np.ndarray) -> dict[int, np.ndarray]:
     """Correlated lab values (canonical units) for `n` draws; `off` = per-admission effects."""
@@ -1924,8 +979,8 @@ def _lab_events(rng: np.random.Generator, S: _Structure, row_offset: int) -> dic
         canonical[p] = values[item][m_k]
     del pos, mask
     valuenum = round_values(np.maximum(canonical, 0), itemid)
-    lo = np.zeros(_MAX_ITEMID)
-    hi = np.zeros(_MAX_ITEMID)
+    lo = np.zeros(MAX_ITEMID)
+    hi = np.zeros(MAX_ITEMID)
     for item, (a, b) in LAB_REFERENCE_RANGES.items():
         lo[item], hi[item] = a, b
     flag = np.where((valuenum < lo[itemid]) | (valuenum > hi[itemid]), 0, -1)
@@ -1935,9 +990,9 @@ def _lab_events(rng: np.random.Generator, S: _Structure, row_offset: int) -> dic
     valuenum = np.where(text_only, np.nan, valuenum)
     flag = np.where(text_only, -1, flag)
     num = pa.array(valuenum, type=pa.float64(), from_pandas=True)
-    value = pc.if_else(pa.array(text_only), _dict_array(text, _LAB_TEXT).cast(pa.string()),
-                       fixed_decimals_text(num, _ITEM_DECIMALS[itemid]))
-    uom = _dict_array(_ITEM_UOM[itemid], _UOM_VALUES)
+    value = pc.if_else(pa.array(text_only), dict_array(text, _LAB_TEXT).cast(pa.string()),
+                       fixed_decimals_text(num, ITEM_DECIMALS[itemid]))
+    uom = dict_array(ITEM_UOM[itemid], UOM_VALUES)
     outpatient = d_kind[draw] == 0
     return {
         "row_id": np.arange(row_offset + 1, row_offset + n_rows + 1),
@@ -1948,7 +1003,7 @@ def _lab_events(rng: np.random.Generator, S: _Structure, row_offset: int) -> dic
         "value": value,
         "valuenum": num,
         "valueuom": uom,
-        "flag": _dict_array(flag, ["abnormal"]),
+        "flag": dict_array(flag, ["abnormal"]),
     }
 
 
@@ -1961,13 +1016,13 @@ def _null_ts(seconds: np.ndarray) -> pa.Array:
     return _ts(seconds, mask=seconds == NO_TIME)
 
 
-def _structure_tables(S: _Structure, universe: _CodeUniverse, offsets: dict[str, int]) -> dict[str, dict]:
+def _structure_tables(S: _Structure, universe: CodeUniverse, offsets: dict[str, int]) -> dict[str, dict]:
     n, m, q = len(S.subject_id), len(S.hadm_id), len(S.icustay_id)
     rid = lambda table, k: np.arange(offsets[table] + 1, offsets[table] + k + 1)  # noqa: E731
     patients = {
         "row_id": rid("PATIENTS", n),
         "subject_id": S.subject_id,
-        "gender": _dict_array(S.male.astype(np.int64), ["F", "M"]),
+        "gender": dict_array(S.male.astype(np.int64), ["F", "M"]),
         "dob": _null_ts(S.dob),
         "dod": _null_ts(S.dod),
         "dod_hosp": _null_ts(S.dod_hosp),
@@ -1981,17 +1036,17 @@ def _structure_tables(S: _Structure, universe: _CodeUniverse, offsets: dict[str,
         "admittime": _ts(S.admittime),
         "dischtime": _ts(S.dischtime),
         "deathtime": _null_ts(S.deathtime),
-        "admission_type": _dict_array(S.a_type, _ADMISSION_TYPES),
-        "admission_location": _dict_array(S.a_location, _ADM_LOCATIONS),
-        "discharge_location": _dict_array(S.d_location, _DISCH_LOCATIONS),
-        "insurance": _dict_array(S.insurance, _INSURANCE),
-        "language": _dict_array(S.language, _LANGUAGES),
-        "religion": _dict_array(S.religion, _RELIGIONS),
-        "marital_status": _dict_array(S.marital, _MARITAL),
-        "ethnicity": _dict_array(S.ethnicity[S.a_patient], _ETHNICITIES),
+        "admission_type": dict_array(S.a_type, _ADMISSION_TYPES),
+        "admission_location": dict_array(S.a_location, _ADM_LOCATIONS),
+        "discharge_location": dict_array(S.d_location, _DISCH_LOCATIONS),
+        "insurance": dict_array(S.insurance, _INSURANCE),
+        "language": dict_array(S.language, _LANGUAGES),
+        "religion": dict_array(S.religion, _RELIGIONS),
+        "marital_status": dict_array(S.marital, _MARITAL),
+        "ethnicity": dict_array(S.ethnicity[S.a_patient], _ETHNICITIES),
         "edregtime": _null_ts(S.ed_in),
         "edouttime": _null_ts(S.ed_out),
-        "diagnosis": _dict_array(S.diagnosis_idx, S.diagnosis),
+        "diagnosis": dict_array(S.diagnosis_idx, S.diagnosis),
         "hospital_expire_flag": S.died.astype(np.int64),
         "has_chartevents_data": (S.n_stays > 0).astype(np.int64),
     }
@@ -2001,9 +1056,9 @@ def _structure_tables(S: _Structure, universe: _CodeUniverse, offsets: dict[str,
         "subject_id": S.subject_id[S.a_patient[S.s_adm_index]],
         "hadm_id": S.hadm_id[S.s_adm_index],
         "icustay_id": S.icustay_id,
-        "dbsource": _dict_array(np.where(S.carevue[S.a_patient[S.s_adm_index]], 0, 1), _DBSOURCES),
-        "first_careunit": _dict_array(S.first_cu, _CAREUNITS),
-        "last_careunit": _dict_array(S.last_cu, _CAREUNITS),
+        "dbsource": dict_array(np.where(S.carevue[S.a_patient[S.s_adm_index]], 0, 1), _DBSOURCES),
+        "first_careunit": dict_array(S.first_cu, _CAREUNITS),
+        "last_careunit": dict_array(S.last_cu, _CAREUNITS),
         "first_wardid": S.first_ward,
         "last_wardid": S.last_ward,
         "intime": _ts(S.intime),
@@ -2018,7 +1073,7 @@ def _structure_tables(S: _Structure, universe: _CodeUniverse, offsets: dict[str,
             "subject_id": S.subject_id[S.a_patient[adm]],
             "hadm_id": S.hadm_id[adm],
             "seq_num": seq,
-            "icd9_code": _dict_array(code, universe_codes),
+            "icd9_code": dict_array(code, universe_codes),
         }
 
     return {
@@ -2030,52 +1085,11 @@ def _structure_tables(S: _Structure, universe: _CodeUniverse, offsets: dict[str,
     }
 
 
-def dictionary_tables(universe: _CodeUniverse | None = None) -> dict[str, pd.DataFrame]:
-    """D_ITEMS, D_LABITEMS, D_ICD_DIAGNOSES, D_ICD_PROCEDURES for the catalogue and code universe."""
-    universe = universe or _code_universe(None)
-    chart = [i for i in ITEMS if i.table == "chartevents"]
-    labs = [i for i in ITEMS if i.table == "labevents"]
-    d_items = pd.DataFrame({
-        "row_id": np.arange(1, len(chart) + 1),
-        "itemid": [i.itemid for i in chart],
-        "label": [i.label for i in chart],
-        "abbreviation": pd.array([i.abbreviation for i in chart], dtype="str"),
-        "dbsource": [i.dbsource for i in chart],
-        "linksto": "chartevents",
-        "category": pd.array([i.category for i in chart], dtype="str"),
-        "unitname": pd.array([i.valueuom if i.dbsource == MV else None for i in chart], dtype="str"),
-        "param_type": pd.array([("Text" if i.text_map else "Numeric") if i.dbsource == MV else None
-                                for i in chart], dtype="str"),
-        "conceptid": pd.array([None] * len(chart), dtype="Int64"),
-    })
-    d_lab = pd.DataFrame({
-        "row_id": np.arange(1, len(labs) + 1),
-        "itemid": [i.itemid for i in labs],
-        "label": [i.label for i in labs],
-        "fluid": [i.fluid for i in labs],
-        "category": [i.category for i in labs],
-        "loinc_code": [i.loinc for i in labs],
-    })
-
-    def d_icd(codes, shorts, longs):
-        frame = pd.DataFrame({"icd9_code": codes, "short_title": shorts, "long_title": longs})
-        frame = frame[~frame["icd9_code"].isin(_NOT_IN_DICTIONARY)].reset_index(drop=True)
-        frame.insert(0, "row_id", np.arange(1, len(frame) + 1))
-        return frame
-
-    return {
-        "D_ITEMS": d_items,
-        "D_LABITEMS": d_lab,
-        "D_ICD_DIAGNOSES": d_icd(universe.dx_codes, universe.dx_short, universe.dx_long),
-        "D_ICD_PROCEDURES": d_icd(universe.px_codes, universe.px_short, universe.px_long),
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------------------------
 
-def _plan(config: HospitalConfig, universe: _CodeUniverse) -> tuple[float, int, float]:
+def _plan(config: HospitalConfig, universe: CodeUniverse) -> tuple[float, int, float]:
     """(ticks per hour, patients per chunk, density) from a cheap structure-only pilot.
 
     A row target needs the ICU hours per patient; a 20,000-patient pilot estimates them
@@ -2103,7 +1117,7 @@ def generate_hospital(out_dir: str | Path, config: HospitalConfig | None = None,
     config.validate()
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    universe = _code_universe(config.code_dictionary_dir)
+    universe = code_universe(config.code_dictionary_dir)
     ticks_per_hour, chunk, density = _plan(config, universe)
     say = progress or (lambda message: None)
     counts = {"hadm": 0, "icustay": 0}
