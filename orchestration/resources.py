@@ -3,11 +3,10 @@
 
 import os
 
-import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from synehrgy_assets.defs.evaluation import ReleaseGateResource
-from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_project
+from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_executable, dbt_project
 from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, default_home
 
 
@@ -29,5 +28,8 @@ def build_resources(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         ),
         "release_gate": release_gate or ReleaseGateResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR)),
+        # The dbt next to this interpreter: the UI command works in a shell without the venv on PATH.
+        "dbt": DbtCliResource(
+            project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+        ),
     }

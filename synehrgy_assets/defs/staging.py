@@ -3,12 +3,14 @@
 
 import json
 import os
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 
 from synehrgy_assets.defs.raw import raw_table_key
 from synehrgy_assets.resources import MimicSourceResource, WorkspaceResource
@@ -16,13 +18,34 @@ from synehrgy_assets.resources import MimicSourceResource, WorkspaceResource
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_mimic"
 
 
+def dbt_executable() -> str:
+    """The `dbt` installed next to the running interpreter, so loading never depends on PATH."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else "dbt"
+
+
+class LocalDbtPreparer(DagsterDbtProjectPreparer):
+    """dagster-dbt's preparer (`dbt deps`, `dbt parse`), run with `dbt_executable()`, not PATH's `dbt`."""
+
+    def _prepare_packages(self, project: DbtProject) -> None:
+        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+            ["deps", "--quiet"], target_path=project.target_path
+        ).wait()
+
+    def _prepare_manifest(self, project: DbtProject) -> None:
+        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+            self._prepare_project_cli_args, target_path=project.target_path
+        ).wait()
+
+
 @cache
 def dbt_project() -> DbtProject:
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    project.prepare_if_dev()
+    preparer = LocalDbtPreparer()  # DbtProject takes no preparer: call it, not project.prepare_if_dev()
+    preparer.prepare_if_dev(project)
     if not project.manifest_path.exists():
         # Scripts, pytest and `dagster asset materialize` do not run the dev preparer.
-        project.preparer.prepare(project)
+        preparer.prepare(project)
     return project
 
 
