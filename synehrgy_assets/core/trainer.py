@@ -9,6 +9,8 @@
   order; the loss per group of target token types beside a unigram baseline (-log p(token | its
   type) with add-one smoothed train frequencies: a model that knows the grammar and nothing else).
 - Early stopping after `patience` evaluations without improvement; the best weights are restored.
+- Data parallel: under torchrun (WORLD_SIZE > 1) the same call trains with DDP over the
+  processes, the global batch unchanged (`core/distributed.py`); only rank 0 logs and saves.
 - Resume: with `checkpoint_dir`, a training state (weights, optimizer, RNG, position in the epoch,
   best weights, history) is written atomically every `checkpoint_every` steps and at the end, as
   plain tensors/containers loaded with `weights_only=True`. The batch order is a pure function of
@@ -32,6 +34,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from synehrgy_assets.core import distributed
+from synehrgy_assets.core.distributed import Dist
 from synehrgy_assets.core.model import GPT, IGNORE_INDEX, GPTConfig
 from synehrgy_assets.core.packing import (
     DEFAULT_POOL_WINDOWS,
@@ -352,8 +356,13 @@ def evaluate(
     device: torch.device,
     precision: str,
     group: np.ndarray | None = None,
+    dist: Dist | None = None,
 ) -> dict[str, Any]:
-    """Token-weighted mean next-token loss over packed batches, overall and per target type group."""
+    """Token-weighted mean next-token loss over packed batches, overall and per target type group.
+
+    With a distributed `dist`, each rank evaluates its share of the batches and the sums are
+    all-reduced: every rank returns the same result."""
+    dist = dist or Dist()
     was_training = model.training
     model.eval()
     n_groups = len(GROUP_NAMES) if group is not None else 1
@@ -361,7 +370,7 @@ def evaluate(
                               device=device)
     sums = torch.zeros(n_groups, device=device, dtype=torch.float64)
     counts = torch.zeros(n_groups, device=device, dtype=torch.long)
-    for rows in batches:
+    for rows in dist.shard(batches):
         tensors = _batch_tensors(collate_packed(data.windows, data.context, rows, model.config.n_ctx, pad_id), device)
         with autocast_context(device, precision):
             _, per_token = model(**tensors, reduction="none")
@@ -369,6 +378,8 @@ def evaluate(
         g = group_t[tensors["targets"][mask]]
         sums += torch.bincount(g, weights=per_token[mask].double(), minlength=n_groups)
         counts += torch.bincount(g, minlength=n_groups)
+    dist.all_reduce_sum(sums)
+    dist.all_reduce_sum(counts)
     model.train(was_training)
     sums_np, counts_np = sums.cpu().numpy(), counts.cpu().numpy()
     total = int(counts_np.sum())
@@ -486,10 +497,14 @@ def train(
     if loss_weights is not None and not (loss_weights[np.setdiff1d(np.arange(vocab_size), [pad_id])] > 0).any():
         raise ValueError("train: loss_weights are zero for every token")
 
-    def say(message: str) -> None:  # resume decisions: to the caller's log, else this module's logger
-        (log or logger.warning)(message)
-
     device = resolve_device(config.device)
+    dist, device = distributed.setup(device)  # torchrun: join the group, take this rank's GPU
+    if not dist.is_main:  # rank 0 alone reports
+        on_log = None
+
+    def say(message: str) -> None:  # resume decisions: to the caller's log, else this module's logger
+        if dist.is_main:
+            (log or logger.warning)(message)
     precision = resolve_precision(config.precision, device)
     previous_threads = torch.get_num_threads()
     if config.num_threads is not None:
@@ -499,8 +514,9 @@ def train(
     try:
         with torch.random.fork_rng(devices=rng_devices):
             return _train(model, train_set, val_set, config, pad_id, on_log, device, precision,
-                          token_types, loss_weights, checkpoint_dir, say)
+                          token_types, loss_weights, checkpoint_dir, say, dist)
     finally:
+        dist.teardown()
         if config.num_threads is not None:
             torch.set_num_threads(previous_threads)
 
@@ -518,6 +534,7 @@ def _train(
     loss_weights: np.ndarray | None,
     checkpoint_dir: str | Path | None,
     say: Callable[[str], None],
+    dist: Dist = Dist(),
 ) -> TrainResult:
     start = time.perf_counter()
     n_ctx, pool = model.config.n_ctx, config.pack_pool_windows
@@ -558,11 +575,16 @@ def _train(
     fingerprint = _state_fingerprint(model, train_set, val_set, config, device, precision, pad_id,
                                      token_types, loss_weights) if state_path is not None else ""
 
-    torch.manual_seed(config.seed)  # dropout masks
+    torch.manual_seed(config.seed + 7919 * dist.rank)  # dropout masks (rank 0: as in one process)
     model.to(device).train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    forward = torch.compile(model, dynamic=True) if config.compile else model
+    forward = model
+    if dist.enabled:  # gradients averaged over the ranks (bucketed all-reduce overlapping backward)
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward, dynamic=True)
     optimizer = make_optimizer(model, config, device)
     weights_t = torch.as_tensor(loss_weights, device=device) if loss_weights is not None else None
 
@@ -586,12 +608,18 @@ def _train(
         saved["loss_sum"] = saved["loss_sum"].to(device)
         st.update({k: saved[k] for k in st})
         resumed_from = st["step"]
+        if dist.rank:  # the saved RNG is rank 0's; the others draw their own dropout masks
+            torch.manual_seed(config.seed + 7919 * dist.rank + 104729 * resumed_from)
         say(f"train: resuming from step {resumed_from} of {total_steps} ({state_path})")
         if on_log is not None:  # replay, so a new tracking run holds the whole curve
             for record in st["history"]:
                 on_log(dict(record))
 
+    dist.barrier()  # every rank has read the saved state before rank 0 may overwrite it
+
     def write_state() -> None:
+        if not dist.is_main:
+            return
         t0 = time.perf_counter()
         payload = {k: v for k, v in st.items()}
         payload.update(
@@ -620,19 +648,26 @@ def _train(
         lr = lr_at(step, total_steps, config)
         for group_ in optimizer.param_groups:
             group_["lr"] = lr
-        batch = collate_packed(train_set.windows, train_set.context, batches[st["batch_in_epoch"]], n_ctx, pad_id)
+        rows = batches[st["batch_in_epoch"]]
+        # Counts of the whole (global) batch; under DDP this rank runs its shard of the rows only.
+        n_tokens, n_positions, n_padding = distributed.global_batch_counts(
+            rows, train_set.lengths, train_set.n_targets, n_ctx)
+        local_rows = dist.shard(rows)
+        # A rank without rows (a short last batch) runs one row with zero weight: DDP needs its backward.
+        batch = collate_packed(train_set.windows, train_set.context, local_rows or rows[:1], n_ctx, pad_id)
         tensors = _batch_tensors(batch, device)
-        n_tokens = batch.n_targets
         with autocast_context(device, precision):
             _, per_token = forward(**tensors, reduction="none")
         targets = tensors["targets"]
+        share = 1.0 if local_rows else 0.0
         if weights_t is None:
-            loss = per_token.sum() / max(n_tokens, 1)
+            loss = per_token.sum() * share / max(n_tokens, 1)
         else:
-            w = weights_t[targets.clamp(min=0)] * (targets != IGNORE_INDEX)
-            loss = (per_token * w).sum() / w.sum().clamp(min=1e-12)
+            w = weights_t[targets.clamp(min=0)] * (targets != IGNORE_INDEX) * share
+            loss = (per_token * w).sum() / dist.all_reduce_sum(w.sum().detach()).clamp(min=1e-12)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # This rank's part of the global mean; DDP averages gradients, hence the factor world_size.
+        (loss * dist.world_size if dist.enabled else loss).backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
@@ -640,8 +675,8 @@ def _train(
         st["step"] = step = step + 1
         st["batch_in_epoch"] += 1
         st["tokens_seen"] += n_tokens
-        st["positions_seen"] += batch.inputs.size
-        st["padding_seen"] += batch.n_padding
+        st["positions_seen"] += n_positions
+        st["padding_seen"] += n_padding
         st["window_tokens"] += n_tokens
         st["loss_sum"] += loss.detach()  # no host sync until a log step
         st["loss_steps"] += 1
@@ -650,7 +685,8 @@ def _train(
         do_eval = bool(val_batches) and (step % eval_every == 0 or is_last)
         do_log = step % config.log_every == 0 or is_last or do_eval
         if do_log:
-            last = float(st["loss_sum"].item() / st["loss_steps"])  # mean over the steps since the last log
+            # mean over the steps since the last log (the ranks' parts summed)
+            last = float(dist.all_reduce_sum(st["loss_sum"].clone()).item() / st["loss_steps"])
             if not math.isfinite(last):
                 raise RuntimeError(f"train: loss became {last} by step {step} (lr {lr:.3g}); "
                                    "lower learning_rate or check the windows")
@@ -670,7 +706,7 @@ def _train(
             st["loss_steps"] = st["window_tokens"] = 0
             window_start = now
             if do_eval:
-                result = evaluate(model, val_set, val_batches, pad_id, device, precision, group)
+                result = evaluate(model, val_set, val_batches, pad_id, device, precision, group, dist)
                 record["val_loss"] = result["loss"]
                 if group is not None:
                     record["val_loss_by_type"] = result["by_type"]

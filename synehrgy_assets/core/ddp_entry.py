@@ -1,0 +1,224 @@
+"""Train the GPT in N processes with torchrun: the launcher and the per-process entry point.
+
+The caller writes a *training spec* (JSON: model and train config, where the windows are, where the
+result goes) and calls `run_torchrun(spec_path, n_processes, ...)`, which runs
+
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m synehrgy_assets.core.ddp_entry --spec SPEC
+
+Every process builds the same initial weights (`init_model(model_config, init_seed)`), loads the
+windows and calls `trainer.train` unchanged: `train` sees WORLD_SIZE > 1 and trains with DDP
+(`core/distributed.py`). Rank 0 prints each history record as one `SYNEHRGY_TRAIN_RECORD {json}`
+line, which the launcher turns back into `on_log` calls as they arrive (the rest of the output goes
+to `log`, line by line), and writes the best weights and the `TrainResult` into the spec's
+`output_dir`. Multi-node: run the same module under torchrun on every node with `--nnodes`,
+`--node_rank` and a shared `--rdzv_endpoint` (docs/deploy.md).
+
+Windows come either from a token folder of `token_sequences` (`{"kind": "token_dir", "path": ...}`:
+`<path>/<split>` sequences with `<path>/<split>/windows`) or from flat arrays
+(`{"kind": "arrays", "path": ...}`: `<split>_tokens.npy`, `<split>_offsets.npy`,
+`<split>_context.npy`, see `write_window_arrays`). Both hold real-patient data: keep them, the spec
+and the output inside the workspace's private folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import deque
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+RECORD_PREFIX = "SYNEHRGY_TRAIN_RECORD "
+ERROR_PREFIX = "SYNEHRGY_TRAIN_ERROR "
+WEIGHTS_FILE = "weights.pt"
+RESULT_FILE = "result.json"
+SPLITS = ("train", "val")
+
+
+# ---------------------------------------------------------------- windows on disk
+
+
+def write_window_arrays(directory: str | Path, split: str, windows: list[np.ndarray],
+                        context: np.ndarray | None = None) -> None:
+    """Windows of one split as flat arrays (tokens, offsets, context lengths) for `kind: arrays`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.concatenate([np.asarray(w, dtype=np.int64) for w in windows]) if windows else np.zeros(0, np.int64)
+    np.save(directory / f"{split}_tokens.npy", tokens)
+    np.save(directory / f"{split}_offsets.npy", offsets)
+    np.save(directory / f"{split}_context.npy",
+            np.zeros(len(windows), np.int64) if context is None else np.asarray(context, dtype=np.int64))
+
+
+def load_windows(data: dict[str, Any], split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """(windows, context lengths) of one split as the spec's `data` describes them."""
+    kind, path = data.get("kind"), Path(data.get("path", ""))
+    if kind == "token_dir":
+        from synehrgy_assets.core.tokens import ContextWindows, TokenSequences
+
+        seqs = TokenSequences.load(path / split)
+        split_windows = ContextWindows.load(path / split / "windows")
+        return split_windows.arrays(seqs), np.asarray(split_windows.context_lengths, dtype=np.int64)
+    if kind == "arrays":
+        names = {n: path / f"{split}_{n}.npy" for n in ("tokens", "offsets", "context")}
+        for name, file in names.items():
+            if not file.is_file():
+                raise FileNotFoundError(f"training spec data: {file} is missing (expected the {split} {name} array)")
+        tokens = np.load(names["tokens"], mmap_mode="r")
+        offsets = np.load(names["offsets"])
+        windows = [np.asarray(tokens[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+        return windows, np.load(names["context"])
+    raise ValueError(f"training spec data.kind must be 'token_dir' or 'arrays', got {kind!r}")
+
+
+# ---------------------------------------------------------------- the spec
+
+
+def write_spec(path: str | Path, *, model_config: dict, init_seed: int, train_config: dict, data: dict,
+               pad_id: int, output_dir: str | Path, token_types: np.ndarray | None = None,
+               loss_weights: np.ndarray | None = None, checkpoint_dir: str | Path | None = None) -> Path:
+    """Write a training spec (and its token_types / loss_weights arrays beside it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {
+        "model_config": model_config, "init_seed": int(init_seed), "train_config": train_config,
+        "data": {k: str(v) for k, v in data.items()}, "pad_id": int(pad_id), "output_dir": str(output_dir),
+        "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
+        "token_types": None, "loss_weights": None,
+    }
+    for name, arr in (("token_types", token_types), ("loss_weights", loss_weights)):
+        if arr is not None:
+            file = path.with_name(f"{path.stem}.{name}.npy")
+            np.save(file, np.asarray(arr))
+            spec[name] = str(file)
+    path.write_text(json.dumps(spec, indent=1))
+    return path
+
+
+def run_spec(spec_path: str | Path, emit: Callable[[str], None] = print) -> None:
+    """One process's part (run by torchrun): train as the spec says; rank 0 writes the result."""
+    import torch
+
+    from synehrgy_assets.core.model import GPTConfig
+    from synehrgy_assets.core.trainer import TrainConfig, init_model, train
+
+    spec = json.loads(Path(spec_path).read_text())
+    rank = int(os.environ.get("RANK", "0"))
+    model = init_model(GPTConfig.from_dict(spec["model_config"]), spec["init_seed"])
+    windows = {split: load_windows(spec["data"], split) for split in SPLITS}
+    arrays = {name: None if spec.get(name) is None else np.load(spec[name]) for name in ("token_types", "loss_weights")}
+
+    def on_log(record: dict) -> None:
+        emit(RECORD_PREFIX + json.dumps(record))
+
+    result = train(
+        model, windows["train"][0], windows["val"][0], TrainConfig(**spec["train_config"]),
+        pad_id=spec["pad_id"], on_log=on_log,
+        train_context=windows["train"][1], val_context=windows["val"][1],
+        token_types=arrays["token_types"], loss_weights=arrays["loss_weights"],
+        checkpoint_dir=spec.get("checkpoint_dir"), log=emit,
+    )
+    if rank == 0:
+        out = Path(spec["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+        (out / RESULT_FILE).write_text(json.dumps(asdict(result)))
+
+
+# ---------------------------------------------------------------- the launcher
+
+
+def torchrun_command(spec_path: str | Path, n_processes: int, extra_args: list[str] | None = None) -> list[str]:
+    """`python -m torch.distributed.run` on this node (standalone rendezvous on a free port)."""
+    rendezvous = extra_args if extra_args else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={int(n_processes)}",
+            "-m", "synehrgy_assets.core.ddp_entry", "--spec", str(spec_path)]
+
+
+def run_torchrun(
+    spec_path: str | Path,
+    n_processes: int,
+    model=None,
+    on_log: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    threads_per_process: int | None = None,
+    extra_args: list[str] | None = None,
+):
+    """Run the spec in `n_processes` processes; stream records to `on_log` and lines to `log`.
+
+    Returns the `TrainResult` of rank 0; with `model`, loads the trained (best) weights into it.
+    Raises RuntimeError with the tail of the output when torchrun fails."""
+    import torch
+
+    from synehrgy_assets.core.trainer import TrainResult
+
+    if n_processes < 1:
+        raise ValueError(f"run_torchrun: n_processes must be >= 1, got {n_processes}")
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec["output_dir"])
+    for stale in (out / WEIGHTS_FILE, out / RESULT_FILE):
+        stale.unlink(missing_ok=True)
+    env = dict(os.environ)
+    threads = threads_per_process or max(1, (os.cpu_count() or 1) // n_processes)
+    env["OMP_NUM_THREADS"] = str(threads)
+    cmd = torchrun_command(spec_path, n_processes, extra_args)
+    tail: deque[str] = deque(maxlen=40)
+    errors: list[str] = []  # each failing rank's exception, first in the error message
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            at = line.find(RECORD_PREFIX)
+            if at >= 0:
+                if on_log is not None:
+                    on_log(json.loads(line[at + len(RECORD_PREFIX):]))
+                continue
+            if ERROR_PREFIX in line:
+                errors.append(line[line.find(ERROR_PREFIX) + len(ERROR_PREFIX):])
+            tail.append(line)
+            if log is not None and line.strip():
+                log(line)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"torchrun ({n_processes} processes) failed with exit code {code}: "
+                           + "; ".join(errors or ["no process reported an error"])
+                           + "\ncommand: " + " ".join(cmd) + "\noutput tail:\n" + "\n".join(tail))
+    if not (out / RESULT_FILE).is_file():
+        raise RuntimeError(f"torchrun finished but wrote no {out / RESULT_FILE}:\n" + "\n".join(tail))
+    raw = json.loads((out / RESULT_FILE).read_text())
+    known = {f.name for f in fields(TrainResult)}
+    result = TrainResult(**{k: v for k, v in raw.items() if k in known})
+    if model is not None:
+        model.load_state_dict(torch.load(out / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One torchrun process of GPT training (synehrgy).")
+    parser.add_argument("--spec", required=True, help="training spec JSON written by ddp_entry.write_spec")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+
+    def emit(message: str) -> None:
+        if rank == 0:
+            print(message, flush=True)
+
+    try:
+        run_spec(args.spec, emit)
+    except Exception as exc:  # every rank reports its own failure, then torchrun stops the others
+        print(f"{ERROR_PREFIX}rank {rank}: {type(exc).__name__}: {exc}", flush=True)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
