@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from synehrgy_assets.core.staging_checks import staging_loss_summary
 
 
 def _prepare_environment(home: Path) -> Path:
@@ -72,6 +73,8 @@ def materialize(args: argparse.Namespace) -> int:
         print(f"synehrgy: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - started) / 60
+    for line in staging_loss_summary(home):  # what the published staging build lost (issue 12)
+        print(f"synehrgy: {line}", file=sys.stderr)
     if not result.success:
         failed, messages, traces = failure_report(result)
         with open(log_file, "a") as f:

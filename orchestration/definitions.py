@@ -7,7 +7,9 @@ from orchestration.jobs import end_to_end_job, retrain_job
 from orchestration.resources import build_resources
 from orchestration.schedules import weekly_retraining_schedule
 from orchestration.sensors import mimic_files_sensor, release_announcement_sensor
-from synehrgy_assets.defs import evaluation, meds, raw, release, staging, synthesis, tokens, training, validation
+from synehrgy_assets.defs import (
+    evaluation, meds, raw, release, staging, staging_checks, synthesis, tokens, training, validation,
+)  # fmt: skip
 
 
 def build_definitions(**resource_overrides) -> dg.Definitions:
@@ -25,7 +27,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
             evaluation.evaluation,
             release.synthetic_release,
         ],
-        asset_checks=[*tokens.token_sequences_checks, *validation.gx_checks, *evaluation.evaluation_checks,
+        asset_checks=[*staging_checks.staging_loss_checks, *tokens.token_sequences_checks, *validation.gx_checks, *evaluation.evaluation_checks,
                       *synthesis.synthesis_checks],
         jobs=[end_to_end_job, retrain_job],
         schedules=[weekly_retraining_schedule],

@@ -44,7 +44,7 @@ def main(db_path: str) -> None:
     print(f"| `measurements.kept` | {n_measurements:,} | rows of `measurements` |")
     print()
     print("| variable | " + " | ".join(METRICS) + " |\n|---|" + "---:|" * len(METRICS))
-    for variable in sorted({i for s, i, _ in audit if s == "measurements"}):
+    for variable in sorted({i for s, i, _ in audit if s == "measurements" and i}):  # "" = totals
         cells = " | ".join(f"{audit[('measurements', variable, m)]:,}" for m in METRICS)
         print(f"| `{variable}` | {cells} |")
 

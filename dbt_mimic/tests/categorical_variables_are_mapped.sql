@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'variables'}}}) }}
 -- Every categorical variable has categories in the map, and only categorical variables do.
 select v.variable, v.kind, count(m.variable) as n_categories
 from {{ ref('variables') }} as v

@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'variables'}}}) }}
 -- Each of the 42 variables of seed `variables` has at least one ITEMID in seed variable_itemids.
 select v.variable
 from {{ ref('variables') }} as v

@@ -93,8 +93,10 @@ def _read_header(path: Path) -> list[str]:
     """Column names of the first line, quotes removed; raises MimicLayoutError on empty/corrupt files."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            first_line = handle.readline()
+        # Bytes first, then decode the one line: a text reader decodes a whole chunk ahead, so a
+        # bad byte in a later data row would be blamed on the header.
+        with opener(path, "rb") as handle:
+            first_line = handle.readline().decode("utf-8-sig")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise MimicLayoutError(f"{path}: cannot read the header line ({exc})") from exc
     if not first_line.strip():

@@ -49,6 +49,13 @@ def mimic_raw_files(
         summary = generate_hospital(out_dir, config, progress=context.log.info)
         row_counts = {t.lower(): int(n) for t, n in summary.rows.items()}
     files = mimic_source.resolve(workspace)
+    from synehrgy_assets.core.staging_build import source_fingerprint
+    from synehrgy_assets.core.staging_checks import check_structure
+
+    # Repeated header lines, duplicate keys and unreadable bytes in the small tables: one clear
+    # error naming the file and line, before dbt runs (MimicStructureError).
+    check_structure(files.files)
+    fingerprint = source_fingerprint(files.files)
     source = "synthetic hospital" if mimic_source.uses_synthetic_hospital else "MIMIC-III folder"
     context.log.info(f"{source}: {files.directory} ({files.header_case}-case headers), {time.perf_counter() - started:.1f}s")
     for table in RAW_TABLES:
@@ -58,6 +65,7 @@ def mimic_raw_files(
             "path": dg.MetadataValue.path(str(path)),
             "header_case": files.header_case,
             "bytes": int(path.stat().st_size),
+            "source_fingerprint": fingerprint,
         }
         if table in row_counts:
             metadata["dagster/row_count"] = row_counts[table]

@@ -43,10 +43,19 @@ def dbt_project() -> DbtProject:
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     preparer = LocalDbtPreparer()  # DbtProject takes no preparer: call it, not project.prepare_if_dev()
     preparer.prepare_if_dev(project)
-    if not project.manifest_path.exists():
-        # Scripts, pytest and `dagster asset materialize` do not run the dev preparer.
+    if not project.manifest_path.exists() or _manifest_is_stale(project.manifest_path):
+        # Scripts, pytest and `dagster asset materialize` do not run the dev preparer; a manifest
+        # older than the project's files would hide new models, tests and checks.
         preparer.prepare(project)
     return project
+
+
+def _manifest_is_stale(manifest: Path) -> bool:
+    built = manifest.stat().st_mtime
+    sources = [DBT_PROJECT_DIR / "dbt_project.yml"]
+    for folder in ("models", "macros", "tests", "seeds"):
+        sources.extend((DBT_PROJECT_DIR / folder).rglob("*.*"))
+    return any(p.stat().st_mtime > built for p in sources if p.is_file())
 
 
 class MimicDbtTranslator(DagsterDbtTranslator):
@@ -61,11 +70,14 @@ class MimicDbtTranslator(DagsterDbtTranslator):
         return "staging"
 
 
-def dbt_environment(workspace: WorkspaceResource) -> dict[str, str]:
-    """The variables profiles.yml reads (dbt runs with its own working directory)."""
+def dbt_environment(workspace: WorkspaceResource, duckdb_path: Path | None = None) -> dict[str, str]:
+    """The variables profiles.yml reads (dbt runs with its own working directory).
+
+    `duckdb_path` is the build file dbt writes (core/staging_build.py); the published warehouse is
+    `workspace.duckdb_path`, which dbt never writes."""
     workspace.ensure()
     return {
-        "SYNEHRGY_DUCKDB_PATH": str(workspace.duckdb_path),
+        "SYNEHRGY_DUCKDB_PATH": str(duckdb_path or workspace.duckdb_path),
         "SYNEHRGY_DUCKDB_THREADS": str(workspace.duckdb_threads),
         "SYNEHRGY_DUCKDB_MEMORY_LIMIT": workspace.duckdb_memory_limit,
         "SYNEHRGY_DUCKDB_TEMP_DIR": str(workspace.root / "duckdb_tmp"),
@@ -83,16 +95,57 @@ def dbt_mimic_models(
     workspace: WorkspaceResource,
     mimic_source: MimicSourceResource,
 ):
+    """Atomic staging: dbt builds a fresh file; it replaces the published warehouse only when green.
+
+    Nothing is yielded before the swap, so a failed build records no materialization and leaves the
+    previous marts (and their build marker) as they were."""
+    from synehrgy_assets.core.staging_build import (
+        changed_files, discard_build, file_stats, new_build, publish, source_fingerprint, write_marker,
+    )  # fmt: skip
+    from synehrgy_assets.core.staging_checks import dbt_failure_message
+
     files = mimic_source.resolve(workspace)
-    os.environ.update(dbt_environment(workspace))
-    context.log.info(f"Staging {files.directory} ({files.header_case}-case headers) into {workspace.duckdb_path}")
-    args = ["build", "--vars", json.dumps(files.dbt_vars())]
-    events = list(dbt.cli(args, context=context).stream())
-    yield from with_row_counts(events, workspace)
+    build_id, build_db = new_build(workspace.root)
+    stats, fingerprint = file_stats(files.files), source_fingerprint(files.files)
+    os.environ.update(dbt_environment(workspace, build_db))
+    context.log.info(
+        f"Staging build {build_id}: {files.directory} ({files.header_case}-case headers) into {build_db}; "
+        f"published to {workspace.duckdb_path} only if the whole build succeeds"
+    )
+    try:
+        invocation = dbt.cli(["build", "--vars", json.dumps(files.dbt_vars())], context=context, raise_on_error=False)
+        events = list(invocation.stream())
+        if not invocation.is_successful():
+            try:
+                run_results = invocation.get_artifact("run_results.json")
+            except Exception:  # dbt died before writing it
+                run_results = None
+            error = invocation.get_error()
+            raise dg.Failure(
+                description=dbt_failure_message(run_results, fallback=str(error or "")),
+                metadata={"staging_build_id": build_id, "published": False},
+            )
+        changed = changed_files(stats, files.files)
+        if changed:
+            raise dg.Failure(
+                description=(
+                    "Staging failed; the previously published marts are untouched: MIMIC-III file(s) changed "
+                    f"while staging read them: {', '.join(changed)}. Expected the raw files to stay as they are "
+                    "during a run; re-run when the copy is complete."
+                ),
+                metadata={"staging_build_id": build_id, "published": False},
+            )
+        info = write_marker(build_db, build_id, str(files.directory), fingerprint)
+        publish(build_db, workspace.duckdb_path)
+    except BaseException:
+        discard_build(build_db)
+        raise
+    context.log.info(f"Published staging build {build_id} to {workspace.duckdb_path}")
+    yield from with_row_counts(events, workspace, info.metadata())
 
 
-def with_row_counts(events, workspace: WorkspaceResource):
-    """Attach `dagster/row_count` to every table model, counted after the build.
+def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict | None = None):
+    """Attach `dagster/row_count` (and the staging build id) to every table model, after publishing.
 
     Counted here rather than with dagster-dbt's `fetch_row_counts()`: that keeps the dbt adapter's
     DuckDB connection open in this process, and DuckDB then refuses our own connections to the file.
@@ -104,10 +157,23 @@ def with_row_counts(events, workspace: WorkspaceResource):
         }
         for event in events:
             table = getattr(event, "output_name", None)  # dagster-dbt names outputs after the model
-            if isinstance(event, dg.Output) and table in tables:
-                rows = con.execute(f'select count(*) from main."{table}"').fetchall()[0][0]
-                event = event.with_metadata({**event.metadata, "dagster/row_count": int(rows)})
+            if isinstance(event, dg.Output):
+                extra = dict(build_metadata or {})
+                if table in tables:
+                    extra["dagster/row_count"] = int(con.execute(f'select count(*) from main."{table}"').fetchone()[0])
+                event = event.with_metadata({**event.metadata, **extra})
             yield event
+
+
+def published_build(con):
+    """The staging build of the published marts (`BuildInfo`); a clear dg.Failure when they carry no
+    complete build marker (a failed, partial or hand-started dbt run) or were changed since."""
+    from synehrgy_assets.core.staging_build import StagingBuildError, read_marker
+
+    try:
+        return read_marker(con)
+    except StagingBuildError as exc:
+        raise dg.Failure(description=f"Refusing the staged marts: {exc}") from exc
 
 
 def mart_key(model_name: str) -> dg.AssetKey:

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from synehrgy_assets.defs._metadata import histogram_png, png_markdown
-from synehrgy_assets.defs.staging import mart_key
+from synehrgy_assets.defs.staging import mart_key, published_build
 from synehrgy_assets.resources import WorkspaceResource, write_json
 
 SPLITS = ("train", "val", "test")
@@ -54,6 +54,7 @@ def patient_split(
     context: dg.AssetExecutionContext, config: PatientSplitConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     with workspace.connect() as con:
+        build = published_build(con)  # refuses marts of a failed or partial staging build
         ids = con.sql("select subject_id from main.cohort order by subject_id").fetchnumpy()["subject_id"]
         if len(ids) < 3:
             raise ValueError(f"patient_split: main.cohort has {len(ids)} patients; at least 3 are needed")
@@ -76,6 +77,7 @@ def patient_split(
     return dg.MaterializeResult(
         metadata={
             "table": SPLIT_TABLE,
+            **build.metadata(),
             **{f"patients/{s}": int(counts.get(s, 0)) for s in SPLITS},
             "by_split": dg.MetadataValue.md(stats.to_markdown(index=False)),
         }
@@ -120,6 +122,8 @@ def token_vocabulary(
 ) -> dg.MaterializeResult:
     from synehrgy_assets.core.tokens import TokenVocabulary, VocabularyConfig
 
+    with workspace.connect(read_only=True) as con:
+        build = published_build(con)
     train = load_split(workspace, "train")
     vocab = TokenVocabulary.fit(
         train,
@@ -139,6 +143,7 @@ def token_vocabulary(
             "path": dg.MetadataValue.path(str(path)),
             "summary": dg.MetadataValue.json(summary),
             "train_patients": int(train.n_patients),
+            **build.metadata(),
         }
     )
 
@@ -198,7 +203,9 @@ def token_sequences(
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
     out = tokens_dir(workspace)
-    meta: dict = {"vocabulary_version": vocab.version, "n_ctx": config.n_ctx}
+    with workspace.connect(read_only=True) as con:
+        build = published_build(con)
+    meta: dict = {"vocabulary_version": vocab.version, "n_ctx": config.n_ctx, **build.metadata()}
     stats = {}
     train_lengths = None
     fmt = ContextFormat(vocab, config.n_ctx)

@@ -5,10 +5,10 @@
 -- (docs/benchmarks.md); int_measurements_classified joins the 126-row item seed back in.
 select
     false as is_labevents, row_id, subject_id, hadm_id, icustay_id, itemid, charttime,
-    value, valuenum, is_error
+    value, valuenum, is_error, valuenum_is_invalid
 from {{ ref('stg_mimic__chartevents') }}
 union all
 select
     true as is_labevents, row_id, subject_id, hadm_id, cast(null as bigint) as icustay_id,
-    itemid, charttime, value, valuenum, false as is_error
+    itemid, charttime, value, valuenum, false as is_error, valuenum_is_invalid
 from {{ ref('stg_mimic__labevents') }}

@@ -38,6 +38,7 @@ joined as (
         p.subject_id is not null as has_patient,
         p.gender,
         p.dob,
+        coalesce(p.dob_is_invalid, false) as dob_is_invalid,
         -- Age at ICU admission in years of 365.2425 days. Patients older than 89 have their DOB
         -- shifted by ~300 years in MIMIC-III, so this is ~300 for them (capped in `visits`).
         date_diff('second', p.dob, s.intime) / (365.2425 * 86400.0) as raw_age_years
@@ -73,7 +74,10 @@ select
         when j.intime is null or j.outtime is null then 'missing_intime_or_outtime'
         when j.outtime < j.intime then 'outtime_before_intime'
         when not j.has_admission then 'missing_admission'
+        when j.has_patient and j.dob_is_invalid then 'dob_unparseable'
         when not j.has_patient or j.dob is null then 'missing_patient_or_dob'
+        when j.dob > coalesce(j.admittime, j.intime) then 'dob_after_admission'
+        when j.raw_age_years > {{ var('max_raw_age_years') }} then 'dob_implausible'
         when j.gender is null or j.gender not in ('M', 'F') then 'gender_not_m_or_f'
         when j.raw_age_years < 18 then 'age_under_18'
     end as drop_reason

@@ -19,7 +19,7 @@ kept_stays as (
 by_icustay as (
     select
         i.variable, i.conversion, e.subject_id, e.icustay_id,
-        e.charttime, e.value, e.valuenum, e.is_error,
+        e.charttime, e.value, e.valuenum, e.is_error, e.valuenum_is_invalid,
         s.intime, s.outtime, s.icustay_id is not null as stay_is_kept
     from {{ ref('int_events_filtered') }} as e
     inner join items as i on i.itemid = e.itemid and i.is_labevents = e.is_labevents
@@ -33,7 +33,7 @@ by_icustay as (
 by_window as (
     select
         i.variable, i.conversion, e.subject_id, s.icustay_id,
-        e.charttime, e.value, e.valuenum, e.is_error,
+        e.charttime, e.value, e.valuenum, e.is_error, e.valuenum_is_invalid,
         s.intime, s.outtime, true as stay_is_kept
     from {{ ref('int_events_filtered') }} as e
     inner join items as i on i.itemid = e.itemid and i.is_labevents = e.is_labevents
@@ -110,6 +110,7 @@ select
     date_diff('second', intime, charttime) / 3600.0 as hours,
     clean_value as value,
     clean_text as value_text,
+    valuenum_is_invalid,
     case
         when not stay_is_kept then 'dropped_stay_not_kept'
         when is_error then 'dropped_error_flag'

@@ -20,6 +20,8 @@ select
     {{ to_timestamp('charttime') }} as charttime,
     "value" as value,
     {{ to_double('valuenum') }} as valuenum,
+    -- VALUENUM present but not a number (counted in staging_audit; VALUE is parsed instead).
+    ({{ to_text('valuenum') }} is not null and {{ to_double('valuenum') }} is null) as valuenum_is_invalid,
     -- ERROR is 1 for rows a clinician marked as erroneous (MetaVision); NULL on CareVue rows.
     coalesce({{ to_integer('error') }}, 0) = 1 as is_error
 from raw

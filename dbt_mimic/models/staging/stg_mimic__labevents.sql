@@ -17,5 +17,7 @@ select
     try_cast(itemid as integer) as itemid,
     {{ to_timestamp('charttime') }} as charttime,
     "value" as value,
-    {{ to_double('valuenum') }} as valuenum
+    {{ to_double('valuenum') }} as valuenum,
+    -- VALUENUM present but not a number (counted in staging_audit; VALUE is parsed instead).
+    ({{ to_text('valuenum') }} is not null and {{ to_double('valuenum') }} is null) as valuenum_is_invalid
 from raw
