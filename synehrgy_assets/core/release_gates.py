@@ -23,6 +23,7 @@ dataclass. Pure: metrics in, verdicts out, so each gate is testable without Dags
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -59,10 +60,11 @@ class GateVerdict:
     passed: bool
     rows: list[dict] = field(default_factory=list)
     reason: str = ""
+    not_applicable: bool = False  # e.g. a code gate on a dataset without ICD codes (passes, says why)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "passed": self.passed,
-                "rows": self.rows, "reason": self.reason}
+                "rows": self.rows, "reason": self.reason, "not_applicable": self.not_applicable}
 
 
 def _get(metrics: dict, key: str) -> float:
@@ -242,12 +244,53 @@ def privacy_dcr_gate(m: dict, t: GateThresholds) -> GateVerdict:
                     "5th percentile of real held-out visits' distances (0.05 for fresh real data).", rows)
 
 
-FIDELITY_GATES = (code_prevalence_gate, code_pair_gate, structure_gate, mortality_rate_gate, utility_gate,
-                  forced_closure_gate)
+# Raw row counts of the ICD tables (from staging_audit), set by the evaluation. When both are 0 the
+# dataset has no codes: the code gates are "not applicable", and so are code quantities that could
+# not be measured in the other gates.
+CODE_TABLE_ROWS = {"DIAGNOSES_ICD": "dataset/diagnoses_icd_rows", "PROCEDURES_ICD": "dataset/procedures_icd_rows"}
+CODE_GATES = ("code_prevalence_gate", "code_pair_gate")
 
 
-PRIVACY_GATES = (privacy_visit_copy_gate, privacy_ngram_copy_gate, privacy_membership_gate,
-                 privacy_attribute_gate, privacy_dcr_gate)
+def empty_code_tables(m: dict) -> list[str]:
+    return [table for table, key in CODE_TABLE_ROWS.items() if key in m and _get(m, key) == 0]
+
+
+def not_applicable_without_codes(verdict: GateVerdict, m: dict) -> GateVerdict:
+    """The verdict on a dataset with empty ICD tables: code gates not applicable, and unmeasurable
+    code quantities of other gates left out, each with the reason."""
+    empty = empty_code_tables(m)
+    if not empty:
+        return verdict
+    why = f"not applicable: the dataset has no ICD codes ({' and '.join(empty)} empty)"
+    if verdict.name in CODE_GATES and len(empty) == len(CODE_TABLE_ROWS):
+        return GateVerdict(verdict.name, verdict.description, passed=True, rows=[], reason=why, not_applicable=True)
+    na = [r for r in verdict.rows if math.isnan(r["measured"])
+          and any(w in r["quantity"].lower() for w in ("code", "diagnos", "procedure"))]
+    if not na:
+        return verdict
+    for r in na:
+        r.update(ok=True, not_applicable=True)
+    rows = [r for r in verdict.rows if not r.get("not_applicable")]
+    v = _verdict(verdict.name, verdict.description, rows) if rows else GateVerdict(
+        verdict.name, verdict.description, True, [], "", True)
+    v.rows = verdict.rows
+    v.reason = f"{v.reason}; {', '.join(r['quantity'] for r in na)} {why}" if rows else why
+    return v
+
+
+def _code_aware(gate):
+    @functools.wraps(gate)
+    def judged(m: dict, t: GateThresholds, *args, **kwargs) -> GateVerdict:
+        return not_applicable_without_codes(gate(m, t, *args, **kwargs), m)
+    return judged
+
+
+FIDELITY_GATES = tuple(_code_aware(g) for g in (code_prevalence_gate, code_pair_gate, structure_gate,
+                                                mortality_rate_gate, utility_gate, forced_closure_gate))
+
+
+PRIVACY_GATES = tuple(_code_aware(g) for g in (privacy_visit_copy_gate, privacy_ngram_copy_gate,
+                                               privacy_membership_gate, privacy_attribute_gate, privacy_dcr_gate))
 
 
 def all_verdicts(metrics: dict, thresholds: GateThresholds | None = None, marginals=None,
