@@ -57,6 +57,34 @@ def load(con):
     return out
 
 
+def mortality_calibration(model, windows, vocab) -> dict:
+    """Mean model P(MORTALITY//1) at every supervised MORTALITY target vs the observed share.
+
+    Separates training from sampling: a model whose mean predicted probability matches the
+    observed rate but whose sampled cohort has fewer deaths points at the sampler; a mean below
+    the observed rate points at training. Aggregates only (over all target visits of a split).
+    """
+    import torch
+
+    m0, m1 = vocab.mortality_base, vocab.mortality_base + 1
+    predicted, observed = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(len(windows)):
+            w = np.asarray(windows.window(i), dtype=np.int64)
+            start = int(windows.context_lengths[i])
+            nxt = w[1:]
+            where = np.flatnonzero(((nxt == m0) | (nxt == m1)) & (np.arange(1, len(w)) >= start))
+            if not len(where):
+                continue
+            logits, _ = model(torch.from_numpy(w[None, :-1]))
+            p = torch.softmax(logits[0, torch.from_numpy(where)][:, [m0, m1]].float(), dim=-1)[:, 1]
+            predicted.extend(p.tolist())
+            observed.extend((nxt[where] == m1).tolist())
+    return {"mean_p_death": round(float(np.mean(predicted)), 4), "observed_death_share": round(float(np.mean(observed)), 4),
+            "n_targets": len(observed)}
+
+
 def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: int, threads: int,
                 temperatures: tuple[float, ...] = (1.0,)) -> list[dict]:
     import torch
@@ -94,6 +122,8 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
                    token_types=vocab.token_types,
                    loss_weights=None if params["mortality_weight"] == 1.0 else weights)
     trained = time.perf_counter()
+    calibration = {s: mortality_calibration(model, windows[s], vocab) for s in ("train", "val")}
+    print(f"  [{name}] mortality calibration {calibration}", file=sys.stderr, flush=True)
     lengths = np.diff(encode(cohorts["train"], vocab).offsets)
     cap = int(np.ceil(1.25 * np.percentile(lengths, 99.9) / 1024) * 1024)
     results = []
@@ -118,6 +148,7 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
                "val_loss_by_type": {k: round(v, 3) for k, v in (result.val_loss_by_type or {}).items()},
                "unigram_by_type": {k: round(v, 3) for k, v in (result.unigram_baseline_by_type or {}).items()},
                "forced_closure_rate": sample.forced_closure_rate,
+               "mortality_calibration": calibration,
                "mean_los_synthetic": round(float(cohort.visits["los_hours"].mean()), 1),
                "mean_los_real": round(float(cohorts["train"].visits["los_hours"].mean()), 1)}
         for row in targets.itertuples():
