@@ -1,4 +1,5 @@
-"""Export the staged real cohort (the dbt marts) as a MEDS 0.4 dataset.
+"""Export a marts-shaped cohort as a MEDS 0.4 dataset: the staged real cohort (the dbt marts,
+`REAL_MARTS`) or a synthetic one (`MedsSource.in_schema("synthetic")`), through the same code.
 
 Layout (https://github.com/Medical-Event-Data-Standard/meds, schema of release 0.4):
 
@@ -60,24 +61,61 @@ SUBJECT_SPLITS_SCHEMA = pa.schema(
 # Our patient_split names → the MEDS sentinel split names.
 SPLIT_NAMES = {"train": "train", "val": "tuning", "test": "held_out"}
 
-SPLIT_TABLE = "synehrgy.patient_split"
-# table → (columns read here, the asset that writes it)
-REQUIRED_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
-    "main.visits": (
-        ("subject_id", "hadm_id", "icustay_id", "intime", "outtime", "age_years", "age_is_capped", "gender",
-         "ethnicity_group", "insurance", "admission_type", "first_careunit", "mortality_inhospital"),
-        "the dbt model `visits`",
-    ),
-    "main.visit_codes": (("subject_id", "icustay_id", "code_type", "icd9_code", "seq_num"), "the dbt model `visit_codes`"),
-    "main.visit_phenotypes": (("subject_id", "icustay_id", "phenotype"), "the dbt model `visit_phenotypes`"),
-    "main.measurements": (
-        ("subject_id", "icustay_id", "hours", "variable", "value", "value_text"),
-        "the dbt model `measurements`",
-    ),
-    SPLIT_TABLE: (("subject_id", "split"), "the asset `patient_split`"),
+MART_COLUMNS: dict[str, tuple[str, ...]] = {
+    "visits": ("subject_id", "hadm_id", "icustay_id", "intime", "outtime", "age_years", "age_is_capped", "gender",
+               "ethnicity_group", "insurance", "admission_type", "first_careunit", "mortality_inhospital"),
+    "visit_codes": ("subject_id", "icustay_id", "code_type", "icd9_code", "seq_num"),
+    "visit_phenotypes": ("subject_id", "icustay_id", "phenotype"),
+    "measurements": ("subject_id", "icustay_id", "hours", "variable", "value", "value_text"),
 }
-# Optional dictionaries for ICD descriptions (staging views over the raw D_ICD_* files).
-ICD_TITLE_VIEWS = {"diagnosis": "main.stg_mimic__d_icd_diagnoses", "procedure": "main.stg_mimic__d_icd_procedures"}
+
+
+@dataclass(frozen=True)
+class MedsSource:
+    """Where `export_meds` reads a cohort: four marts-shaped tables (docs/architecture.md), the split
+    table (None = every subject in `all_split`) and optional ICD-9 dictionaries for descriptions.
+
+    Names are DuckDB relation names as written in SQL (`schema.table`, quoted where needed).
+    """
+
+    visits: str = "main.visits"
+    visit_codes: str = "main.visit_codes"
+    visit_phenotypes: str = "main.visit_phenotypes"
+    measurements: str = "main.measurements"
+    split_table: str | None = "synehrgy.patient_split"
+    all_split: str = "train"
+    icd_titles: tuple[tuple[str, str], ...] = (
+        ("diagnosis", "main.stg_mimic__d_icd_diagnoses"), ("procedure", "main.stg_mimic__d_icd_procedures"))
+    origin: str = "the dbt model"
+
+    @classmethod
+    def in_schema(cls, schema: str, *, dictionaries_schema: str | None = None, all_split: str = "train",
+                  origin: str = "the synthetic cohort table") -> "MedsSource":
+        """Marts-shaped tables `<schema>.visits` ... without a split table (a synthetic cohort), with ICD
+        titles from `<dictionaries_schema>."D_ICD_DIAGNOSES"` / `"D_ICD_PROCEDURES"` when given."""
+        titles = () if dictionaries_schema is None else (
+            ("diagnosis", f'{dictionaries_schema}."D_ICD_DIAGNOSES"'),
+            ("procedure", f'{dictionaries_schema}."D_ICD_PROCEDURES"'))
+        return cls(visits=f"{schema}.visits", visit_codes=f"{schema}.visit_codes",
+                   visit_phenotypes=f"{schema}.visit_phenotypes", measurements=f"{schema}.measurements",
+                   split_table=None, all_split=all_split, icd_titles=titles, origin=origin)
+
+    def mart(self, name: str) -> str:
+        return getattr(self, name)
+
+    def required(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """table -> (columns read here, what writes it)."""
+        out = {self.mart(m): (cols, f"{self.origin} `{m}`") for m, cols in MART_COLUMNS.items()}
+        if self.split_table is not None:
+            out[self.split_table] = (("subject_id", "split"), "the asset `patient_split`")
+        return out
+
+
+REAL_MARTS = MedsSource()
+# The real cohort's names, kept for readers of the old constants.
+SPLIT_TABLE = REAL_MARTS.split_table
+REQUIRED_TABLES = REAL_MARTS.required()
+ICD_TITLE_VIEWS = dict(REAL_MARTS.icd_titles)
 
 MICROSECONDS_PER_HOUR = 3_600_000_000
 MICROSECONDS_PER_YEAR = 31_556_952_000_000  # 365.2425 days, the year staging uses for age_years
@@ -86,11 +124,11 @@ STREAM_BATCH_ROWS = 262_144
 
 # Events of one subject at the same time are written in this order (then seq_num, code, value), so
 # an export is byte-for-byte reproducible and reads chronologically (admission before discharge).
-EVENTS_SQL = f"""
+_EVENTS_TEMPLATE = """
 with v as (
     select subject_id, hadm_id, icustay_id, intime, outtime, age_years, age_is_capped, gender, ethnicity_group,
            insurance, admission_type, first_careunit, mortality_inhospital
-    from main.visits
+    from {visits}
 ),
 first_visit as (
     select * from v qualify row_number() over (partition by subject_id order by intime, icustay_id) = 1
@@ -108,11 +146,11 @@ admission as (
 admission_codes as (
     -- visit_codes repeats the admission's codes on each of its ICU stays: one event per recorded row
     select distinct c.subject_id, v.hadm_id, c.code_type, c.icd9_code, c.seq_num
-    from main.visit_codes c join v using (icustay_id)
+    from {visit_codes} c join v using (icustay_id)
 ),
 admission_phenotypes as (
     select distinct p.subject_id, v.hadm_id, p.phenotype
-    from main.visit_phenotypes p join v using (icustay_id)
+    from {visit_phenotypes} p join v using (icustay_id)
 ),
 events as (
     select subject_id, cast(null as timestamp) as time, 'GENDER//' || gender as code,
@@ -121,8 +159,8 @@ events as (
     from (select distinct subject_id, gender from v where gender is not null)
   union all
     select subject_id,
-           intime - to_microseconds(cast(round(age_years * {MICROSECONDS_PER_YEAR}) as bigint)),
-           'MEDS_BIRTH', null, case when age_is_capped then '{AGE_CAPPED_TEXT}' end, 1, null
+           intime - to_microseconds(cast(round(age_years * {us_per_year}) as bigint)),
+           'MEDS_BIRTH', null, case when age_is_capped then '{capped}' end, 1, null
     from first_visit
   union all
     select subject_id, first_intime, 'HOSPITAL_ADMISSION//' || admission_type, null, null, 2, null
@@ -137,9 +175,9 @@ events as (
     select subject_id, intime, 'ICU_ADMISSION//' || first_careunit, null, null, 5, null
     from v where first_careunit is not null
   union all
-    select m.subject_id, v.intime + to_microseconds(cast(round(m.hours * {MICROSECONDS_PER_HOUR}) as bigint)),
+    select m.subject_id, v.intime + to_microseconds(cast(round(m.hours * {us_per_hour}) as bigint)),
            'MEASUREMENT//' || m.variable, cast(m.value as float), m.value_text, 6, null
-    from main.measurements m join v using (icustay_id)
+    from {measurements} m join v using (icustay_id)
   union all
     select subject_id, outtime, 'ICU_DISCHARGE', null, null, 7, null from v
   union all
@@ -155,6 +193,17 @@ events as (
     from v where mortality_inhospital = 1 group by subject_id
 )
 """
+
+
+def events_sql(source: MedsSource = REAL_MARTS) -> str:
+    """The `with ... events as (...)` prefix of every query, over `source`'s tables."""
+    return _EVENTS_TEMPLATE.format(
+        visits=source.visits, visit_codes=source.visit_codes, visit_phenotypes=source.visit_phenotypes,
+        measurements=source.measurements, us_per_year=MICROSECONDS_PER_YEAR, us_per_hour=MICROSECONDS_PER_HOUR,
+        capped=AGE_CAPPED_TEXT)
+
+
+EVENTS_SQL = events_sql(REAL_MARTS)
 ORDER_BY = "subject_id, time nulls first, priority, seq nulls first, code, numeric_value nulls first, text_value nulls first"
 
 
@@ -192,8 +241,10 @@ def export_meds(
     shard_rows: int = 1_000_000,
     dataset_name: str = DEFAULT_DATASET_NAME,
     variables_csv: Path = SEEDS_DIR / "variables.csv",
+    source: MedsSource = REAL_MARTS,
 ) -> MedsSummary:
-    """Write the marts on `con` (a DuckDB connection) as a MEDS 0.4 dataset at `out_dir`.
+    """Write the marts-shaped tables of `source` on `con` (a DuckDB connection) as a MEDS 0.4 dataset
+    at `out_dir`: by default the real marts and `synehrgy.patient_split`.
 
     Shards hold about `shard_rows` events each: a shard is closed at the first subject boundary at or
     after each multiple of `shard_rows`, so one subject is never split. Everything is written to a
@@ -202,7 +253,7 @@ def export_meds(
     if shard_rows < 1:
         raise MedsExportError(f"export_meds: shard_rows must be >= 1, got {shard_rows}")
     out_dir = Path(out_dir).expanduser().resolve()
-    _check_inputs(con)
+    _check_inputs(con, source)
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _export_lock(out_dir):
@@ -211,7 +262,7 @@ def export_meds(
             (tmp / "data").mkdir(parents=True)
             (tmp / "metadata").mkdir()
             summary = _write_export(con, tmp, shard_rows=shard_rows, dataset_name=dataset_name,
-                                    variables_csv=Path(variables_csv))
+                                    variables_csv=Path(variables_csv), source=source)
             _swap_into_place(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -231,17 +282,27 @@ def _existing_relations(con) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _check_inputs(con) -> None:
+def _split_name(qualified: str) -> tuple[str, str]:
+    """`schema.table` (either part may be double-quoted) -> (schema, table) as stored."""
+    schema, name = qualified.split(".", 1)
+    return schema.strip('"'), name.strip('"')
+
+
+def _exists(existing: set[str], qualified: str) -> bool:
+    return ".".join(_split_name(qualified)) in existing
+
+
+def _check_inputs(con, source: MedsSource) -> None:
     existing = _existing_relations(con)
-    missing = [f"{t} (written by {origin})" for t, (_, origin) in REQUIRED_TABLES.items() if t not in existing]
+    required = source.required()
+    missing = [f"{t} (written by {origin})" for t, (_, origin) in required.items() if not _exists(existing, t)]
     if missing:
-        raise MedsExportError(
-            "export_meds: missing table(s) " + "; ".join(missing) + ". Build the dbt marts and materialize "
-            "`patient_split` first."
-        )
+        hint = (" Build the dbt marts and materialize `patient_split` first." if source == REAL_MARTS
+                else " Write the cohort's marts-shaped tables first.")
+        raise MedsExportError("export_meds: missing table(s) " + "; ".join(missing) + "." + hint)
     problems = []
-    for table, (columns, _) in REQUIRED_TABLES.items():
-        schema, name = table.split(".")
+    for table, (columns, _) in required.items():
+        schema, name = _split_name(table)
         found = {
             r[0]
             for r in con.execute(
@@ -255,8 +316,8 @@ def _check_inputs(con) -> None:
             problems.append(f"{table} lacks column(s) {lacking} (found {sorted(found)})")
     if problems:
         raise MedsExportError("export_meds: " + "; ".join(problems))
-    if con.sql("select count(*) from main.visits").fetchall()[0][0] == 0:
-        raise MedsExportError("export_meds: main.visits is empty; nothing to export")
+    if con.sql(f"select count(*) from {source.visits}").fetchall()[0][0] == 0:
+        raise MedsExportError(f"export_meds: {source.visits} is empty; nothing to export")
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -307,10 +368,12 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variables_csv: Path) -> MedsSummary:
+def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variables_csv: Path,
+                  source: MedsSource) -> MedsSummary:
+    sql = events_sql(source)
     # One aggregate pass gives the events per subject (for sharding) and per code (for codes.parquet).
     counts = con.sql(
-        f"""{EVENTS_SQL}
+        f"""{sql}
         select subject_id, code, count(*) as n, grouping(subject_id) = 0 as is_subject_row from events
         group by grouping sets ((subject_id), (code))"""
     ).to_arrow_table()
@@ -321,11 +384,11 @@ def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variab
     code_names = by_code["code"].to_pylist()
     if None in code_names:
         raise MedsExportError(
-            "export_meds: some events have a NULL code; a NULL value in main.measurements.variable, "
-            "main.visit_codes.icd9_code/code_type or main.visit_phenotypes.phenotype"
+            f"export_meds: some events have a NULL code; a NULL value in {source.measurements}.variable, "
+            f"{source.visit_codes}.icd9_code/code_type or {source.visit_phenotypes}.phenotype"
         )
     code_counts = dict(zip(code_names, by_code["n"].to_pylist()))
-    _check_measurements_attached(con, code_counts)
+    _check_measurements_attached(con, code_counts, source)
 
     shard_of_subject = _assign_shards(subject_events, shard_rows)
     n_shards = int(shard_of_subject[-1]) + 1
@@ -333,15 +396,15 @@ def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variab
     last_subject_of_shard = subject_ids[np.r_[np.flatnonzero(np.diff(shard_of_subject)), len(subject_ids) - 1]]
     width = max(4, len(str(n_shards - 1)))
     shard_paths = [root / "data" / f"{k:0{width}d}.parquet" for k in range(n_shards)]
-    written = _stream_shards(con, shard_paths, last_subject_of_shard)
+    written = _stream_shards(con, shard_paths, last_subject_of_shard, sql)
     if not np.array_equal(written, expected_per_shard):
         raise RuntimeError(
             f"export_meds: wrote {int(written.sum())} events but counted {int(expected_per_shard.sum())}; "
             "the marts changed during the export?"
         )
 
-    subjects_by_split = _write_subject_splits(con, subject_ids, root / "metadata" / "subject_splits.parquet")
-    icd_sources = _write_codes(con, code_names, variables_csv, root / "metadata" / "codes.parquet")
+    subjects_by_split = _write_subject_splits(con, subject_ids, root / "metadata" / "subject_splits.parquet", source)
+    icd_sources = _write_codes(con, code_names, variables_csv, root / "metadata" / "codes.parquet", source)
 
     families: dict[str, int] = {}
     for code, n in code_counts.items():
@@ -360,7 +423,7 @@ def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variab
     (root / "metadata" / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
 
     capped = con.sql(
-        f"{EVENTS_SQL} select count(*) from events where code = 'MEDS_BIRTH' and text_value = '{AGE_CAPPED_TEXT}'"
+        f"{sql} select count(*) from events where code = 'MEDS_BIRTH' and text_value = '{AGE_CAPPED_TEXT}'"
     ).fetchall()[0][0]
     return MedsSummary(
         out_dir=root,
@@ -378,13 +441,13 @@ def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variab
     )
 
 
-def _check_measurements_attached(con, code_counts: dict[str, int]) -> None:
+def _check_measurements_attached(con, code_counts: dict[str, int], source: MedsSource) -> None:
     exported = sum(n for c, n in code_counts.items() if c.startswith("MEASUREMENT//"))
-    total = con.sql("select count(*) from main.measurements").fetchall()[0][0]
+    total = con.sql(f"select count(*) from {source.measurements}").fetchall()[0][0]
     if exported != total:
         raise MedsExportError(
-            f"export_meds: {total - exported} of {total} rows of main.measurements have an icustay_id that is "
-            "not in main.visits (the dbt relationships test should have caught this)"
+            f"export_meds: {total - exported} of {total} rows of {source.measurements} have an icustay_id that is "
+            f"not in {source.visits} (the dbt relationships test should have caught this)"
         )
 
 
@@ -396,11 +459,11 @@ def _assign_shards(subject_events: np.ndarray, shard_rows: int) -> np.ndarray:
     return np.unique(raw, return_inverse=True)[1].astype(np.int64)
 
 
-def _stream_shards(con, shard_paths: list[Path], last_subject_of_shard: np.ndarray) -> np.ndarray:
+def _stream_shards(con, shard_paths: list[Path], last_subject_of_shard: np.ndarray, sql: str) -> np.ndarray:
     """Stream the sorted events once and cut them into shards at subject boundaries."""
     written = np.zeros(len(shard_paths), dtype=np.int64)
     reader = con.sql(
-        f"{EVENTS_SQL} select subject_id, time, code, numeric_value, text_value from events order by {ORDER_BY}"
+        f"{sql} select subject_id, time, code, numeric_value, text_value from events order by {ORDER_BY}"
     ).to_arrow_reader(STREAM_BATCH_ROWS)
     writer: pq.ParquetWriter | None = None
     current = -1
@@ -436,17 +499,26 @@ def _to_meds_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
-def _write_subject_splits(con, subject_ids: np.ndarray, path: Path) -> dict[str, int]:
+def _write_subject_splits(con, subject_ids: np.ndarray, path: Path, source: MedsSource) -> dict[str, int]:
+    split_table = source.split_table
+    if split_table is None:
+        if source.all_split not in SPLIT_NAMES.values():
+            raise MedsExportError(f"export_meds: all_split must be one of {sorted(SPLIT_NAMES.values())}, "
+                                  f"got {source.all_split!r}")
+        table = pa.table({"subject_id": pa.array(subject_ids, pa.int64()),
+                          "split": pa.array([source.all_split] * len(subject_ids), pa.string())})
+        pq.write_table(table.cast(SUBJECT_SPLITS_SCHEMA), path, compression="zstd")
+        return {source.all_split: int(len(subject_ids))} if len(subject_ids) else {}
     bad = con.sql(
-        f"select distinct split from {SPLIT_TABLE} where split is null or split not in ('train', 'val', 'test')"
+        f"select distinct split from {split_table} where split is null or split not in ('train', 'val', 'test')"
     ).fetchall()
     if bad:
         raise MedsExportError(
-            f"export_meds: {SPLIT_TABLE}.split holds {sorted(map(str, (b[0] for b in bad)))}; expected train/val/test"
+            f"export_meds: {split_table}.split holds {sorted(map(str, (b[0] for b in bad)))}; expected train/val/test"
         )
-    dup = con.sql(f"select count(*) - count(distinct subject_id) from {SPLIT_TABLE}").fetchall()[0][0]
+    dup = con.sql(f"select count(*) - count(distinct subject_id) from {split_table}").fetchall()[0][0]
     if dup:
-        raise MedsExportError(f"export_meds: {SPLIT_TABLE} lists {dup} subject(s) more than once")
+        raise MedsExportError(f"export_meds: {split_table} lists {dup} subject(s) more than once")
     wanted = pa.table({"subject_id": pa.array(subject_ids, pa.int64())})
     con.register("_meds_subjects", wanted)
     try:
@@ -454,7 +526,7 @@ def _write_subject_splits(con, subject_ids: np.ndarray, path: Path) -> dict[str,
             f"""select w.subject_id,
                        case s.split when 'train' then '{SPLIT_NAMES['train']}' when 'val' then '{SPLIT_NAMES['val']}'
                                     when 'test' then '{SPLIT_NAMES['test']}' end as split
-                from _meds_subjects w left join {SPLIT_TABLE} s using (subject_id)
+                from _meds_subjects w left join {split_table} s using (subject_id)
                 order by w.subject_id"""
         ).to_arrow_table()
     finally:
@@ -462,7 +534,7 @@ def _write_subject_splits(con, subject_ids: np.ndarray, path: Path) -> dict[str,
     unsplit = table["split"].null_count
     if unsplit:
         raise MedsExportError(
-            f"export_meds: {unsplit} subject(s) of main.visits have no row in {SPLIT_TABLE}; "
+            f"export_meds: {unsplit} subject(s) of {source.visits} have no row in {split_table}; "
             "re-materialize `patient_split` after rebuilding the marts"
         )
     table = table.cast(SUBJECT_SPLITS_SCHEMA)
@@ -471,12 +543,13 @@ def _write_subject_splits(con, subject_ids: np.ndarray, path: Path) -> dict[str,
     return {str(a): int(b) for a, b in zip(names, n)}
 
 
-def _icd_titles(con) -> tuple[pa.Table, list[str]]:
-    """ICD-9 long titles from the staging views, where present and readable (they read the raw files)."""
+def _icd_titles(con, source: MedsSource) -> tuple[pa.Table, list[str]]:
+    """ICD-9 long titles from the source's dictionaries (for the real marts: the staging views over the raw
+    files), where present and readable."""
     existing = _existing_relations(con)
     parts, used = [], []
-    for code_type, view in ICD_TITLE_VIEWS.items():
-        if view not in existing:
+    for code_type, view in source.icd_titles:
+        if not _exists(existing, view):
             continue
         try:
             parts.append(
@@ -493,8 +566,8 @@ def _icd_titles(con) -> tuple[pa.Table, list[str]]:
     return (pa.concat_tables(tables) if tables else schema.empty_table()), used
 
 
-def _write_codes(con, code_names: list[str], variables_csv: Path, path: Path) -> list[str]:
-    titles, used = _icd_titles(con)
+def _write_codes(con, code_names: list[str], variables_csv: Path, path: Path, source: MedsSource) -> list[str]:
+    titles, used = _icd_titles(con, source)
     if not variables_csv.is_file():
         raise MedsExportError(f"export_meds: variables seed {variables_csv} not found (columns variable,label,kind,unit)")
     codes = pa.table({"code": pa.array(sorted(code_names), pa.string())})

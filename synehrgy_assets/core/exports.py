@@ -1,0 +1,144 @@
+"""Exports of a synthetic cohort in the formats users read: Parquet, the MIMIC-III CSV layout and
+MEDS 0.4. Shared by the release (`defs/release.py`) and the `generate` CLI (`synehrgy_assets/consumer.py`).
+
+A cohort is given as two sets of frames: the marts-shaped tables (`visits`, `visit_codes`,
+`visit_phenotypes`, `measurements`; docs/architecture.md) and the MIMIC-III-shaped tables of
+`decoder.cohort_to_mimic_tables`. Every writer is all-or-nothing: files appear together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+FORMATS = ("parquet", "mimic-csv", "meds")
+MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
+SYNTHETIC_DATASET_NAME = "synehrgy synthetic cohort"
+
+
+@dataclass
+class ExportResult:
+    """What one export wrote: the folder, and rows per file (path relative to the folder)."""
+
+    format: str
+    out_dir: Path
+    rows: dict[str, int] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"{self.format}: {self.out_dir}"]
+        lines += [f"  {name:<40} {n:>12,} rows" for name, n in sorted(self.rows.items())]
+        return "\n".join(lines)
+
+
+def _check_marts(marts: Mapping[str, pd.DataFrame]) -> None:
+    missing = [t for t in MART_TABLES if t not in marts]
+    if missing:
+        raise ValueError(f"synthetic cohort: missing marts-shaped table(s) {missing}; expected {list(MART_TABLES)}")
+
+
+def write_parquet(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> ExportResult:
+    """One `<name>.parquet` per table in `out_dir` (all at once: temp folder + renames)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    rows = {}
+    try:
+        for name, frame in tables.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+            rows[f"{name}.parquet"] = int(len(frame))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for name in rows:
+        os.replace(tmp / name, out_dir / name)
+    tmp.rmdir()
+    return ExportResult("parquet", out_dir, rows)
+
+
+def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
+                    header_case: str = "lower", compress: bool = True) -> ExportResult:
+    """The MIMIC-III v1.4 CSV layout (`TABLE.csv.gz`, demo-style lowercase headers by default), which
+    `core/mimic_layout.resolve_mimic_dir` and the dbt staging read like a real MIMIC folder."""
+    from synehrgy_assets.core.mimic_tables import write_mimic_tables
+
+    paths = write_mimic_tables(mimic_tables, out_dir, header_case=header_case, compress=compress)
+    rows = {paths[t].name: int(len(frame)) for t, frame in mimic_tables.items()}
+    return ExportResult("mimic-csv", Path(out_dir), rows)
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals as plain strings (DuckDB would make them ENUMs, which `||` does not concatenate)."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.CategoricalDtype):
+            out[column] = out[column].astype("str").where(out[column].notna(), None)
+    return out
+
+
+def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
+               mimic_tables: Mapping[str, pd.DataFrame] | None = None,
+               dataset_name: str = SYNTHETIC_DATASET_NAME, shard_rows: int = 1_000_000) -> ExportResult:
+    """MEDS 0.4 of a synthetic cohort through the same exporter as the real one (`core/meds.export_meds`),
+    read from an in-memory DuckDB: every subject in split `train`, ICD descriptions from the cohort's
+    D_ICD_* tables when `mimic_tables` holds them."""
+    import duckdb
+
+    from synehrgy_assets.core.meds import MedsSource, export_meds
+
+    _check_marts(marts)
+    con = duckdb.connect()
+    try:
+        con.execute("create schema synthetic")
+        for name in MART_TABLES:
+            con.register("_frame", _plain(marts[name]))
+            con.execute(f"create table synthetic.{name} as select * from _frame")
+            con.unregister("_frame")
+        dictionaries = None
+        if mimic_tables and {"D_ICD_DIAGNOSES", "D_ICD_PROCEDURES"} <= set(mimic_tables):
+            dictionaries = "synthetic_mimic"
+            con.execute("create schema synthetic_mimic")
+            for name in ("D_ICD_DIAGNOSES", "D_ICD_PROCEDURES"):
+                con.register("_frame", _plain(mimic_tables[name]))
+                con.execute(f'create table synthetic_mimic."{name}" as select * from _frame')
+                con.unregister("_frame")
+        source = MedsSource.in_schema("synthetic", dictionaries_schema=dictionaries)
+        summary = export_meds(con, Path(out_dir), shard_rows=shard_rows, dataset_name=dataset_name, source=source)
+    finally:
+        con.close()
+    import pyarrow.parquet as pq
+
+    rows = {str(p.relative_to(summary.out_dir)): int(pq.read_metadata(p).num_rows)
+            for p in sorted(summary.out_dir.rglob("*.parquet"))}
+    return ExportResult("meds", summary.out_dir, rows, details={
+        "dataset_version": summary.dataset_version, "events": summary.events, "subjects": summary.subjects,
+        "codes": summary.codes, "shards": summary.shards})
+
+
+def export_cohort(fmt: str, out_dir: str | Path, marts: Mapping[str, pd.DataFrame],
+                  mimic_tables: Mapping[str, pd.DataFrame], **kwargs) -> ExportResult:
+    """Write a cohort in one of FORMATS: `parquet` (the marts- and MIMIC-shaped tables, one file each, as
+    in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout) or `meds` (MEDS 0.4)."""
+    if fmt == "parquet":
+        _check_marts(marts)
+        return write_parquet({**mimic_tables, **{t: marts[t] for t in MART_TABLES}}, out_dir)
+    if fmt == "mimic-csv":
+        return write_mimic_csv(mimic_tables, out_dir, **kwargs)
+    if fmt == "meds":
+        return write_meds(marts, out_dir, mimic_tables=mimic_tables, **kwargs)
+    raise ValueError(f"unknown export format {fmt!r}; expected one of {list(FORMATS)}")
+
+
+def read_parquet_cohort(tables_dir: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """(marts, MIMIC tables) from a folder of `<name>.parquet` files (a release's `tables/`)."""
+    tables_dir = Path(tables_dir)
+    frames = {p.stem: pd.read_parquet(p) for p in sorted(tables_dir.glob("*.parquet"))}
+    marts = {t: frames.pop(t) for t in MART_TABLES if t in frames}
+    _check_marts(marts)
+    return marts, frames
