@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import deque
@@ -84,21 +85,26 @@ def load_windows(data: dict[str, Any], split: str) -> tuple[list[np.ndarray], np
 
 def write_spec(path: str | Path, *, model_config: dict, init_seed: int, train_config: dict, data: dict,
                pad_id: int, output_dir: str | Path, token_types: np.ndarray | None = None,
-               loss_weights: np.ndarray | None = None, checkpoint_dir: str | Path | None = None) -> Path:
-    """Write a training spec (and its token_types / loss_weights arrays beside it)."""
+               loss_weights: np.ndarray | None = None, checkpoint_dir: str | Path | None = None,
+               initial_weights: str | Path | None = None) -> Path:
+    """Write a training spec (and its token_types / loss_weights arrays beside it). With
+    `initial_weights` (a state_dict file) every process starts from those weights instead of
+    `init_model(model_config, init_seed)`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     spec: dict[str, Any] = {
         "model_config": model_config, "init_seed": int(init_seed), "train_config": train_config,
         "data": {k: str(v) for k, v in data.items()}, "pad_id": int(pad_id), "output_dir": str(output_dir),
         "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
-        "token_types": None, "loss_weights": None,
+        "token_types": None, "loss_weights": None, "initial_weights": None,
     }
     for name, arr in (("token_types", token_types), ("loss_weights", loss_weights)):
         if arr is not None:
             file = path.with_name(f"{path.stem}.{name}.npy")
             np.save(file, np.asarray(arr))
             spec[name] = str(file)
+    if initial_weights is not None:
+        spec["initial_weights"] = str(initial_weights)
     path.write_text(json.dumps(spec, indent=1))
     return path
 
@@ -113,11 +119,17 @@ def run_spec(spec_path: str | Path, emit: Callable[[str], None] = print) -> None
     spec = json.loads(Path(spec_path).read_text())
     rank = int(os.environ.get("RANK", "0"))
     model = init_model(GPTConfig.from_dict(spec["model_config"]), spec["init_seed"])
+    if spec.get("initial_weights"):
+        model.load_state_dict(torch.load(spec["initial_weights"], map_location="cpu", weights_only=True))
     windows = {split: load_windows(spec["data"], split) for split in SPLITS}
     arrays = {name: None if spec.get(name) is None else np.load(spec[name]) for name in ("token_types", "loss_weights")}
 
     def on_log(record: dict) -> None:
         emit(RECORD_PREFIX + json.dumps(record))
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    emit(f"ddp: rank {rank} of {world} processes, {len(windows['train'][0])} train / "
+         f"{len(windows['val'][0])} val windows, global batch {spec['train_config']['batch_size']} rows")
 
     result = train(
         model, windows["train"][0], windows["val"][0], TrainConfig(**spec["train_config"]),
@@ -131,6 +143,9 @@ def run_spec(spec_path: str | Path, emit: Callable[[str], None] = print) -> None
         out.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
         (out / RESULT_FILE).write_text(json.dumps(asdict(result)))
+        best = "none" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+        emit(f"ddp: {result.steps} steps on {world} x {result.device}, best val loss {best}, "
+             f"{result.tokens_per_second:.0f} target tokens/s")
 
 
 # ---------------------------------------------------------------- the launcher
@@ -199,6 +214,29 @@ def run_torchrun(
     result = TrainResult(**{k: v for k, v in raw.items() if k in known})
     if model is not None:
         model.load_state_dict(torch.load(out / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return result
+
+
+def train_with_torchrun(model, n_processes: int, work_dir: str | Path, data: dict, train_config,
+                        pad_id: int, *, token_types: np.ndarray | None = None,
+                        loss_weights: np.ndarray | None = None, checkpoint_dir: str | Path | None = None,
+                        on_log: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None):
+    """`trainer.train`, but in `n_processes` torchrun processes starting from `model`'s weights.
+
+    The spec, the initial weights and the result go to `work_dir` (real-derived: keep it in the
+    workspace's private folder, removed after a success); on return `model` holds the trained weights."""
+    import torch
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    initial = work_dir / "initial_weights.pt"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, initial)
+    spec = write_spec(work_dir / "spec.json", model_config=model.config.to_dict(), init_seed=0,
+                      train_config=train_config.to_dict(), data=data, pad_id=pad_id,
+                      output_dir=work_dir / "out", token_types=token_types, loss_weights=loss_weights,
+                      checkpoint_dir=checkpoint_dir, initial_weights=initial)
+    result = run_torchrun(spec, n_processes, model=model, on_log=on_log, log=log)
+    shutil.rmtree(work_dir, ignore_errors=True)  # done: the weights are in `model` now
     return result
 
 

@@ -61,6 +61,10 @@ class GptTrainingConfig(dg.Config):
     )
     seed: int = Field(default=0, description="Seed of the initial weights, the batch order and dropout.")
     device: str = Field(default="auto", description="auto = CUDA (bf16, fused attention) when present, else CPU.")
+    n_processes: int = Field(
+        default=1, ge=1,
+        description="Training processes on this node: > 1 launches torchrun (DDP: gloo on CPU, one GPU per "
+        "process with NCCL), the global batch unchanged; its output streams into this log (docs/deploy.md).")
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -203,20 +207,32 @@ def gpt_checkpoint(
                     f"{entry['tokens_per_second']:.0f} tokens/s"
                 )
 
-        result = train(
-            model,
-            windows["train"],
-            windows["val"],
-            train_config,
-            pad_id=vocab.pad_id,
-            on_log=on_log,
-            train_context=context_lengths["train"],
-            val_context=context_lengths["val"],
-            token_types=vocab.token_types,
-            loss_weights=loss_weights,
-            checkpoint_dir=resume_dir,
-            log=context.log.info,
-        )
+        if config.n_processes > 1:
+            # --- torchrun DDP: n_processes processes train from these initial weights (core/ddp_entry.py) ---
+            from synehrgy_assets.core.ddp_entry import train_with_torchrun
+
+            context.log.info(f"Launching torchrun with {config.n_processes} processes")
+            result = train_with_torchrun(
+                model, config.n_processes, workspace.private_dir / "ddp" / resume_key,
+                {"kind": "token_dir", "path": tokens_dir(workspace)}, train_config, vocab.pad_id,
+                token_types=vocab.token_types, loss_weights=loss_weights, checkpoint_dir=resume_dir,
+                on_log=on_log, log=context.log.info,
+            )
+        else:
+            result = train(
+                model,
+                windows["train"],
+                windows["val"],
+                train_config,
+                pad_id=vocab.pad_id,
+                on_log=on_log,
+                train_context=context_lengths["train"],
+                val_context=context_lengths["val"],
+                token_types=vocab.token_types,
+                loss_weights=loss_weights,
+                checkpoint_dir=resume_dir,
+                log=context.log.info,
+            )
         ckpt_dir = workspace.artifacts_dir / "checkpoints" / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
