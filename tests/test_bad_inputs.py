@@ -88,10 +88,10 @@ def _assert_consistent(home: Path) -> str:
     """The published marts are one complete build (marker present, counts match); returns its id."""
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         info = read_marker(con)
-        visits = con.execute("select count(*) from main.visits").fetchone()[0]
+        visits = con.execute("select count(*) from main.visits").fetchall()[0][0]
         orphans = con.execute(
             "select count(*) from main.measurements m anti join main.visits v using (icustay_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     assert info.status == "complete" and visits == info.row_counts["visits"] and orphans == 0
     assert not list((home / "staging_builds").glob("*/warehouse.duckdb")), "a build file was left behind"
     return info.build_id
@@ -190,9 +190,9 @@ def _semicolons(raw: Path) -> None:
 def _latin1(raw: Path) -> None:
     path = raw / "ADMISSIONS.csv.gz"
     header, rows = _rows(path)
-    rows[3][header.index("insurance")] = "Medicare"  # keep the row valid otherwise
+    rows[3][header.index("insurance")] = "MARKER"  # data row 4 = line 5 (the header is line 1)
     text = "\n".join(",".join(f'"{v}"' for v in r) for r in [header, *rows]) + "\n"
-    data = text.encode("utf-8").replace(b'"Medicare"', b'"M\xe9dicare"', 1)
+    data = text.encode("utf-8").replace(b'"MARKER"', b'"M\xe9dicare"')  # Latin-1 e-acute
     with gzip.open(path, "wb") as f:
         f.write(data)
 
@@ -372,6 +372,16 @@ def test_loss_above_the_error_threshold_is_an_error(ws: Workspace, warn_run):
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["row_share"].value >= 0.02
 
+    # What the CLI prints at the end of the run (staging_loss_summary, default thresholds).
+    from synehrgy_assets.core.staging_checks import staging_loss_summary
+
+    lines = staging_loss_summary(ws.home)
+    assert lines[0] == f"staging build {ws.builds[-1]}: 3 loss check(s) not clean", lines
+    assert {ln.split()[1] for ln in lines[1:]} == {"stays_dropped_for_bad_data", "valuenum_not_numeric",
+                                                   "code_tables_not_empty"}, lines
+    assert any(ln.startswith("WARN  stays_dropped_for_bad_data on visits: ") and "dob_unparseable 3" in ln
+               for ln in lines), lines
+
 
 def test_dataset_without_icd_codes_stages_with_one_warning(ws: Workspace, warn_run):
     raw = _bad_copy(ws, "no_codes", _header_only("diagnoses_icd", "procedures_icd"))
@@ -386,8 +396,8 @@ def test_dataset_without_icd_codes_stages_with_one_warning(ws: Workspace, warn_r
     _MESSAGES["no_icd_codes_at_all"] = "WARN code_tables_not_empty: " + failing["code_tables_not_empty"].description
     ws.builds.append(_assert_consistent(ws.home))
     with duckdb.connect(str(ws.home / "warehouse.duckdb"), read_only=True) as con:
-        assert con.execute("select count(*) from main.visit_codes").fetchone()[0] == 0
-        assert con.execute("select count(*) from main.visits").fetchone()[0] == 135
+        assert con.execute("select count(*) from main.visit_codes").fetchall()[0][0] == 0
+        assert con.execute("select count(*) from main.visits").fetchall()[0][0] == 135
 
 
 def test_a_good_run_afterwards_in_the_same_workspace_succeeds(ws: Workspace):
@@ -398,8 +408,11 @@ def test_a_good_run_afterwards_in_the_same_workspace_succeeds(ws: Workspace):
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
     build = _assert_consistent(ws.home)
     assert build not in ws.builds
+    from synehrgy_assets.core.staging_checks import staging_loss_summary
+
+    assert staging_loss_summary(ws.home) == [f"staging build {build}: no data lost beyond the cohort rules"]
     with duckdb.connect(str(ws.home / "warehouse.duckdb"), read_only=True) as con:
-        assert con.execute("select count(*) from main.visits").fetchone()[0] == 135
+        assert con.execute("select count(*) from main.visits").fetchall()[0][0] == 135
 
 
 def test_marts_of_a_failed_hand_run_are_refused(ws: Workspace, tmp_path):
@@ -417,6 +430,22 @@ def test_marts_of_a_failed_hand_run_are_refused(ws: Workspace, tmp_path):
         con.execute("delete from main.visits where visit_index > 0")
         with pytest.raises(StagingBuildError, match="no longer match staging build"):
             read_marker(con)
+
+    # The retrain's first asset refuses them with a clear dg.Failure, and records the build id when good.
+    from synehrgy_assets.defs.tokens import patient_split
+    from synehrgy_assets.resources import WorkspaceResource
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(db, home / "warehouse.duckdb")
+    result = dg.materialize([patient_split], resources={"workspace": WorkspaceResource(home=str(home))},
+                            raise_on_error=False)
+    assert not result.success
+    assert "Refusing the staged marts" in _failure_text(result) and "no longer match" in _failure_text(result)
+    shutil.copyfile(ws.home / "warehouse.duckdb", home / "warehouse.duckdb")
+    result = dg.materialize([patient_split], resources={"workspace": WorkspaceResource(home=str(home))})
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["staging_build_id"].value == read_marker(duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)).build_id
 
 
 def test_timing_report():
@@ -467,3 +496,54 @@ def test_a_raw_file_that_changes_while_staging_reads_it_is_named(tmp_path):
     assert source_fingerprint(files) != fingerprint
     files["patients"].unlink()
     assert str(files["patients"]) in changed_files(before, files)
+
+
+@pytest.mark.parametrize("name", ["stays_dropped_for_bad_data", "measurement_values_dropped", "valuenum_not_numeric",
+                                  "code_rows_dropped"])
+def test_every_loss_check_passes_warns_and_errors(name):
+    """Each loss check on audit counts: clean passes, a small loss warns, a large one is an error (by
+    rows or by patients), with the default thresholds."""
+    from synehrgy_assets.core.staging_checks import LOSS_DEFAULTS, evaluate_loss
+
+    def audit(rows_lost: int, patients_lost: int) -> dict:
+        a = {("icustays", "", "raw"): 1000, ("icustays", "", "patients_raw"): 1000,
+             ("icustays", "", "dropped_dob_unparseable"): rows_lost,
+             ("icustays", "", "patients_dropped_bad_data"): patients_lost,
+             ("measurements", "heart_rate", "candidate"): 1000,
+             ("measurements", "heart_rate", "dropped_unparseable"): rows_lost,
+             ("measurements", "", "patients_with_candidates"): 1000,
+             ("measurements", "", "patients_dropped_unparseable_or_out_of_range"): patients_lost,
+             ("measurements", "", "valuenum_not_numeric"): rows_lost,
+             ("measurements", "", "patients_valuenum_not_numeric"): patients_lost,
+             ("codes", "diagnosis", "raw"): 600, ("codes", "procedure", "raw"): 400,
+             ("codes", "diagnosis", "dropped_null_code"): rows_lost,
+             ("codes", "", "patients_raw"): 1000, ("codes", "", "patients_dropped"): patients_lost}
+        return a
+
+    t = LOSS_DEFAULTS[name]
+    assert evaluate_loss(name, audit(0, 0), t).severity == "PASS"
+    small = max(int(t.warn_row_share * 1000) + 1, 1)
+    r = evaluate_loss(name, audit(small, 1), t)
+    assert r.severity == "WARN" and r.rows_lost == small and f"{small:,} of 1,000 rows" in r.message()
+    assert evaluate_loss(name, audit(int(t.error_row_share * 1000), 1), t).severity == "ERROR"
+    assert evaluate_loss(name, audit(small, int(t.error_patient_share * 1000)), t).severity == "ERROR"
+
+
+def test_check_structure_names_file_line_and_ids(tmp_path):
+    """The structural scan alone (no dbt): repeated header, duplicate keys, bad bytes; a clean file passes."""
+    from synehrgy_assets.core.staging_checks import MimicStructureError, check_structure
+
+    good = tmp_path / "ICUSTAYS.csv"
+    good.write_text("icustay_id,x\n1,a\n2,b\n")
+    check_structure({"icustays": good})
+    bad = tmp_path / "PATIENTS.csv"
+    bad.write_text("SUBJECT_ID,X\n1,a\n2,b\nSUBJECT_ID,X\n2,c\n")
+    with pytest.raises(MimicStructureError) as err:
+        check_structure({"patients": bad, "icustays": good})
+    text = str(err.value)
+    assert f"{bad}: the header line is repeated inside the file at line(s) 4" in text
+    assert "1 duplicated SUBJECT_ID value(s), expected each once: 2 (2 rows, lines 3, 5)" in text
+    latin = tmp_path / "ADMISSIONS.csv"
+    latin.write_bytes(b"hadm_id,insurance\n1,Medicare\n2,M\xe9dicaid\n")
+    with pytest.raises(MimicStructureError, match=r"ADMISSIONS.csv: cannot be read as UTF-8 CSV: line 3: Invalid unicode"):
+        check_structure({"admissions": latin})

@@ -102,7 +102,7 @@ def discard_build(build_db: Path) -> None:
 
 
 def _mart_counts(con) -> dict[str, int]:
-    return {m: int(con.execute(f"select count(*) from main.{m}").fetchone()[0]) for m in MARTS}
+    return {m: int(con.execute(f"select count(*) from main.{m}").fetchall()[0][0]) for m in MARTS}
 
 
 def write_marker(build_db: Path, build_id: str, source_dir: str, fingerprint: str) -> BuildInfo:
@@ -161,7 +161,7 @@ def read_marker(con, require_complete: bool = True) -> BuildInfo:
     hint = "Re-stage: materialize the staging assets (or run the job synehrgy_end_to_end)."
     has = con.execute(
         "select count(*) from duckdb_tables() where schema_name = 'main' and table_name = 'staging_build'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has:
         raise StagingBuildError(
             "The warehouse's marts carry no staging build marker (main.staging_build): they come from a "

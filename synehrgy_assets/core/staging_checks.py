@@ -47,7 +47,7 @@ def _scrub(message: str) -> str:
     return "\n".join(lines)
 
 
-def csv_error_summary(message: str) -> str:
+def csv_error_summary(message: str, with_file: bool = True) -> str:
     """The parts of a DuckDB read error a user needs: the line, the reason, the file. No row content."""
     message = _scrub(message)
     line = re.search(r"CSV Error on Line: (\d+)", message)
@@ -57,7 +57,7 @@ def csv_error_summary(message: str) -> str:
         message.splitlines()[0] if message else "",
     )
     parts = []
-    if file:
+    if file and with_file:
         parts.append(file.group(1).strip())
     if line:
         parts.append(f"line {line.group(1)}")
@@ -85,7 +85,7 @@ def check_structure(files: dict[str, Path], tables: dict[str, tuple[str, bool]] 
                     f'"{key}" as k from {rel}'
                 )
             except duckdb.Error as exc:
-                problems.append(f"{path}: cannot be read as UTF-8 CSV: {csv_error_summary(str(exc))}")
+                problems.append(f"{path}: cannot be read as UTF-8 CSV: {csv_error_summary(str(exc), with_file=False)}")
                 continue
             headers = con.execute(
                 f"select line from t where lower(trim(k)) = '{key}' order by line limit {FIRST_IDS}"
@@ -185,7 +185,7 @@ def read_audit(con, missing_ok: bool = False) -> dict[tuple[str, str, str], int]
     """staging_audit as {(section, item, metric): n}; {} when absent and `missing_ok`."""
     if missing_ok and not con.execute(
         "select count(*) from duckdb_tables() where schema_name = 'main' and table_name = 'staging_audit'"
-    ).fetchone()[0]:
+    ).fetchall()[0][0]:
         return {}
     return {(s, i, m): int(n) for s, i, m, n in con.execute("select section, item, metric, n from main.staging_audit").fetchall()}
 
@@ -289,8 +289,9 @@ def staging_loss_summary(home: str | Path, thresholds: dict[str, Thresholds] | N
 
 LOSS_DEFAULTS: dict[str, Thresholds] = {
     "stays_dropped_for_bad_data": Thresholds(),
-    # The demo drops ~0.1% of candidate values and touches ~35% of its patients (one odd value each).
-    "measurement_values_dropped": Thresholds(0.01, 0.10, 0.5, 0.9),
+    # The demo drops 0.12% of candidate values, touching 36% of its patients (an odd value each); the
+    # synthetic hospital (1,000 patients) drops 0.32%, touching 65%.
+    "measurement_values_dropped": Thresholds(0.01, 0.10, 0.75, 0.95),
     "valuenum_not_numeric": Thresholds(),
     "code_rows_dropped": Thresholds(),
     "code_tables_not_empty": Thresholds(),
@@ -317,7 +318,8 @@ def dbt_failure_message(run_results: dict | None, fallback: str = "") -> str:
             continue
         name = r.get("unique_id", "?").split(".")[-1]
         msg = _scrub(str(r.get("message") or "")).strip()
-        msg = re.sub(r"\s+", " ", msg)[:600]
+        msg = re.sub(r"\s+", " ", msg)
+        msg = re.sub(r" LINE \d+:.*$", "", msg)[:600]  # DuckDB's pointer into dbt's SQL: noise here
         hint = next((h for k, h in _HINTS.items() if k in msg), "")
         if r.get("status") == "fail":
             lines.append(f"dbt test {name} failed ({r.get('failures')} failing rows): {msg}")

@@ -160,7 +160,7 @@ def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict |
             if isinstance(event, dg.Output):
                 extra = dict(build_metadata or {})
                 if table in tables:
-                    extra["dagster/row_count"] = int(con.execute(f'select count(*) from main."{table}"').fetchone()[0])
+                    extra["dagster/row_count"] = int(con.execute(f'select count(*) from main."{table}"').fetchall()[0][0])
                 event = event.with_metadata({**event.metadata, **extra})
             yield event
 

@@ -59,7 +59,7 @@ def _make_check(name: str):
     def _check(context: dg.AssetCheckExecutionContext, config: config_cls, workspace: WorkspaceResource):
         with workspace.connect(read_only=True) as con:
             audit = read_audit(con)
-            build = con.execute("select any_value(build_id) from main.staging_build").fetchone()[0]
+            build = con.execute("select any_value(build_id) from main.staging_build").fetchall()[0][0]
         r = evaluate_loss(name, audit, config.thresholds())
         if r.severity != "PASS":
             (context.log.warning if r.severity == "WARN" else context.log.error)(f"{name} on {mart}: {r.message()}")
