@@ -108,15 +108,34 @@ class MimicSourceResource(dg.ConfigurableResource):
         return resolve_mimic_dir(Path(self.mimic_dir).expanduser())
 
 
-class MlflowResource(dg.ConfigurableResource):
-    """MLflow tracking + model registry (SQLite + local artifacts by default)."""
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 
-    tracking_uri: str = Field(default="", description="Empty = sqlite:///<home>/mlflow.db")
-    artifact_root: str = Field(default="", description="Empty = <home>/mlartifacts")
-    experiment_name: str = "synehrgy"
+
+def default_mlflow_ui_url() -> str:
+    return os.environ.get("MLFLOW_UI_URL", "") or DEFAULT_MLFLOW_UI_URL
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + model registry (SQLite + local artifacts by default).
+
+    MLflow stores absolute artifact locations. When the store is the workspace's own (the default
+    `sqlite:///<home>/mlflow.db` with `<home>/mlartifacts`) and the workspace was moved or copied,
+    `setup()` re-roots the stored locations to where the workspace is now (`reroot_artifacts`), so
+    runs, logged models and registered versions keep their artifacts.
+    """
+
+    tracking_uri: str = Field(default="", description="MLflow tracking and registry URI; empty = "
+                              "sqlite:///<home>/mlflow.db (env MLFLOW_TRACKING_URI).")
+    artifact_root: str = Field(default="", description="Artifact root of new experiments; empty = <home>/mlartifacts.")
+    experiment_name: str = Field(default="synehrgy", description="MLflow experiment of every run of the graph.")
     model_name: str = Field(default="synehrgy-gpt", description="Registered model for the generator.")
     release_name: str = Field(default="synehrgy-synthetic-cohort", description="Registered model for releases.")
-    home: str = Field(default_factory=default_home)
+    home: str = Field(default_factory=default_home, description="Root of the local workspace (holds the default store).")
+    ui_url: str = Field(
+        default_factory=default_mlflow_ui_url,
+        description="Base URL of the MLflow UI that asset metadata links to (env MLFLOW_UI_URL; default the "
+        "local `mlflow ui` address http://127.0.0.1:5000).",
+    )
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -126,6 +145,11 @@ class MlflowResource(dg.ConfigurableResource):
     def resolved_artifact_root(self) -> str:
         root = self.artifact_root or str(Path(self.home).resolve() / "mlartifacts")
         return root if "://" in root else Path(root).as_uri()
+
+    @property
+    def uses_workspace_store(self) -> bool:
+        """The default store: SQLite and artifacts both inside the workspace (so they move with it)."""
+        return not self.tracking_uri and not self.artifact_root
 
     def setup(self):
         """Point MLflow at our store and return the experiment id."""
@@ -141,8 +165,24 @@ class MlflowResource(dg.ConfigurableResource):
             )
         else:
             exp_id = exp.experiment_id
+            if self.uses_workspace_store:
+                expected = f"{self.resolved_artifact_root}/{self.experiment_name}"
+                suffix = f"/{self.experiment_name}"
+                if exp.artifact_location != expected and exp.artifact_location.endswith("/mlartifacts" + suffix):
+                    reroot_artifacts(Path(self.home).resolve() / "mlflow.db",
+                                     exp.artifact_location[: -len(suffix)], self.resolved_artifact_root)
         mlflow.set_experiment(experiment_id=exp_id)
         return exp_id
+
+    # Links for asset metadata (clickable in the Dagster UI).
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> dg.MetadataValue:
+        exp = experiment_id or self.client().get_run(run_id).info.experiment_id
+        return dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/experiments/{exp}/runs/{run_id}")
+
+    def model_version_url(self, name: str, version: str | int) -> dg.MetadataValue:
+        from urllib.parse import quote
+
+        return dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/models/{quote(name)}/versions/{version}")
 
     @contextmanager
     def start_run(self, context: dg.AssetExecutionContext, run_name: str, tags: dict | None = None):
@@ -184,8 +224,41 @@ class MlflowResource(dg.ConfigurableResource):
         self.setup()
         return mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri, registry_uri=self.resolved_tracking_uri)
 
-    def run_url_hint(self, run_id: str) -> str:
-        return f"mlflow ui --backend-store-uri {self.resolved_tracking_uri} → run {run_id}"
+
+
+# MLflow's SQL store keeps absolute artifact locations in these columns (mlflow 3.17).
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def reroot_artifacts(db_path: Path, old_root: str, new_root: str) -> int:
+    """Rewrite every stored artifact location under `old_root` to the same place under `new_root`
+    in one transaction (the workspace moved); returns the rows changed."""
+    import sqlite3
+
+    old_root, new_root = old_root.rstrip("/"), new_root.rstrip("/")
+    changed = 0
+    con = sqlite3.connect(str(db_path))
+    try:
+        with con:  # one transaction: all locations move, or none
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+            for table, column in _ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                cur = con.execute(
+                    f'update "{table}" set "{column}" = ? || substr("{column}", ?) '
+                    f'where "{column}" = ? or substr("{column}", 1, ?) = ?',
+                    (new_root, len(old_root) + 1, old_root, len(old_root) + 1, old_root + "/"),
+                )
+                changed += cur.rowcount
+    finally:
+        con.close()
+    return changed
 
 
 _ORPHANS_CLEANED: set[tuple[str, str]] = set()

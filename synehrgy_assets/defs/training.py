@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from synehrgy_assets.defs._metadata import figure_png, png_markdown
+from synehrgy_assets.defs._metadata import Progress, figure_png, png_markdown
 from synehrgy_assets.defs.tokens import token_sequences, tokens_dir, vocabulary_path
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
 
@@ -65,6 +65,9 @@ class GptTrainingConfig(dg.Config):
         default=1, ge=1,
         description="Training processes on this node: > 1 launches torchrun (DDP: gloo on CPU, one GPU per "
         "process with NCCL), the global batch unchanged; its output streams into this log (docs/deploy.md).")
+    progress_every_seconds: float = Field(
+        default=10.0, description="At most one progress observation (step, epoch, losses, ETA) per this many "
+        "seconds, plus one at every validation.")
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -166,7 +169,7 @@ def gpt_checkpoint(
     # A killed materialization resumes from here on the next run with the same config and data.
     resume_key = hashlib.sha256(
         json.dumps(
-            {"config": config.model_dump(), "vocabulary_version": vocab.version, "windows": windows_summary},
+            {"config": config.model_dump(exclude={"progress_every_seconds"}), "vocabulary_version": vocab.version, "windows": windows_summary},
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
@@ -198,8 +201,18 @@ def gpt_checkpoint(
             }
         )
 
+        progress = Progress(context, every_seconds=config.progress_every_seconds)
+
         def on_log(entry: dict) -> None:
             mlflow.log_metrics(step_metrics(entry), step=int(entry["step"]))
+            # --- progress (AssetObservation; the CLI draws it as a bar) ---
+            progress.report(
+                training_fraction(entry, config), force=entry.get("val_loss") is not None,
+                step=int(entry["step"]), epoch=round(float(entry["epoch"]), 3),
+                train_loss=round(float(entry["train_loss"]), 4),
+                val_loss=None if entry.get("val_loss") is None else round(float(entry["val_loss"]), 4),
+                best_val_loss=None if entry.get("best_val_loss") is None else round(float(entry["best_val_loss"]), 4),
+            )
             if entry.get("val_loss") is not None:
                 context.log.info(
                     f"step {entry['step']} epoch {entry['epoch']:.2f}: train_loss {entry['train_loss']:.4f} "
@@ -242,29 +255,10 @@ def gpt_checkpoint(
             "max_tokens_per_patient": summary.get("max_tokens_per_patient_default")})
         curve = loss_curve_png(result.history)
         mlflow.log_image(_png_to_array(curve), "plots/loss_curve.png")
-        final_metrics = {
-            "final_train_loss": float(result.final_train_loss),
-            "final_train_tokens_per_second": float(result.tokens_per_second),
-            "final_train_seconds": float(result.seconds),
-            "final_steps": float(result.steps),
-            "final_epochs_run": float(result.epochs_run),
-            "final_stopped_early": float(result.stopped_early),
-            "final_padding_fraction": float(result.padding_fraction),
-        }
-        if result.best_val_loss is not None:  # None when the val split has no windows
-            final_metrics["best_val_loss"] = float(result.best_val_loss)
-            final_metrics["final_best_val_loss"] = float(result.best_val_loss)
-            final_metrics["final_best_step"] = float(result.best_step)
-        if result.unigram_baseline is not None:
-            final_metrics["final_unigram_baseline"] = float(result.unigram_baseline)
-        mlflow.log_metrics(
-            {
-                **final_metrics,
-                # constants of the data, beside the val_loss/<type> step series
-                **{f"unigram_baseline/{k}": float(v) for k, v in result.unigram_baseline_by_type.items()},
-                **{f"final_val_loss/{k}": float(v) for k, v in result.val_loss_by_type.items()},
-            }
-        )
+        # One summary, logged once under `final_*` names (never into a per-step series) and shown
+        # under the same names and values in the Dagster metadata.
+        final_metrics = final_train_metrics(result)
+        mlflow.log_metrics(final_metrics)
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(GENERATOR_MODEL_CODE),
@@ -287,24 +281,20 @@ def gpt_checkpoint(
             "alias": CANDIDATE_ALIAS,
             "model_uri": f"models:/{mlflow_tracking.model_name}@{CANDIDATE_ALIAS}",
             "mlflow_run_id": run.info.run_id,
-            "mlflow": mlflow_tracking.run_url_hint(run.info.run_id),
+            "mlflow_run": mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id),
+            "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.model_name, version),
             "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
             "parameters": model.num_parameters(),
             "outcome_conditioning": config.outcome_conditioning,
             "clocks": ", ".join(c["name"] for c in model_config.clocks or []) or "none",
-            "best_val_loss": None if result.best_val_loss is None else round(float(result.best_val_loss), 4),
-            "final_train_loss": round(float(result.final_train_loss), 4),
             "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),
-            "steps": result.steps,
-            "epochs_run": round(float(result.epochs_run), 3),
-            "stopped_early": bool(result.stopped_early),
-            "best_step": result.best_step,
+            # the same names and values as the run's final_* metrics in MLflow
+            **{k: v for k, v in final_metrics.items() if "/" not in k},
             "resumed_from_step": result.resumed_from_step,
-            "padding_fraction": round(float(result.padding_fraction), 4),
             "val_windows": result.val_windows,
             "val_tokens": result.val_tokens,
-            "train_tokens_per_second": round(float(result.tokens_per_second), 1),
-            "train_seconds": round(time.perf_counter() - started, 1),
+            # wall time of the whole asset (loading, training, logging, registering): not final_train_seconds
+            "asset_seconds": round(time.perf_counter() - started, 1),
             "device": str(result.device),
             "precision": str(result.precision),
             "loss_curve": png_markdown(curve, "loss curve"),
@@ -312,13 +302,51 @@ def gpt_checkpoint(
     )
 
 
+# The trainer's history names, as per-step MLflow series: `tokens_per_second` there is the throughput
+# of the steps since the previous log record, not the run's (final_train_tokens_per_second).
+STEP_METRIC_NAMES = {"tokens_per_second": "window_tokens_per_second"}
+
+
 def step_metrics(entry: dict) -> dict[str, float]:
     """The per-step values of a trainer history record, flat (`val_loss/<type>` per type group)."""
     metrics = {
-        k: float(v) for k, v in entry.items()
+        STEP_METRIC_NAMES.get(k, k): float(v) for k, v in entry.items()
         if k != "step" and v is not None and not isinstance(v, dict)
     }
     metrics.update({f"val_loss/{k}": float(v) for k, v in entry.get("val_loss_by_type", {}).items()})
+    return metrics
+
+
+def training_fraction(entry: dict, config: GptTrainingConfig) -> float:
+    """Share of the training budget a history record has reached: epochs (or max_tokens), or
+    max_steps when that cap comes first. Early stopping can end a run before 1."""
+    parts = [entry["tokens_seen"] / config.max_tokens if config.max_tokens else entry["epoch"] / config.epochs]
+    if config.max_steps:
+        parts.append(entry["step"] / config.max_steps)
+    return max(parts)
+
+
+def final_train_metrics(result) -> dict[str, float]:
+    """The run's summary: each a single value, all named `final_*`. Training seconds and tokens per
+    second are the trainer's (TrainResult.seconds / .tokens_per_second: supervised targets per second
+    of optimizer steps, evaluation and checkpoint time excluded)."""
+    metrics = {
+        "final_train_loss": float(result.final_train_loss),
+        "final_train_tokens_per_second": float(result.tokens_per_second),
+        "final_train_seconds": float(result.seconds),
+        "final_steps": float(result.steps),
+        "final_epochs_run": float(result.epochs_run),
+        "final_stopped_early": float(result.stopped_early),
+        "final_padding_fraction": float(result.padding_fraction),
+    }
+    if result.best_val_loss is not None:  # None when the val split has no windows
+        metrics["final_best_val_loss"] = float(result.best_val_loss)
+        metrics["final_best_step"] = float(result.best_step)
+    if result.unigram_baseline is not None:
+        metrics["final_unigram_baseline"] = float(result.unigram_baseline)
+    # constants of the data and the best evaluation, beside the val_loss/<type> step series
+    metrics.update({f"final_unigram_baseline/{k}": float(v) for k, v in result.unigram_baseline_by_type.items()})
+    metrics.update({f"final_val_loss/{k}": float(v) for k, v in result.val_loss_by_type.items()})
     return metrics
 
 
