@@ -41,6 +41,63 @@ def _event_type(record: logging.LogRecord) -> str | None:
     return getattr(getattr(event, "event_type", None), "name", None)
 
 
+def format_progress(asset: str, metadata: dict, width: int = 24) -> str:
+    """One progress line from a progress observation's metadata (defs/_metadata.py `Progress`):
+    `gpt_checkpoint [#########...............]  38% step 120 · epoch 3.04 · val 2.311 · ETA 1m05s`."""
+    fraction = min(max(float(metadata.get("progress") or 0.0), 0.0), 1.0)
+    filled = int(round(fraction * width))
+    parts = []
+    if metadata.get("patients_total") is not None:
+        parts.append(f"{metadata.get('patients_done', 0)}/{metadata['patients_total']} patients")
+    if metadata.get("step") is not None:
+        parts.append(f"step {metadata['step']}")
+    if metadata.get("epoch") is not None:
+        parts.append(f"epoch {float(metadata['epoch']):.2f}")
+    if metadata.get("train_loss") is not None:
+        parts.append(f"train {float(metadata['train_loss']):.3f}")
+    if metadata.get("val_loss") is not None:
+        parts.append(f"val {float(metadata['val_loss']):.3f}")
+    eta = metadata.get("eta_seconds")
+    parts.append("ETA " + ("?" if eta is None else _duration(float(eta))))
+    return f"{asset} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} " + " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(record: logging.LogRecord) -> str | None:
+    """The progress line of a record that carries a progress observation, else None."""
+    meta = getattr(record, "dagster_meta", None) or {}
+    event = meta.get("dagster_event") if isinstance(meta, dict) else None
+    if getattr(event, "event_type_value", None) != "ASSET_OBSERVATION":
+        return None
+    observation = event.event_specific_data.asset_observation
+    metadata = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
+    if "progress" not in metadata:
+        return None
+    return format_progress(observation.asset_key.to_user_string(), metadata)
+
+
+class _ProgressFilter(logging.Filter):
+    """Progress observations (DEBUG events) become progress lines at any level; other records
+    below the console's level are dropped (the logger itself lets DEBUG through for this)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = progress_line(record)
+        if line is not None:
+            record.msg, record.args, record.levelname = line, None, "PROGRESS"
+            return True
+        return record.levelno >= self.level
+
+
 class _ConciseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
@@ -59,13 +116,16 @@ class _ConciseFilter(logging.Filter):
         "log_level": dg.Field(str, is_required=False, default_value="INFO"),
         "name": dg.Field(str, is_required=False, default_value="dagster"),
     },
-    description="Console logger: failures shown once by the CLI, tracebacks only at DEBUG.",
+    description="Console logger: failures shown once by the CLI, tracebacks only at DEBUG, progress "
+    "observations of training and generation as progress bars.",
 )
 def quiet_console_logger(init_context) -> logging.Logger:
     level = str(init_context.logger_config["log_level"]).upper()
-    logger = logging.Logger(init_context.logger_config["name"], level=level)
+    # DEBUG reaches the handler so that progress observations (DEBUG events) can be drawn.
+    logger = logging.Logger(init_context.logger_config["name"], level=logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(_ProgressFilter(logging.getLevelName(level)))
     if level != "DEBUG":
         handler.addFilter(_ConciseFilter())
     logger.addHandler(handler)

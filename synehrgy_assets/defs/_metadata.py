@@ -39,3 +39,39 @@ def histogram_png(values, title: str, xlabel: str, bins: int = 40) -> bytes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     return figure_png(fig)
+
+
+class Progress:
+    """Structured progress of a long-running asset, as `AssetObservation`s of that asset.
+
+    Each observation carries `progress` (0-1), `elapsed_seconds`, `eta_seconds` (from the rate so
+    far; None until something is done) and the caller's fields (step, epoch, losses; patients done
+    and total). They appear on the asset's page as they arrive (Events, and Plots for the numbers),
+    and the CLI's console logger draws them as a progress bar (orchestration/run_logging.py).
+    At most one every `every_seconds`, except when forced (a validation, the end).
+    """
+
+    def __init__(self, context: dg.AssetExecutionContext, every_seconds: float = 10.0):
+        import time
+
+        self._context = context
+        self._every = float(every_seconds)
+        self._clock = time.perf_counter
+        self._started = self._clock()
+        self._last: float | None = None
+        self.emitted = 0
+
+    def report(self, fraction: float, force: bool = False, **fields) -> bool:
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self._every:
+            return False
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        elapsed = now - self._started
+        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+        metadata = {"progress": round(fraction, 4), "elapsed_seconds": round(elapsed, 1),
+                    "eta_seconds": None if eta is None else round(eta, 1)}
+        metadata.update({k: v for k, v in fields.items() if v is not None})
+        self._context.log_event(dg.AssetObservation(asset_key=self._context.asset_key, metadata=metadata))
+        self._last = now
+        self.emitted += 1
+        return True
