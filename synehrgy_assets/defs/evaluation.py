@@ -27,7 +27,7 @@ from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_j
 
 class EvaluationConfig(dg.Config):
     max_patients: int = Field(default=5000, description="Cap per set (seeded sample) to bound the cost.")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the patient samples, the utility models and the attacks.")
 
 
 def evaluation_dir(workspace: WorkspaceResource) -> Path:
@@ -81,6 +81,7 @@ def evaluation(
     config: EvaluationConfig,
     workspace: WorkspaceResource,
     mlflow_tracking: MlflowResource,
+    release_gate: ReleaseGateResource,
 ) -> dg.MaterializeResult:
     import mlflow
 
@@ -134,6 +135,14 @@ def evaluation(
     n_met = int(targets["met"].sum())
     context.log.info(f"quality targets met: {n_met}/{len(targets)}")
 
+    # The gates as the checks will judge them (same functions and thresholds; the checks are the verdicts).
+    gates = [judge(g, workspace, {"metrics": report.metrics, "held_back": held}, release_gate,
+                   tables=report.tables)[0]
+             for g in _gate_functions()]
+    n_passed = sum(bool(v.passed) for v in gates)
+    gates_md = "\n".join(["| gate | passed | why |", "|---|---|---|"]
+                         + [f"| {v.name} | {'yes' if v.passed else '**no**'} | {v.reason.replace('|', '/')} |" for v in gates])
+
     out = evaluation_dir(workspace)
     tmp = out.with_name("evaluation.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -143,6 +152,7 @@ def evaluation(
         (tmp / "plots" / f"{name}.png").write_bytes(png)
     for name, table in report.tables.items():
         table.to_csv(tmp / f"{name}.csv", index=False)
+    (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets))
     evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
                  "cohort_id": provenance.get("cohort_id")}
     write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
@@ -159,19 +169,43 @@ def evaluation(
         )
         mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in public.items()})
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-    headline = {k: round(float(v), 4) for k, v in public.items()}
+    # Curated: verdicts, targets and plots first; every figure in the linked report and MLflow run.
+    run_url = mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id)
     return dg.MaterializeResult(
         metadata={
-            "quality_targets": dg.MetadataValue.md(targets.to_markdown(index=False, floatfmt=".4g")),
+            "release_gates_passed": f"{n_passed}/{len(gates)}",
             "quality_targets_met": f"{n_met}/{len(targets)}",
-            **{k: v for k, v in headline.items()},
-            "errors": dg.MetadataValue.json(report.errors),
-            "mlflow_run_id": run.info.run_id,
-            "model_version": str(provenance["model_version"]),
-            "seconds": round(time.perf_counter() - started, 1),
+            "release_gates": dg.MetadataValue.md(gates_md),
+            "quality_targets": dg.MetadataValue.md(targets.to_markdown(index=False, floatfmt=".4g")),
             **{f"plot/{name}": png_markdown(png, name) for name, png in plots.items()},
+            "mlflow_run": run_url,
+            "mlflow_artifacts": dg.MetadataValue.url(f"{run_url.value}/artifacts"),
+            "full_report": dg.MetadataValue.path(str(out / "report.md")),
+            "metrics_json": dg.MetadataValue.path(str(out / "metrics.json")),
+            "metrics_published": len(public),
+            "metrics_held_back": len(held),
+            "errors": dg.MetadataValue.json(report.errors),
+            "synthetic_patients": int(synthetic.n_patients),
+            "cohort_id": str(provenance.get("cohort_id")),
+            "model_version": str(provenance["model_version"]),
+            "mlflow_run_id": run.info.run_id,
+            "seconds": round(time.perf_counter() - started, 1),
         }
     )
+
+
+def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: str, targets) -> str:
+    """Markdown: every published metric and where the tables are (`artifacts/evaluation/report.md`).
+    Public figures only: held-back metrics are named with the reason, never with their value."""
+    lines = ["# Evaluation", "", "## Release gates", "", gates_md, "", "## Quality targets", "",
+             targets.to_markdown(index=False, floatfmt=".4g"), "", "## Metrics", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {float(v):.6g} |" for k, v in sorted(public.items())]
+    lines += ["", "## Held back (small cells of the real data)", ""]
+    lines += [f"- {k}: {why}" for k, why in sorted(held.items())] or ["none"]
+    lines += ["", "## Tables", ""] + [f"- [{name}.csv]({name}.csv) ({len(t)} rows)" for name, t in tables.items()]
+    if errors:
+        lines += ["", "## Not computed", ""] + [f"- {k}: {v}" for k, v in errors.items()]
+    return "\n".join(lines) + "\n"
 
 
 def private_metrics_path(workspace: WorkspaceResource) -> Path:
@@ -193,31 +227,16 @@ def _gate(gate):
 
     example = gate({}, GateThresholds())
 
-    @dg.asset_check(name=example.name, asset=evaluation, description=example.description + " Gates `champion`.")
+    @dg.asset_check(name=example.name, asset=evaluation, blocking=False,
+                    description=example.description + " Gates `champion` (severity ERROR, not blocking).")
     def _check(workspace: WorkspaceResource, release_gate: ReleaseGateResource) -> dg.AssetCheckResult:
-        import pandas as pd
-
-        from synehrgy_assets.core.release_gates import marginal_gate
-
         evaluated = _evaluated(workspace)
-        metrics, cohort_id = evaluated["metrics"], evaluated.get("cohort_id")
-        if gate is marginal_gate:
-            out = evaluation_dir(workspace)
-            verdict = gate(metrics, release_gate.thresholds(), pd.read_csv(out / "fidelity_marginals.csv"),
-                           pd.read_csv(out / "fidelity_baseline_marginals.csv"))
-        else:
-            verdict = gate(metrics, release_gate.thresholds())
+        cohort_id = evaluated.get("cohort_id")
+        verdict, table = judge(gate, workspace, evaluated, release_gate)
         current = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text()).get("cohort_id")
         if current != cohort_id:  # the cohort was regenerated after it was evaluated
             verdict.passed = False
             verdict.reason = f"stale: evaluation judged cohort {cohort_id}, the workspace holds {current}"
-        table = pd.DataFrame(verdict.rows)
-        if verdict.name == "mortality_rate_gate" and any("mortality" in k for k in evaluated.get("held_back", {})):
-            # The figures are small cells of the real data: the verdict stays, the numbers do not leave
-            # (the reason travels to the release card).
-            table[["measured", "real_test_baseline", "threshold"]] = float("nan")
-            verdict.reason = ("within threshold" if verdict.passed else "outside threshold") + \
-                " (figures held back: a real sample has fewer than 10 in-hospital deaths or survivors)"
         write_verdict(workspace, verdict.name, cohort_id, verdict.passed, verdict.to_dict())
         return dg.AssetCheckResult(
             passed=bool(verdict.passed),
@@ -230,10 +249,41 @@ def _gate(gate):
     return _check
 
 
-def _evaluation_checks():
+def judge(gate, workspace: WorkspaceResource, evaluated: dict, release_gate: ReleaseGateResource,
+          tables: dict | None = None):
+    """(verdict, comparison table) of one gate on the evaluated metrics, small-cell figures masked.
+    The marginal gate reads its tables from `tables` when given, else from artifacts/evaluation/."""
+    import pandas as pd
+
+    from synehrgy_assets.core.release_gates import marginal_gate
+
+    metrics = evaluated["metrics"]
+    if gate is marginal_gate:
+        if tables is None:
+            out = evaluation_dir(workspace)
+            tables = {n: pd.read_csv(out / f"{n}.csv") for n in ("fidelity_marginals", "fidelity_baseline_marginals")}
+        verdict = gate(metrics, release_gate.thresholds(), tables["fidelity_marginals"],
+                       tables["fidelity_baseline_marginals"])
+    else:
+        verdict = gate(metrics, release_gate.thresholds())
+    table = pd.DataFrame(verdict.rows)
+    if verdict.name == "mortality_rate_gate" and any("mortality" in k for k in evaluated.get("held_back", {})):
+        # The figures are small cells of the real data: the verdict stays, the numbers do not leave
+        # (the reason travels to the release card).
+        table[["measured", "real_test_baseline", "threshold"]] = float("nan")
+        verdict.reason = ("within threshold" if verdict.passed else "outside threshold") + \
+            " (figures held back: a real sample has fewer than 10 in-hospital deaths or survivors)"
+    return verdict, table
+
+
+def _gate_functions():
     from synehrgy_assets.core.release_gates import FIDELITY_GATES, PRIVACY_GATES, marginal_gate
 
-    return [_gate(g) for g in (*FIDELITY_GATES, marginal_gate, *PRIVACY_GATES)]
+    return (*FIDELITY_GATES, marginal_gate, *PRIVACY_GATES)
+
+
+def _evaluation_checks():
+    return [_gate(g) for g in _gate_functions()]
 
 
 evaluation_checks = _evaluation_checks()

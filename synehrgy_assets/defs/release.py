@@ -123,6 +123,8 @@ def synthetic_release(
             "checks": dg.MetadataValue.json(status),
             "generator_version": str(provenance["model_version"]),
             "mlflow_run_id": run.info.run_id,
+            "mlflow_run": mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id),
+            "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.release_name, version),
             "consume": dg.MetadataValue.md(
                 "```python\nimport mlflow\n"
                 f"mlflow.set_tracking_uri('{mlflow_tracking.resolved_tracking_uri}')\n"
