@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from orchestration.jobs import end_to_end_job, retrain_job
+from orchestration.jobs import end_to_end_job, generate_shards_job, in_process_by_default_executor, retrain_job
 from orchestration.resources import build_resources
 from orchestration.schedules import weekly_retraining_schedule
 from orchestration.sensors import mimic_files_sensor, release_announcement_sensor
@@ -23,16 +23,19 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
             tokens.token_sequences,
             training.gpt_checkpoint,
             synthesis.synthetic_sequences,
+            synthesis.synthetic_sequence_shards,
             synthesis.synthetic_cohort,
             evaluation.evaluation,
             release.synthetic_release,
         ],
         asset_checks=[*staging_checks.staging_loss_checks, *tokens.token_sequences_checks, *validation.gx_checks, *evaluation.evaluation_checks,
                       *synthesis.synthesis_checks],
-        jobs=[end_to_end_job, retrain_job],
+        jobs=[end_to_end_job, retrain_job, generate_shards_job],
         schedules=[weekly_retraining_schedule],
         sensors=[mimic_files_sensor, release_announcement_sensor],
         resources=build_resources(**resource_overrides),
+        # ad-hoc materializations (UI, `dagster asset materialize`) run in one process too
+        executor=in_process_by_default_executor,
     )
 
 

@@ -1,19 +1,53 @@
-"""Jobs: the whole graph, and retraining from the staged data onward."""
+"""Jobs and the executor: the whole graph, retraining from the staged data onward, generation shards.
+
+The executor is in-process by default (the Definitions' executor, so ad-hoc materializations
+from the UI use it too): every step shares one interpreter, and torch, GX, MLflow and the dbt
+manifest load once per run instead of once per step. Multiprocess stays one run-config line away
+(launchpad or `execute_in_process`/`dagster job launch` run config)::
+
+    execution:
+      config:
+        multiprocess: {max_concurrent: 2}
+
+Measured figures: docs/architecture.md, "Executor".
+"""
 
 
 import dagster as dg
 
-# In-process: every step shares one interpreter, so torch/GX/MLflow import once per run.
+_BASE = dg.multi_or_in_process_executor
+
+# Dagster's own multi_or_in_process executor with `in_process` as the default choice.
+in_process_by_default_executor = dg.ExecutorDefinition(
+    name="in_process_or_multiprocess",
+    config_schema=dg.Field(_BASE.config_schema.config_type, default_value={"in_process": {}}, is_required=False),
+    requirements=_BASE.get_requirements,
+    executor_creation_fn=_BASE.executor_creation_fn,
+    description="In-process by default (one interpreter per run); `execution: config: multiprocess: {}` "
+    "runs each step in its own process.",
+)
+
+# The generation shards are partitioned: they run in their own job (a backfill over shard keys).
+_SHARDS = dg.AssetSelection.groups("synthesis_shards")
+
 end_to_end_job = dg.define_asset_job(
     name="synehrgy_end_to_end",
-    selection=dg.AssetSelection.all(),
-    executor_def=dg.in_process_executor,
+    selection=dg.AssetSelection.all() - _SHARDS,
+    executor_def=in_process_by_default_executor,
     description="Raw MIMIC-III (or the synthetic hospital) → dbt staging → tokens → GPT → synthetic release.",
 )
 
 retrain_job = dg.define_asset_job(
     name="synehrgy_retrain",
     selection=dg.AssetSelection.groups("tokens", "model", "synthesis", "evaluation", "release"),
-    executor_def=dg.in_process_executor,
+    executor_def=in_process_by_default_executor,
     description="Refit the vocabulary, retrain the GPT, regenerate, evaluate and (if gated checks pass) release.",
+)
+
+generate_shards_job = dg.define_asset_job(
+    name="synehrgy_generate_shards",
+    selection=_SHARDS,
+    executor_def=in_process_by_default_executor,
+    description="One generation shard per run (partition = shard key); backfill several keys to generate in "
+    "parallel, then materialize synthetic_sequences with from_shards=k.",
 )

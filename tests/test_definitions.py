@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
+from pydantic import Field
 
 
 def test_definitions_load_and_graph_is_complete(tmp_path):
@@ -46,3 +48,144 @@ def test_workspace_yaml_points_at_the_definitions():
 
     ws = yaml.safe_load((REPO / "workspace.yaml").read_text())
     assert ws["load_from"][0]["python_module"]["module_name"] == "orchestration.definitions"
+
+
+# ---- launchpad knobs, executor, checks, sensors (issue 11) -------------------------------------
+
+def undocumented_fields(job: dg.JobDefinition) -> list[str]:
+    """`ops.<op>.config.<field>` and `resources.<resource>.config.<field>` paths of the job's run
+    config (what the launchpad shows) that have no description, nested fields included."""
+    missing: list[str] = []
+
+    def walk(config_type, path: str) -> None:
+        fields = getattr(config_type, "fields", None)
+        if not isinstance(fields, dict):
+            inner = getattr(config_type, "inner_type", None)
+            if inner is not None:
+                walk(inner, path)
+            return
+        for name, field in fields.items():
+            if not (field.description or "").strip():
+                missing.append(f"{path}.{name}")
+            walk(field.config_type, f"{path}.{name}")
+
+    schema = job.run_config_schema.config_type.fields
+    for section in ("ops", "resources"):
+        for name, field in schema[section].config_type.fields.items():
+            config = getattr(field.config_type, "fields", {}).get("config")
+            if config is not None and name != "io_manager":  # Dagster's own default IO manager
+                walk(config.config_type, f"{section}.{name}.config")
+    return missing
+
+
+class _Knobs(dg.Config):
+    documented: int = Field(default=1, description="has one")
+    bare: int = 2
+
+
+class _Res(dg.ConfigurableResource):
+    nested_bare: str = ""
+
+
+def _knobby(config, res) -> None: ...
+
+
+_knobby.__annotations__ = {"config": _Knobs, "res": _Res}  # real types (this module's annotations are strings)
+_knobby = dg.asset(_knobby)
+
+
+def test_every_config_and_resource_field_has_a_description(tmp_path):
+    from orchestration.definitions import build_definitions
+
+    repo = build_definitions(home=str(tmp_path)).get_repository_def()
+    jobs = repo.get_all_jobs()
+    assert {"__ASSET_JOB", "synehrgy_end_to_end", "synehrgy_generate_shards"} <= {j.name for j in jobs}
+    for job in jobs:
+        assert undocumented_fields(job) == [], job.name
+    # The walk sees undocumented fields (a check that can fail).
+    bad = dg.Definitions(assets=[_knobby], resources={"res": _Res()}).get_repository_def().get_all_jobs()[0]
+    assert sorted(undocumented_fields(bad)) == ["ops._knobby.config.bare", "resources.res.config.nested_bare"]
+
+
+def test_in_process_by_default_and_multiprocess_by_run_config(tmp_path):
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(home=str(tmp_path))
+    repo = defs.get_repository_def()
+    for job in repo.get_all_jobs():  # the Definitions' executor reaches ad-hoc (__ASSET_JOB) runs too
+        assert job.executor_def.name == "in_process_or_multiprocess", job.name
+        assert job.executor_def.config_schema.as_field().default_value == {"in_process": {}}
+        for execution in ({"in_process": {}}, {"multiprocess": {"max_concurrent": 2}}):
+            assert dg.validate_run_config(job, {"execution": {"config": execution}}) is not None
+
+
+def test_gating_checks_are_error_severity_and_never_block(tmp_path):
+    """Labels and severities agree: the gating checks record ERROR results and do not block the
+    release (which records a failed cohort as `failed`)."""
+    from orchestration.definitions import build_definitions
+    from synehrgy_assets.defs.release import GATING_CHECKS
+
+    repo = build_definitions(home=str(tmp_path)).get_repository_def()
+    specs = {key.name: spec for assets_def in repo.asset_graph.assets_defs for key, spec in
+             ((s.key, s) for s in assets_def.check_specs)}
+    assert set(GATING_CHECKS) <= set(specs)
+    for name in GATING_CHECKS:
+        assert specs[name].blocking is False, name
+        assert "blocking" not in specs[name].description.replace("not blocking", ""), specs[name].description
+
+
+@pytest.mark.integration
+def test_gate_thresholds_from_run_config_change_the_verdict(tmp_path):
+    """The launchpad's `resources.release_gate.config` is accepted and judges: the same evaluation
+    passes the forced-closure gate with a lax threshold and fails it with an impossible one; the
+    evaluation's metadata shows the gates first and links its full tables."""
+    from tests.small_graph import copy_workspace, small_graph
+
+    graph = small_graph()
+    meta = graph.metadata("evaluation")
+    keys = list(meta)
+    assert keys[:4] == ["release_gates_passed", "quality_targets_met", "release_gates", "quality_targets"]
+    assert all(k.startswith("plot/") for k in keys[4:8]) and len(keys) <= 25, keys
+    report = meta["full_report"].value
+    assert report.endswith("artifacts/evaluation/report.md")
+    assert "## Metrics" in (graph.home / "artifacts" / "evaluation" / "report.md").read_text()
+    assert isinstance(meta["mlflow_artifacts"], dg.UrlMetadataValue)
+
+    home, defs, instance = copy_workspace(graph, tmp_path / "ws")
+    gates = dg.define_asset_job("gates_only", selection=dg.AssetSelection.checks_for_assets(
+        dg.AssetKey("evaluation")))
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[gates])).resolve_job_def("gates_only")
+    verdicts = {}
+    for limit in (1.0, -1.0):
+        run_config = {"resources": {"release_gate": {"config": {"max_forced_closure_rate": limit}}}}
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        checks = {e.event_specific_data.check_name: e.event_specific_data
+                  for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        verdicts[limit] = checks["forced_closure_gate"].passed
+        assert all(c.severity == dg.AssetCheckSeverity.ERROR for c in checks.values() if not c.passed)
+    assert verdicts == {1.0: True, -1.0: False}
+
+
+@pytest.mark.integration
+def test_release_sensor_announces_every_release_whatever_made_it(tmp_path):
+    """The end-to-end job's release, then an ad-hoc materialization of synthetic_release alone (as from
+    the UI's "Materialize" or the CLI): each tick announces the new one, once."""
+    from orchestration.sensors import release_announcement_sensor
+    from synehrgy_assets.defs import release
+    from tests.small_graph import copy_workspace, small_graph
+
+    home, defs, instance = copy_workspace(small_graph(), tmp_path / "ws")
+    first = release_announcement_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    last = instance.fetch_materializations(dg.AssetKey("synthetic_release"), limit=1).records[0]
+    assert instance.get_run_by_id(last.run_id).job_name == "synehrgy_end_to_end"
+    version = last.asset_materialization.metadata["release_version"].value
+    assert first.skip_message.startswith(f"release v{version} ") and last.run_id in first.skip_message
+    quiet = release_announcement_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert "No new materialization" in quiet.skip_message
+
+    adhoc = dg.materialize([release.synthetic_release], instance=instance, resources=defs.resources)
+    assert adhoc.success and adhoc.dagster_run.job_name != "synehrgy_end_to_end"
+    again = release_announcement_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    new_version = adhoc.asset_materializations_for_node("synthetic_release")[0].metadata["release_version"].value
+    assert new_version != version
+    assert again.skip_message.startswith(f"release v{new_version} ") and adhoc.run_id in again.skip_message

@@ -2,6 +2,7 @@
 
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from synehrgy_assets.defs._metadata import Progress
 from synehrgy_assets.defs.gates import cohort_fingerprint
 from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
 from synehrgy_assets.defs.training import CANDIDATE_ALIAS, gpt_checkpoint
@@ -42,6 +44,12 @@ class SyntheticSequencesConfig(dg.Config):
     seed: int = Field(default=0, description="Sampler seed: the same seed, device and config give the same sequences.")
     model_alias: str = Field(default=CANDIDATE_ALIAS, description="Registry alias of the generator to use.")
     device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:i]'.")
+    progress_every_seconds: float = Field(
+        default=10.0, description="At most one progress observation (patients done / total, ETA) per this many seconds.")
+    from_shards: int = Field(
+        default=0, description="0 = sample here. k > 0 = sample nothing and assemble the first k partitions of "
+        "synthetic_sequence_shards (shard-000 ... in key order; each must exist, from one generator and config) "
+        "into these sequences, so many workers can generate one cohort (docs/architecture.md).")
 
 
 # At most this share of patients may reach the length cap before closing on their own (asset
@@ -73,7 +81,7 @@ def load_generator(mlflow_tracking: MlflowResource, alias: str, device):
 @dg.asset(
     group_name="synthesis",
     deps=[gpt_checkpoint],
-    kinds={"pytorch"},
+    kinds={"pytorch", "mlflow"},
     description="Synthetic token sequences from the registered generator (KV-cached, grammar-constrained).",
 )
 def synthetic_sequences(
@@ -82,28 +90,43 @@ def synthetic_sequences(
     workspace: WorkspaceResource,
     mlflow_tracking: MlflowResource,
 ) -> dg.MaterializeResult:
+    if config.from_shards:
+        return dg.MaterializeResult(metadata=assemble_shards(workspace, config.from_shards, config.seed))
+    summary_path = tokens_dir(workspace) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    n = config.n_patients or summary["splits"]["train"]["patients"]
+    metadata = sample_to(context, config, workspace, mlflow_tracking, n, config.seed,
+                         synthetic_dir(workspace) / "sequences", summary)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def sample_to(context, config: SyntheticSequencesConfig, workspace: WorkspaceResource,
+              mlflow_tracking: MlflowResource, n: int, seed: int, out: Path, summary: dict,
+              extra_provenance: dict | None = None) -> dict:
+    """Sample `n` patients with `seed` and write them to `out` (tokens.npy, offsets.npy, forced.npy,
+    provenance.json), atomically; returns the asset metadata."""
     from synehrgy_assets.core.generation import flatten, generate_sequences
     from synehrgy_assets.core.trainer import resolve_device
 
     device = resolve_device(config.device)
     model, vocab, mv = load_generator(mlflow_tracking, config.model_alias, device)
-    summary_path = tokens_dir(workspace) / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    n = config.n_patients or summary["splits"]["train"]["patients"]
     cap, cap_source = max_tokens_per_patient(config, summary, model.config.n_ctx)
+    progress = Progress(context, every_seconds=config.progress_every_seconds)
+    progress.report(0.0, force=True, patients_done=0, patients_total=n)
 
     def on_progress(done: int, total: int) -> None:
         context.log.info(f"generated {done}/{total} patients")
+        progress.report(done / max(total, 1), force=done == total, patients_done=done, patients_total=total)
 
     context.log.info(
         f"Sampling {n} patients with {mlflow_tracking.model_name} v{mv.version} on {device} "
-        f"({config.batch_size} rows, at most {cap} tokens per patient: {cap_source})"
+        f"({config.batch_size} rows, at most {cap} tokens per patient: {cap_source}, seed {seed})"
     )
     result = generate_sequences(
         model,
         vocab,
         n,
-        seed=config.seed,
+        seed=seed,
         temperature=config.temperature,
         top_k=config.top_k or None,
         top_p=config.top_p or None,
@@ -113,8 +136,7 @@ def synthetic_sequences(
         on_progress=on_progress,
     )
     flat, offsets = flatten(result.sequences)
-    out = synthetic_dir(workspace) / "sequences"
-    tmp = out.with_name("sequences.partial")
+    tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "tokens.npy", flat)
@@ -123,34 +145,35 @@ def synthetic_sequences(
     write_json(
         tmp / "provenance.json",
         {"model_name": mlflow_tracking.model_name, "model_version": mv.version, "alias": config.model_alias,
-         "vocabulary_version": vocab.version, "seed": config.seed, "temperature": config.temperature,
+         "vocabulary_version": vocab.version, "seed": seed, "temperature": config.temperature,
          "top_k": config.top_k, "top_p": config.top_p, "n_patients": n,
          "max_tokens_per_patient": cap, "max_tokens_per_patient_source": cap_source,
          "n_forced_closures": int(result.n_forced_closures),
          "forced_closure_rate": float(result.forced_closure_rate), "n_rolls": int(result.n_rolls),
-         "sampler": result.summary()},
+         "sampler": result.summary(), **(extra_provenance or {})},
     )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     lengths = np.diff(offsets)
-    return dg.MaterializeResult(
-        metadata={
-            "patients": n,
-            "forced_closures": int(result.n_forced_closures),
-            "forced_closure_rate": float(result.forced_closure_rate),
-            "rolls": int(result.n_rolls),
-            "max_tokens_per_patient": cap,
-            "max_tokens_per_patient_source": cap_source,
-            "tokens": int(flat.size),
-            "tokens_per_patient_mean": float(lengths.mean()) if n else 0.0,
-            "tokens_per_patient_p50": float(np.median(lengths)) if n else 0.0,
-            "patients_per_second": round(float(result.patients_per_second), 2),
-            "tokens_per_second": round(float(result.tokens_per_second), 1),
-            "row_utilization": round(float(result.row_utilization), 4),
-            "model_version": str(mv.version),
-            "vocabulary_version": vocab.version,
-        }
-    )
+    return {
+        "patients": n,
+        "seed": seed,
+        "forced_closures": int(result.n_forced_closures),
+        "forced_closure_rate": float(result.forced_closure_rate),
+        "rolls": int(result.n_rolls),
+        "max_tokens_per_patient": cap,
+        "max_tokens_per_patient_source": cap_source,
+        "tokens": int(flat.size),
+        "tokens_per_patient_mean": float(lengths.mean()) if n else 0.0,
+        "tokens_per_patient_p50": float(np.median(lengths)) if n else 0.0,
+        "patients_per_second": round(float(result.patients_per_second), 2),
+        # sampling throughput (not the trainer's final_train_tokens_per_second)
+        "generated_tokens_per_second": round(float(result.tokens_per_second), 1),
+        "row_utilization": round(float(result.row_utilization), 4),
+        "model_version": str(mv.version),
+        "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.model_name, mv.version),
+        "vocabulary_version": vocab.version,
+    }
 
 
 def max_tokens_per_patient(config: SyntheticSequencesConfig, summary: dict, n_ctx: int) -> tuple[int, str]:
@@ -192,6 +215,111 @@ def forced_closure_rate(workspace: WorkspaceResource) -> dg.AssetCheckResult:
 
 
 synthesis_checks = [forced_closure_rate]
+
+
+# ---- Partitioned generation: static shards, each seeded from its key --------------------------
+GENERATION_SHARDS = int(os.environ.get("SYNEHRGY_GENERATION_SHARDS", "8"))
+shard_partitions = dg.StaticPartitionsDefinition([f"shard-{i:03d}" for i in range(GENERATION_SHARDS)])
+
+
+def shard_index(key: str) -> int:
+    if not key.startswith("shard-") or not key[6:].isdigit():
+        raise ValueError(f"not a generation shard key: {key!r} (expected shard-000, shard-001, ...)")
+    return int(key[6:])
+
+
+def shard_seed(seed: int, key: str) -> int:
+    """The sampler seed of one shard: independent streams from (config seed, shard index)."""
+    return int(np.random.SeedSequence([int(seed), shard_index(key)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def shards_dir(workspace: WorkspaceResource) -> Path:
+    return synthetic_dir(workspace) / "shards"
+
+
+class SyntheticShardConfig(SyntheticSequencesConfig):
+    n_patients: int = Field(
+        default=0, description="Patients per shard; 0 = the train split's patients / the number of shards, rounded up.")
+
+
+@dg.asset(
+    group_name="synthesis_shards",
+    deps=[gpt_checkpoint],
+    kinds={"pytorch", "mlflow"},
+    partitions_def=shard_partitions,
+    description=(
+        "Synthetic token sequences in static shards of N patients (partitions shard-000 ...; "
+        "SYNEHRGY_GENERATION_SHARDS, default 8), each sampled with a seed derived from the config seed and its "
+        "key, so shards can be generated in parallel (a backfill) and their union is reproducible. "
+        "`synthetic_sequences` with from_shards=k assembles them. Not part of the end-to-end job."
+    ),
+)
+def synthetic_sequence_shards(
+    context: dg.AssetExecutionContext,
+    config: SyntheticShardConfig,
+    workspace: WorkspaceResource,
+    mlflow_tracking: MlflowResource,
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    summary_path = tokens_dir(workspace) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    n = config.n_patients or -(-int(summary["splits"]["train"]["patients"]) // len(shard_partitions.get_partition_keys()))
+    seed = shard_seed(config.seed, key)
+    metadata = sample_to(context, config, workspace, mlflow_tracking, n, seed, shards_dir(workspace) / key, summary,
+                         extra_provenance={"shard": key, "base_seed": config.seed})
+    return dg.MaterializeResult(metadata={"shard": key, "base_seed": config.seed, **metadata})
+
+
+# Provenance fields every assembled shard must share.
+_SHARED = ("model_name", "model_version", "alias", "vocabulary_version", "base_seed", "temperature", "top_k",
+           "top_p", "max_tokens_per_patient")
+
+
+def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
+    """Concatenate shard-000 ... shard-(k-1) into `synthetic/sequences` (the layout synthetic_cohort
+    reads), atomically. Fails naming the shard when one is missing or differs in generator/config."""
+    keys = [f"shard-{i:03d}" for i in range(int(k))]
+    provs, parts = [], []
+    for key in keys:
+        d = shards_dir(workspace) / key
+        if not (d / "provenance.json").is_file():
+            raise FileNotFoundError(f"from_shards={k}: {d} is missing: materialize partition {key} of "
+                                    "synthetic_sequence_shards first")
+        prov = json.loads((d / "provenance.json").read_text())
+        if prov.get("base_seed") != seed:
+            raise ValueError(f"from_shards: {key} was sampled with seed {prov.get('base_seed')}, this config has "
+                             f"seed {seed}: materialize the shards with the same seed")
+        if provs and any(prov.get(f) != provs[0].get(f) for f in _SHARED):
+            diff = {f: (provs[0].get(f), prov.get(f)) for f in _SHARED if prov.get(f) != provs[0].get(f)}
+            raise ValueError(f"from_shards: {key} differs from {keys[0]} in {diff}: re-materialize the shards "
+                             "with one generator and config")
+        provs.append(prov)
+        parts.append((np.load(d / "tokens.npy"), np.load(d / "offsets.npy"), np.load(d / "forced.npy")))
+    flat = np.concatenate([p[0] for p in parts])
+    starts = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
+    offsets = np.concatenate([parts[0][1][:1]] + [p[1][1:] + s for p, s in zip(parts, starts)])
+    forced = np.concatenate([p[2] for p in parts])
+    n = int(len(offsets) - 1)
+    out = synthetic_dir(workspace) / "sequences"
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "tokens.npy", flat)
+    np.save(tmp / "offsets.npy", offsets)
+    np.save(tmp / "forced.npy", forced)
+    provenance = {f: provs[0].get(f) for f in _SHARED if f != "base_seed"}
+    provenance.update({
+        "seed": seed, "n_patients": n, "max_tokens_per_patient_source": provs[0].get("max_tokens_per_patient_source"),
+        "n_forced_closures": int(forced.sum()), "forced_closure_rate": float(forced.mean()) if n else 0.0,
+        "n_rolls": int(sum(p.get("n_rolls", 0) for p in provs)),
+        "shards": [{"shard": p["shard"], "seed": p["seed"], "n_patients": p["n_patients"]} for p in provs],
+    })
+    write_json(tmp / "provenance.json", provenance)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {"patients": n, "seed": seed, "shards": len(keys), "forced_closures": int(forced.sum()),
+            "forced_closure_rate": provenance["forced_closure_rate"], "tokens": int(flat.size),
+            "model_version": str(provenance["model_version"]), "vocabulary_version": provenance["vocabulary_version"]}
 
 
 @dg.asset(
