@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The browser UI test (tests/test_ui_browser.py) drives the Debian Chromium: playwright's own browser
+# download does not work offline. Installed here when missing and apt-get can (as root); otherwise
+# those tests skip and say why.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "synehrgy: installing the Debian chromium package for the browser UI test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "synehrgy: could not install chromium; the browser UI tests will skip"
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 export SYNEHRGY_MIMIC_DEMO_DIR="${SYNEHRGY_MIMIC_DEMO_DIR:-$(cd .. && pwd)/shared/data/mimic-iii-demo}"
 exec .venv/bin/python -m pytest "$@"
