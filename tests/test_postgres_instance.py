@@ -148,7 +148,7 @@ def test_the_graph_runs_on_a_postgres_instance(postgres_server, tmp_path, monkey
         assert first.success, failure_text(first)
         mats = materialized(first)
         assert {"patient_split", "token_sequences", "gpt_checkpoint"} <= set(mats)
-        assert mats["gpt_checkpoint"]["steps"] == 30 and mats["gpt_checkpoint"]["best_val_loss"] > 0
+        assert mats["gpt_checkpoint"]["final_steps"] == 30 and mats["gpt_checkpoint"]["final_best_val_loss"] > 0
         messages = [e.message for e in instance.all_logs(first.run_id)]
         # torchrun's processes stream into the Dagster log, and rank 0 alone reports.
         assert any("Launching torchrun with 2 processes" in m for m in messages)
