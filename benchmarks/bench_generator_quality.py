@@ -86,10 +86,12 @@ def mortality_calibration(model, windows, vocab) -> dict:
 
 
 def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: int, threads: int,
-                temperatures: tuple[float, ...] = (1.0,)) -> list[dict]:
+                temperatures: tuple[float, ...] = (1.0,), calibrations: tuple[bool, ...] = (True,)) -> list[dict]:
     import torch
 
+    from synehrgy_assets.core.calibration import calibrate_outcome
     from synehrgy_assets.core.generation import generate_sequences
+    from synehrgy_assets.core.model import set_logit_bias
     from synehrgy_assets.core.metrics import evaluate
     from synehrgy_assets.core.model import GPTConfig
     from synehrgy_assets.core.quality_targets import quality_targets
@@ -127,7 +129,10 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
     lengths = np.diff(encode(cohorts["train"], vocab).offsets)
     cap = int(np.ceil(1.25 * np.percentile(lengths, 99.9) / 1024) * 1024)
     results = []
-    for temperature in temperatures:
+    shift = calibrate_outcome(model, windows["train"].arrays(), windows["train"].context_lengths,
+                              vocab.mortality_base, vocab.mortality_base + 1, vocab.pad_id).logit_shift
+    for calibrated, temperature in [(c, t) for c in calibrations for t in temperatures]:
+        set_logit_bias(model, {vocab.mortality_base + 1: shift} if calibrated else {})
         began = time.perf_counter()
         sample = generate_sequences(model, vocab, n_patients, seed=seed, max_tokens_per_patient=cap,
                                     temperature=temperature)
@@ -136,7 +141,7 @@ def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: i
         ev = evaluate(cohorts["train"], cohorts["test"], cohort, seed=seed)
         targets = quality_targets(ev.metrics, {"forced_closure_rate": sample.forced_closure_rate,
                                                "validity_rate": report.validity_rate})
-        out = {"variant": name, "temperature": temperature,
+        out = {"variant": name, "temperature": temperature, "outcome_logit_shift": round(shift, 4) if calibrated else 0.0,
                **{k: v for k, v in params.items() if BASE.get(k) != v or k == "epochs"},
                "parameters": model.num_parameters(), "steps": result.steps, "best_val_loss": result.best_val_loss,
                "train_s": round(trained - started, 1), "generate_s": round(generated - began, 1),
@@ -166,6 +171,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="override a base knob, e.g. epochs=4")
     parser.add_argument("--json", help="append one JSON line per variant to this file")
+    parser.add_argument("--calibration", default="on", choices=("on", "off", "both"),
+                        help="outcome calibration (core/calibration.py) before sampling; both = sample each way")
     parser.add_argument("--temperatures", default="1.0", help="comma list: sample the trained model at each")
     args = parser.parse_args()
 
@@ -182,7 +189,8 @@ def main() -> None:
     for name in args.variants.split(","):
         temperatures = tuple(float(x) for x in args.temperatures.split(","))
         for result in run_variant(name, {**base, **VARIANTS[name]}, cohorts, args.patients, args.seed,
-                                  args.threads, temperatures):
+                                  args.threads, temperatures,
+                                  {"on": (True,), "off": (False,), "both": (False, True)}[args.calibration]):
             print(json.dumps(result, default=str))
             if args.json:
                 with open(args.json, "a") as f:

@@ -53,6 +53,10 @@ class GPTConfig:
     # how long a stay has run or how many codes a visit has (when to emit </ts>, </code>) read one
     # input instead of having to sum hundreds of earlier tokens through attention. None = off.
     clocks: list[dict] | None = None
+    # Additive output biases {token id: logit shift}, set after training by outcome calibration
+    # (core/calibration.py: the MORTALITY//1 logit, so the sampled death rate matches the train
+    # rate). Part of the config, not of the trained weights, so it is visible in config.json.
+    logit_bias: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "n_embd"):
@@ -86,6 +90,13 @@ class GPTConfig:
                     raise ValueError(f"GPTConfig.clocks[{i}] ({clock['name']}): edges must be strictly ascending")
                 checked.append({"name": str(clock["name"]), "add": add, "set": set_, "edges": edges})
             self.clocks = checked or None
+        if self.logit_bias is not None:
+            # JSON turns the int keys into strings
+            bias = {int(k): float(v) for k, v in dict(self.logit_bias).items()}
+            bad = [k for k in bias if not 0 <= k < self.vocab_size]
+            if bad:
+                raise ValueError(f"GPTConfig.logit_bias: token ids {bad} outside [0, vocab_size={self.vocab_size})")
+            self.logit_bias = bias or None
 
     @property
     def n_clocks(self) -> int:
@@ -322,6 +333,10 @@ class GPT(nn.Module):
             # the usual N(0, 0.02) each clock would add as much noise to the input as the token
             # itself carries (measured: much slower early training).
             nn.init.zeros_(emb.weight)
+        # [V]; derived from config.logit_bias, so never part of the checkpoint's weights.
+        self.register_buffer("output_bias", torch.zeros(config.vocab_size), persistent=False)
+        for token, shift in (config.logit_bias or {}).items():
+            self.output_bias[token] = shift
         if config.clocks:
             # [n_clocks, V] each; derived from the config, so never part of the checkpoint.
             self.register_buffer("clock_add", torch.tensor([c["add"] for c in config.clocks]), persistent=False)
@@ -448,6 +463,8 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
         logits = self.lm_head(self.ln_f(x))
+        if self.config.logit_bias:
+            logits = logits + self.output_bias.to(logits.dtype)
 
         loss = None
         if targets is not None:
@@ -472,6 +489,15 @@ class GPT(nn.Module):
             else:
                 raise ValueError(f"GPT.forward: reduction must be 'mean' or 'none', got {reduction!r}")
         return logits, loss
+
+
+def set_logit_bias(model: GPT, bias: dict[int, float]) -> None:
+    """Set the additive output biases (replacing earlier ones) in the config and the buffer."""
+    model.config.logit_bias = {int(k): float(v) for k, v in bias.items()} or None
+    model.config.__post_init__()
+    model.output_bias.zero_()
+    for token, shift in (model.config.logit_bias or {}).items():
+        model.output_bias[token] = shift
 
 
 def save_checkpoint(model: GPT, path_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:

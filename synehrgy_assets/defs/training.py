@@ -59,6 +59,12 @@ class GptTrainingConfig(dg.Config):
     mortality_loss_weight: float = Field(
         default=1.0, description="Loss weight of the two MORTALITY target tokens (1 = unweighted)."
     )
+    calibrate_outcome: bool = Field(
+        default=True,
+        description="After training, shift the MORTALITY//1 logit so that the model's mean predicted death "
+        "probability over the train visits equals their observed death share (core/calibration.py); the sampled "
+        "death rate then matches the real one. Skipped when either outcome has fewer than 10 train visits.",
+    )
     seed: int = Field(default=0, description="Seed of the initial weights, the batch order and dropout.")
     device: str = Field(default="auto", description="auto = CUDA (bf16, fused attention) when present, else CPU.")
     n_processes: int = Field(
@@ -185,7 +191,7 @@ def gpt_checkpoint(
         mlflow.log_params(
             {
                 **{f"model.{k}": v for k, v in model_config.to_dict().items()
-                   if k not in ("condition_table", "clocks")},
+                   if k not in ("condition_table", "clocks", "logit_bias")},
                 "model.clocks": ",".join(c["name"] for c in model_config.clocks or []) or "none",
                 **{f"train.{k}": v for k, v in config.model_dump().items()},
                 "data.vocabulary_version": vocab.version,
@@ -246,6 +252,18 @@ def gpt_checkpoint(
                 checkpoint_dir=resume_dir,
                 log=context.log.info,
             )
+        # --- outcome calibration (core/calibration.py): one logit shift, saved in the checkpoint's config ---
+        calibration = None
+        if config.calibrate_outcome:
+            from synehrgy_assets.core.calibration import calibrate_outcome
+
+            calibration = calibrate_outcome(model, windows["train"], context_lengths["train"],
+                                            vocab.mortality_base, vocab.mortality_base + 1, vocab.pad_id)
+            # Only the shift leaves the workspace: the before/after means are train aggregates.
+            context.log.info(f"Outcome calibration: MORTALITY//1 logit shifted by {calibration.logit_shift:+.3f}"
+                             if calibration.applied else f"Outcome calibration skipped: {calibration.reason}")
+            if calibration.applied:
+                mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
         ckpt_dir = workspace.artifacts_dir / "checkpoints" / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
@@ -290,6 +308,10 @@ def gpt_checkpoint(
             "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),
             # the same names and values as the run's final_* metrics in MLflow
             **{k: v for k, v in final_metrics.items() if "/" not in k},
+            # the same name and value as the MLflow metric
+            **({"final_outcome_logit_shift": calibration.logit_shift} if calibration and calibration.applied else {}),
+            "outcome_calibration": ("applied" if calibration and calibration.applied
+                                    else "not applied" + (f": {calibration.reason}" if calibration else " (off)")),
             "resumed_from_step": result.resumed_from_step,
             "val_windows": result.val_windows,
             "val_tokens": result.val_tokens,
