@@ -1,5 +1,6 @@
-"""`python -m orchestration.cli`: materialize the whole graph on a local Dagster instance and say where
-everything is. The same runs then show in `dagster dev -w workspace.yaml` (same DAGSTER_HOME)."""
+"""`python -m orchestration.cli`: `materialize` the whole graph on a local Dagster instance and say where
+everything is (the same runs then show in `dagster dev -w workspace.yaml`, same DAGSTER_HOME), or
+`generate` synthetic patients from a registered generator without the graph (docs/consumers.md)."""
 
 
 import argparse
@@ -133,8 +134,51 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
     m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
     m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event and full tracebacks; the log file always has them)")
+    g = sub.add_parser(
+        "generate", help="generate synthetic patients from a registered generator (no Dagster graph)",
+        description="Generate synthetic patients from a registered generator and write them as Parquet, the "
+        "MIMIC-III CSV layout or MEDS 0.4 (docs/consumers.md).")
+    g.add_argument("--model", default="models:/synehrgy-gpt@champion",
+                   help="models:/<name>@<alias>, models:/<name>/<version>, or @alias / version of synehrgy-gpt "
+                   "(default models:/synehrgy-gpt@champion)")
+    g.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking/registry URI (default $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///$SYNEHRGY_HOME/mlflow.db, SYNEHRGY_HOME defaulting to ./.synehrgy)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present")
+    g.add_argument("-n", "--n-patients", type=int, default=100, help="patients to generate (default 100)")
+    g.add_argument("--seed", type=int, default=0, help="sampler seed: the same seed, model and device give the same tables")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    g.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass in (0, 1] (0 = off)")
+    g.add_argument("--batch-size", type=int, default=64, help="rows sampled together")
+    g.add_argument("--max-tokens-per-patient", type=int, default=0,
+                   help="cap on each patient's tokens (0 = the cap stored with the generator)")
+    g.add_argument("--format", default="parquet", choices=["parquet", "mimic-csv", "meds"], dest="fmt")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
+    if args.command == "generate":
+        return generate(args)
     return materialize(args)
+
+
+def generate(args: argparse.Namespace) -> int:
+    from synehrgy_assets.consumer import generate_to
+
+    try:
+        result, stats = generate_to(
+            args.out, args.fmt, model=args.model, n_patients=args.n_patients, seed=args.seed,
+            tracking_uri=args.tracking_uri, device=args.device, temperature=args.temperature,
+            top_k=args.top_k or None, top_p=args.top_p or None, batch_size=args.batch_size,
+            max_tokens_per_patient=args.max_tokens_per_patient or None, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"synehrgy generate: {exc}", file=sys.stderr)
+        return 2
+    print(f"synehrgy generate: {stats['n_patients']} patients from {stats['model']} on {stats['device']} "
+          f"(seed {stats['seed']}; {stats['valid_sequences']} valid sequences) in "
+          f"{stats['sample_seconds'] + stats['decode_seconds'] + stats['write_seconds']:.1f} s")
+    print(result.describe())
+    return 0
 
 
 if __name__ == "__main__":

@@ -65,3 +65,30 @@ def write_uppercase_copy(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def mimic_demo_upper_dir(mimic_demo_dir, tmp_path_factory) -> Path:
     return write_uppercase_copy(mimic_demo_dir, tmp_path_factory.mktemp("mimic_upper"))
+
+
+@pytest.fixture(scope="session")
+def released_workspace(tmp_path_factory):
+    """One small whole-graph materialization (synthetic hospital, 150 patients, a 30-step generator,
+    40 synthetic patients of at most 300 tokens, gates every cohort passes), shared by the export and
+    `generate` CLI tests: a registered `synehrgy-gpt` (alias candidate) and a release with every export."""
+    import copy
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    from orchestration.definitions import build_definitions
+    from tests.test_end_to_end import SMALL_RUN_CONFIG, failure_text, lax_gates, materialized
+
+    home = tmp_path_factory.mktemp("released")
+    run_config = copy.deepcopy(SMALL_RUN_CONFIG)
+    run_config["ops"]["synthetic_sequences"]["config"]["max_tokens_per_patient"] = 300
+    defs = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
+    result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False)
+    assert result.success, failure_text(result)
+    ml = defs.resources["mlflow_tracking"]
+    return SimpleNamespace(home=home, defs=defs, instance=instance, mats=materialized(result), mlflow=ml,
+                           tracking_uri=ml.resolved_tracking_uri)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from synehrgy_assets.core.datacard import release_datacard
 from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks, evaluation_dir
 from synehrgy_assets.defs.gates import NOT_RUN, STALE, cohort_fingerprint, read_verdicts
 from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
@@ -50,7 +51,8 @@ def gate_status(workspace: WorkspaceResource, cohort_dir: Path) -> tuple[str, di
     deps=[evaluation, synthetic_cohort],
     kinds={"mlflow"},
     description=(
-        "The synthetic cohort recorded as a version of a registered MLflow model (Parquet tables as artifacts). "
+        "The synthetic cohort recorded as a version of a registered MLflow model: Parquet tables, the MIMIC-III "
+        "CSV layout, MEDS 0.4 and a datacard as artifacts; the datacard is also the registry description. "
         "Alias `champion` (on the release and on its generator) moves only when every GX and gate check passed."
     ),
 )
@@ -58,6 +60,7 @@ def synthetic_release(
     context: dg.AssetExecutionContext, workspace: WorkspaceResource, mlflow_tracking: MlflowResource
 ) -> dg.MaterializeResult:
     import mlflow
+    import pyarrow.parquet as pq
 
     from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
 
@@ -71,6 +74,7 @@ def synthetic_release(
         raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
                          f"{cohort_id}; re-materialize evaluation")
 
+    data_versions = staging_build(context)
     with tempfile.TemporaryDirectory() as tmp:
         tables = Path(tmp) / "tables"
         tables.mkdir()
@@ -78,20 +82,29 @@ def synthetic_release(
         for sub in ("mimic", "marts"):
             for f in (synthetic_dir(workspace) / "cohort" / sub).glob("*.parquet"):
                 shutil.copy(f, tables / f.name)
+        exports = release_exports(tables, Path(tmp), cohort_id)
+        contents = {f"tables/{f.name}": pq.read_metadata(f).num_rows for f in sorted(tables.glob("*.parquet"))}
+        contents.update({f"{name}/{file}": n for name, result in exports.items() for file, n in result.rows.items()})
+        card_args = release_card_args(mlflow_tracking, provenance, status, passed, data_versions, cohort_id,
+                                      n_visits=contents.get("tables/visits.parquet", "?"))
         card = Path(tmp) / "release_card.md"
         card.write_text(_release_card(provenance, metrics, status, passed))
+        datacard = Path(tmp) / "datacard.md"
+        datacard.write_text(release_datacard(release_version=None, contents=contents, **card_args))
         with mlflow_tracking.start_run(context, run_name="synthetic_release", tags={"synehrgy.stage": "release"}) as run:
             mlflow.log_artifact(str(card))
             mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
             info = mlflow.pyfunc.log_model(
                 name="synthetic_cohort",
                 python_model=str(RELEASE_MODEL_CODE),
-                artifacts={"tables": str(tables)},
+                artifacts={"tables": str(tables), "mimic_csv": str(exports["mimic_csv"].out_dir),
+                           "meds": str(exports["meds"].out_dir), "datacard": str(datacard)},
                 signature=release_signature(),
                 registered_model_name=mlflow_tracking.release_name,
             )
     version = str(info.registered_model_version)
     client = mlflow_tracking.client()
+    describe_models(client, mlflow_tracking, version, card_args, contents)
     tags = {
         "validation_status": "passed" if passed else "failed",
         "generator_model": mlflow_tracking.model_name,
@@ -125,6 +138,9 @@ def synthetic_release(
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id),
             "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.release_name, version),
+            "released_files": dg.MetadataValue.md(
+                "| file | rows |\n|---|---:|\n" + "\n".join(f"| `{k}` | {v:,} |" for k, v in sorted(contents.items()))),
+            "meds_dataset_version": exports["meds"].details["dataset_version"],
             "consume": dg.MetadataValue.md(
                 "```python\nimport mlflow\n"
                 f"mlflow.set_tracking_uri('{mlflow_tracking.resolved_tracking_uri}')\n"
@@ -133,6 +149,82 @@ def synthetic_release(
             ),
         }
     )
+
+
+def staging_build(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """Which staging build the generator's data came from, read through the public instance API: the
+    build marker recorded by `token_vocabulary` (`staging_build_id`, when recorded) and the Dagster run
+    that last materialized the `visits` mart."""
+    from synehrgy_assets.defs.staging import mart_key
+
+    out = {}
+    vocab = context.instance.get_latest_materialization_event(dg.AssetKey("token_vocabulary"))
+    mat = vocab.asset_materialization if vocab is not None else None
+    if mat is not None:
+        for key in ("staging_build_id", "staging_built_at"):
+            if key in mat.metadata:
+                out[f"{key.replace('_', ' ')} (of the vocabulary's training data)"] = str(mat.metadata[key].value)
+    event = context.instance.get_latest_materialization_event(mart_key("visits"))
+    if event is not None:
+        out["staging build (Dagster run of the `visits` mart)"] = event.run_id
+    return out
+
+
+def release_exports(tables: Path, tmp: Path, cohort_id: str) -> dict:
+    """The release's MIMIC-III CSV folder and MEDS 0.4 dataset, built from its Parquet tables."""
+    from synehrgy_assets.core.exports import SYNTHETIC_DATASET_NAME, read_parquet_cohort, write_meds, write_mimic_csv
+
+    marts, mimic_tables = read_parquet_cohort(tables)
+    return {
+        "mimic_csv": write_mimic_csv(mimic_tables, tmp / "mimic_csv"),
+        "meds": write_meds(marts, tmp / "meds", mimic_tables=mimic_tables,
+                           dataset_name=f"{SYNTHETIC_DATASET_NAME} {cohort_id}"),
+    }
+
+
+def release_card_args(mlflow_tracking: MlflowResource, provenance: dict, status: dict, passed: bool,
+                      data_versions: dict, cohort_id: str, n_visits="?") -> dict:
+    report = provenance.get("decode_report", {})
+    gen_version = str(provenance["model_version"])
+    run_id = ""
+    try:
+        run_id = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, gen_version).run_id or ""
+    except Exception:  # noqa: BLE001 - the card then says '?'
+        pass
+    return {
+        "release_name": mlflow_tracking.release_name,
+        "tracking_uri": mlflow_tracking.resolved_tracking_uri,
+        "passed": passed,
+        "gates": status,
+        "cohort": {"cohort_id": cohort_id, "patients": provenance.get("n_patients"),
+                   "visits": n_visits, "valid_sequences": report.get("n_valid"),
+                   "sequences": report.get("n_sequences"), "seed": provenance.get("seed"),
+                   "temperature": provenance.get("temperature"), "top_k": provenance.get("top_k"),
+                   "top_p": provenance.get("top_p")},
+        "generator": {"name": mlflow_tracking.model_name, "version": gen_version, "mlflow_run_id": run_id,
+                      "vocabulary_version": provenance.get("vocabulary_version")},
+        "data_versions": data_versions,
+    }
+
+
+def describe_models(client, mlflow_tracking: MlflowResource, version: str, card_args: dict,
+                    contents: dict) -> None:
+    """The datacards as registry descriptions: the release's registered model (latest release) and
+    version, and the generator's registered model and the version that made this release."""
+    from synehrgy_assets.core.datacard import generator_datacard, release_datacard
+
+    card = release_datacard(release_version=version, contents=contents, **card_args)
+    client.update_registered_model(mlflow_tracking.release_name, description=card)
+    client.update_model_version(mlflow_tracking.release_name, version, description=card)
+    gen = card_args["generator"]
+    common = dict(generator_name=gen["name"], tracking_uri=card_args["tracking_uri"],
+                  release_name=mlflow_tracking.release_name)
+    client.update_registered_model(gen["name"], description=generator_datacard(generator_version=None, **common))
+    client.update_model_version(gen["name"], gen["version"], description=generator_datacard(
+        generator_version=gen["version"], vocabulary_version=gen["vocabulary_version"],
+        mlflow_run_id=gen["mlflow_run_id"], data_versions=card_args["data_versions"],
+        release={"version": version, "cohort_id": card_args["cohort"]["cohort_id"]}, gates=card_args["gates"],
+        **common))
 
 
 def release_signature():

@@ -1,8 +1,16 @@
 """MLflow pyfunc for the trained generator (logged as "models from code": no pickles).
 
 Artifacts: `checkpoint` (safetensors + config.json) and `vocabulary` (token_vocabulary.json).
-`predict(pd.DataFrame({"n_patients": [10], "seed": [0]}))` returns the synthetic visits table;
-the full cohort is available from `generate_cohort`.
+The generation is `synehrgy_assets.consumer.Generator`, the same as `python -m orchestration.cli
+generate`, so the same seed gives the same tables.
+
+- `predict(pd.DataFrame({"n_patients": [10], "seed": [0]}))` returns the synthetic visits table; a
+  `table` column picks another one (`PATIENTS`, `CHARTEVENTS`, `measurements`, ...).
+- `unwrap_python_model().generate_tables(10, seed=0)` returns every table (marts- and MIMIC-shaped).
+- The device and the length cap: `unwrap_python_model().configure(device="cuda", max_tokens_per_patient=512)`
+  (defaults: `auto` = CUDA when present, else CPU; the cap stored with the weights, as the CLI).
+  `mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})` does the same once the model is
+  logged with a `model_config` (MLflow ignores it otherwise).
 """
 
 from __future__ import annotations
@@ -13,27 +21,46 @@ import pandas as pd
 
 class SynEHRgyGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from synehrgy_assets.core.model import load_checkpoint, read_checkpoint_config
-        from synehrgy_assets.core.tokens import TokenVocabulary
+        from synehrgy_assets.consumer import Generator
 
-        self.model = load_checkpoint(context.artifacts["checkpoint"], device="cpu")
-        extra = read_checkpoint_config(context.artifacts["checkpoint"]).get("extra", {})
-        self.max_tokens_per_patient = extra.get("max_tokens_per_patient")
-        self.vocabulary = TokenVocabulary.from_json(context.artifacts["vocabulary"])
+        config = getattr(context, "model_config", None) or {}
+        self.generator = Generator(context.artifacts["checkpoint"], context.artifacts["vocabulary"],
+                                   device=str(config.get("device", "auto")))
+        self.max_tokens_per_patient = config.get("max_tokens_per_patient")  # None = the stored cap
+
+    def configure(self, device: str | None = None, max_tokens_per_patient: int | None = None):
+        """Move the generator to `device` (auto|cpu|cuda) and/or set the length cap; returns self."""
+        if device is not None:
+            self.generator.to(device)
+        if max_tokens_per_patient is not None:
+            self.max_tokens_per_patient = int(max_tokens_per_patient)
+        return self
+
+    def generate_tables(self, n_patients: int, seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
+                        top_p: float | None = None, batch_size: int = 64) -> dict[str, pd.DataFrame]:
+        """Every table of one generation: visits, visit_codes, visit_phenotypes, measurements and the
+        MIMIC-III tables (PATIENTS, ADMISSIONS, ICUSTAYS, DIAGNOSES_ICD, ..., D_*)."""
+        cohort = self.generator.generate(n_patients, seed=seed, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, batch_size=batch_size,
+                                         max_tokens_per_patient=self.max_tokens_per_patient)
+        return {**cohort.marts, **cohort.mimic_tables}
 
     def generate_cohort(self, n_patients: int, seed: int = 0, temperature: float = 1.0):
-        from synehrgy_assets.core.generation import generate_cohort
+        """The marts-shaped cohort (StagedCohort), as before."""
+        from synehrgy_assets.core.cohort import StagedCohort
+        from synehrgy_assets.core.exports import MART_TABLES
 
-        cohort, _report, _result = generate_cohort(
-            self.model, self.vocabulary, n_patients=n_patients, seed=seed, temperature=temperature,
-            max_tokens_per_patient=self.max_tokens_per_patient,
-        )
-        return cohort
+        tables = self.generate_tables(n_patients, seed=seed, temperature=temperature)
+        return StagedCohort(*(tables[t] for t in MART_TABLES))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         n = int(model_input["n_patients"].iloc[0])
         seed = int(model_input["seed"].iloc[0]) if "seed" in model_input else 0
-        return self.generate_cohort(n, seed).visits
+        table = str(model_input["table"].iloc[0]) if "table" in model_input else "visits"
+        tables = self.generate_tables(n, seed)
+        if table not in tables:
+            raise ValueError(f"no table {table!r}; available: {sorted(tables)}")
+        return tables[table]
 
 
 mlflow.models.set_model(SynEHRgyGenerator())
