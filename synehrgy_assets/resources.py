@@ -151,6 +151,12 @@ class MlflowResource(dg.ConfigurableResource):
         """The default store: SQLite and artifacts both inside the workspace (so they move with it)."""
         return not self.tracking_uri and not self.artifact_root
 
+    @property
+    def uses_server_artifacts(self) -> bool:
+        """A tracking server (http/https) and no artifact_root: the server decides where artifacts go
+        (its --default-artifact-root, proxied with --serve-artifacts), so consumers need no file access."""
+        return not self.artifact_root and self.tracking_uri.startswith(("http://", "https://"))
+
     def setup(self):
         """Point MLflow at our store and return the experiment id."""
         import mlflow
@@ -159,7 +165,9 @@ class MlflowResource(dg.ConfigurableResource):
         mlflow.set_tracking_uri(self.resolved_tracking_uri)
         mlflow.set_registry_uri(self.resolved_tracking_uri)
         exp = mlflow.get_experiment_by_name(self.experiment_name)
-        if exp is None:
+        if exp is None and self.uses_server_artifacts:
+            exp_id = mlflow.create_experiment(self.experiment_name)
+        elif exp is None:
             exp_id = mlflow.create_experiment(
                 self.experiment_name, artifact_location=f"{self.resolved_artifact_root}/{self.experiment_name}"
             )
