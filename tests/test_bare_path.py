@@ -59,3 +59,9 @@ def test_definitions_validate_with_bare_path(tmp_path, dev_cli):
     assert "not found on PATH" not in out, out[-3000:]
     assert done.returncode == 0, out[-3000:]
     assert "Validation successful" in out, out[-3000:]
+
+
+def test_dbt_executable_is_next_to_the_interpreter():
+    from synehrgy_assets.defs.staging import dbt_executable
+
+    assert Path(dbt_executable()) == Path(sys.executable).parent / "dbt"

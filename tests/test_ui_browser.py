@@ -176,6 +176,15 @@ def label_matches(full: str, shown: str) -> bool:
     return full.startswith(head) and full.endswith(tail) and len(head) + len(tail) < len(full)
 
 
+def test_label_matching_is_strict():
+    """The lineage check reads shortened labels; a different asset's label must not pass for it."""
+    assert label_matches("synthetic_sequences", "synthet…_sequences")
+    assert label_matches("gpt_checkpoint", "gpt_checkpoint")
+    assert not label_matches("synthetic_sequences", "synthetic_cohort")
+    assert not label_matches("synthetic_cohort", "synthet…_sequences")
+    assert not label_matches("visits", "visit_codes")
+
+
 @dataclass
 class UI:
     home: Path
