@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -512,3 +511,23 @@ def test_spill_directory_is_set_once_per_database():
     profile = yaml.safe_load((DBT_DIR / "profiles.yml").read_text())["dbt_mimic"]["outputs"]["dev"]
     assert "temp_directory" not in profile.get("settings", {})
     assert "temp_directory" in profile["config_options"]
+
+
+@needs_demo
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_demo_passes_every_loss_check(builds, layout):
+    """The real demo loses nothing to bad data (only the age_under_18 rule drops a stay), and the
+    audit has the rows the loss checks read, with zeros where nothing happened."""
+    from synehrgy_assets.core.staging_checks import LOSS_CHECKS, LOSS_DEFAULTS, evaluate_loss
+
+    audit = {(s, i, m): n for s, i, m, n in _query(builds[layout], "select section, item, metric, n from staging_audit")}
+    for name in LOSS_CHECKS:
+        result = evaluate_loss(name, audit, LOSS_DEFAULTS[name])
+        assert result.severity == "PASS", result.message()
+    assert audit[("icustays", "", "dropped_age_under_18")] == 1
+    assert audit[("icustays", "", "patients_raw")] == 100
+    for reason in ("dob_unparseable", "dob_after_admission", "dob_implausible", "outtime_before_intime"):
+        assert audit[("icustays", "", f"dropped_{reason}")] == 0
+        assert audit[("icustays", "", f"patients_dropped_{reason}")] == 0
+    assert audit[("measurements", "", "valuenum_not_numeric")] == 0
+    assert audit[("codes", "diagnosis", "orphan_admission")] == 0
