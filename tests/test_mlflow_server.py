@@ -35,8 +35,10 @@ def mlflow_server(tmp_path):
            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", str(root / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/",
            "--serve-artifacts", "--workers", "1"]
+    # The server's job runner (GenAI evaluation jobs, 7 processes) is not used by the graph.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:
