@@ -15,6 +15,17 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
     || echo "synehrgy: could not install chromium; the browser UI tests will skip"
 fi
+# The PostgreSQL test (tests/test_postgres_instance.py) starts a real server on loopback from the
+# initdb/postgres binaries on PATH or in Debian's /usr/lib/postgresql/<version>/bin; installed here
+# (Debian's postgresql package) when neither has them and apt-get can (as root), else that test skips.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "synehrgy: installing the Debian postgresql package for the PostgreSQL instance test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q postgresql >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } \
+    || echo "synehrgy: could not install postgresql; the PostgreSQL instance test will skip"
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 export SYNEHRGY_MIMIC_DEMO_DIR="${SYNEHRGY_MIMIC_DEMO_DIR:-$(cd .. && pwd)/shared/data/mimic-iii-demo}"
 exec .venv/bin/python -m pytest "$@"
