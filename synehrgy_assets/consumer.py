@@ -144,8 +144,9 @@ def load_generator(model: str, *, tracking_uri: str | None = None, device: str =
 
     uri = resolve_model_uri(model)
     tracking_uri = tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+
+    point_mlflow_at(tracking_uri)
     try:
         local = mlflow.artifacts.download_artifacts(uri, dst_path=str(dst_path) if dst_path else None,
                                                     tracking_uri=tracking_uri)

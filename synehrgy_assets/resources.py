@@ -162,8 +162,7 @@ class MlflowResource(dg.ConfigurableResource):
         import mlflow
 
         Path(self.home).resolve().mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.resolved_tracking_uri)
-        mlflow.set_registry_uri(self.resolved_tracking_uri)
+        point_mlflow_at(self.resolved_tracking_uri)
         exp = mlflow.get_experiment_by_name(self.experiment_name)
         if exp is None and self.uses_server_artifacts:
             exp_id = mlflow.create_experiment(self.experiment_name)
@@ -270,6 +269,23 @@ def reroot_artifacts(db_path: Path, old_root: str, new_root: str) -> int:
 
 
 _ORPHANS_CLEANED: set[tuple[str, str]] = set()
+
+
+def point_mlflow_at(uri: str) -> None:
+    """mlflow.set_tracking_uri / set_registry_uri for this process, without their side effect on
+    the environment: both also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, so every resource
+    built later in the same process (another workspace's Definitions, a test's) would silently
+    read and write this workspace's store."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _package_version() -> str:

@@ -92,3 +92,20 @@ def released_workspace(tmp_path_factory):
     ml = defs.resources["mlflow_tracking"]
     return SimpleNamespace(home=home, defs=defs, instance=instance, mats=materialized(result), mlflow=ml,
                            tracking_uri=ml.resolved_tracking_uri)
+
+
+@pytest.fixture(autouse=True)
+def _keep_mlflow_environment():
+    """mlflow.set_tracking_uri (called by tests, and by MLflow itself) exports MLFLOW_TRACKING_URI:
+    without this, every workspace built later in the session (build_resources reads that variable)
+    would read and write an earlier test's MLflow store."""
+    import os
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
