@@ -97,7 +97,7 @@ def test_training_and_release_against_an_mlflow_server(mlflow_server, tmp_path, 
 
     # Runs, registry and artifacts are the server's: nothing in the workspace's default store.
     assert not (home / "mlflow.db").exists() and not (home / "mlartifacts").exists()
-    client = mlflow.MlflowClient(mlflow_server["uri"])
+    client = mlflow.MlflowClient(mlflow_server["uri"], registry_uri=mlflow_server["uri"])
     run = client.get_run(str(mats["gpt_checkpoint"]["mlflow_run_id"]))
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
     served = list((mlflow_server["root"] / "artifacts").rglob("PATIENTS.parquet"))

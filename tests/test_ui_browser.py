@@ -379,7 +379,9 @@ def test_materialize_evaluation_from_the_ui(page, ui):
 def test_mlflow_registry_shows_both_models_with_aliases_and_descriptions(page, ui):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=ui.tracking_uri)
+    # The registry too: without it MlflowClient reads the process-wide registry URI, which the last
+    # workspace opened in this session set (another workspace's models and aliases).
+    client = MlflowClient(tracking_uri=ui.tracking_uri, registry_uri=ui.tracking_uri)
     names = ("synehrgy-gpt", "synehrgy-synthetic-cohort")
     page.goto(f"{ui.mlflow.url}/#/models")
     for name in names:
