@@ -63,26 +63,14 @@ def mortality_calibration(model, windows, vocab) -> dict:
     Separates training from sampling: a model whose mean predicted probability matches the
     observed rate but whose sampled cohort has fewer deaths points at the sampler; a mean below
     the observed rate points at training. Aggregates only (over all target visits of a split).
+    The logit gaps are those outcome calibration fits on (core/calibration.py).
     """
-    import torch
+    from synehrgy_assets.core.calibration import outcome_logit_gaps
 
-    m0, m1 = vocab.mortality_base, vocab.mortality_base + 1
-    predicted, observed = [], []
-    model.eval()
-    with torch.no_grad():
-        for i in range(len(windows)):
-            w = np.asarray(windows.window(i), dtype=np.int64)
-            start = int(windows.context_lengths[i])
-            nxt = w[1:]
-            where = np.flatnonzero(((nxt == m0) | (nxt == m1)) & (np.arange(1, len(w)) >= start))
-            if not len(where):
-                continue
-            logits, _ = model(torch.from_numpy(w[None, :-1]))
-            p = torch.softmax(logits[0, torch.from_numpy(where)][:, [m0, m1]].float(), dim=-1)[:, 1]
-            predicted.extend(p.tolist())
-            observed.extend((nxt[where] == m1).tolist())
-    return {"mean_p_death": round(float(np.mean(predicted)), 4), "observed_death_share": round(float(np.mean(observed)), 4),
-            "n_targets": len(observed)}
+    gaps, labels = outcome_logit_gaps(model, windows.arrays(), windows.context_lengths, vocab.mortality_base,
+                                      vocab.mortality_base + 1, vocab.pad_id)
+    return {"mean_p_death": round(float(np.mean(1 / (1 + np.exp(-gaps)))), 4),
+            "observed_death_share": round(float(labels.mean()), 4), "n_targets": len(labels)}
 
 
 def run_variant(name: str, params: dict, cohorts: dict, n_patients: int, seed: int, threads: int,
