@@ -17,6 +17,11 @@ _bin = str(Path(sys.executable).parent)
 if _bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (scripts/test.sh): a second compute thread per worker (torch, OpenMP, BLAS,
+    # and every subprocess a test starts) would only oversubscribe the cores.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
@@ -68,30 +73,13 @@ def mimic_demo_upper_dir(mimic_demo_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def released_workspace(tmp_path_factory):
-    """One small whole-graph materialization (synthetic hospital, 150 patients, a 30-step generator,
-    40 synthetic patients of at most 300 tokens, gates every cohort passes), shared by the export and
-    `generate` CLI tests: a registered `synehrgy-gpt` (alias candidate) and a release with every export."""
-    import copy
-    from types import SimpleNamespace
+def released_workspace():
+    """The session's small whole-graph materialization (tests/small_graph.py: synthetic hospital, 150
+    patients, a 30-step generator, lax gates): a registered `synehrgy-gpt` and a promoted release
+    with every export, for the export, `generate` CLI and browser tests."""
+    from tests.small_graph import small_graph
 
-    import dagster as dg
-
-    from orchestration.definitions import build_definitions
-    from tests.test_end_to_end import SMALL_RUN_CONFIG, failure_text, lax_gates, materialized
-
-    home = tmp_path_factory.mktemp("released")
-    run_config = copy.deepcopy(SMALL_RUN_CONFIG)
-    run_config["ops"]["synthetic_sequences"]["config"]["max_tokens_per_patient"] = 300
-    defs = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
-    result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False)
-    assert result.success, failure_text(result)
-    ml = defs.resources["mlflow_tracking"]
-    return SimpleNamespace(home=home, defs=defs, instance=instance, mats=materialized(result), mlflow=ml,
-                           tracking_uri=ml.resolved_tracking_uri)
+    return small_graph()
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +97,15 @@ def _keep_mlflow_environment():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Two xdist workers (scripts/test.sh: `-n 2 --dist loadgroup`): every test of the session's shared
+    workspace goes to one worker, so it is built once; every other module stays on one worker, so its
+    module-scoped fixtures (dbt builds, trained models, servers) are built once too."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = "shared_workspace" if "released_workspace" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -1,14 +1,18 @@
-"""One small end-to-end materialization per test process, shared by the hygiene, progress and
-partition tests (tests that change a workspace work on a copy: `copy_workspace`).
+"""One small end-to-end materialization per test process, shared by every test that reads a whole
+graph's results: the release, export, `generate` CLI, browser, hygiene, progress, partition,
+sensor and end-to-end tests (tests that change a workspace work on a copy: `copy_workspace`).
 
-The graph runs once on the built-in synthetic hospital (150 patients) with a GPT of 20 steps and
-12 generated patients of at most 768 tokens (an untrained model writes long patients: the cap
-keeps generation to seconds); about a minute on 2 idle cores.
+The graph runs once on the built-in synthetic hospital (150 patients) with a GPT of 30 steps and
+40 generated patients of at most 300 tokens (an under-trained model writes long patients: the
+cap keeps generation to seconds), judged by gates every cohort passes (`lax_gates`), so the
+release is promoted and both registered models have a `champion`/`candidate` alias to look at.
+About a minute on 2 idle cores. Tests that need the default gates re-run the evaluation on a copy.
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import os
 import shutil
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+
+from tests.test_end_to_end import SMALL_RUN_CONFIG
 
 
 @dataclass
@@ -31,21 +37,37 @@ class SmallGraph:
         record = self.instance.fetch_materializations(dg.AssetKey.from_user_string(asset), limit=1).records[0]
         return dict(record.asset_materialization.metadata)
 
+    @functools.cached_property
+    def mats(self) -> dict[str, dict]:
+        """Every asset's latest metadata as plain values (`materialized` of the run)."""
+        from tests.test_end_to_end import materialized
 
-TINY_RUN_CONFIG = {
-    "ops": {
-        "token_sequences": {"config": {"n_ctx": 512}},
-        "gpt_checkpoint": {"config": {"n_layer": 1, "n_head": 2, "n_embd": 32, "max_steps": 20, "batch_size": 8,
-                                      "eval_every": 10, "progress_every_seconds": 0.0}},
-        "synthetic_sequences": {"config": {"n_patients": 12, "batch_size": 12, "max_tokens_per_patient": 768,
-                                           "progress_every_seconds": 0.0}},
-    }
-}
+        return materialized(self.result)
+
+    @property
+    def mlflow(self):
+        return self.defs.resources["mlflow_tracking"]
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.resolved_tracking_uri
+
+
+SHARED_RUN_CONFIG = copy.deepcopy(SMALL_RUN_CONFIG)
+SHARED_RUN_CONFIG["ops"]["gpt_checkpoint"]["config"]["progress_every_seconds"] = 0.0
+SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"].update(
+    {"max_tokens_per_patient": 300, "progress_every_seconds": 0.0})
+
+
+def _definitions(home: Path) -> dg.Definitions:
+    from orchestration.definitions import build_definitions
+    from tests.test_end_to_end import lax_gates
+
+    return build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
 
 
 @functools.cache
 def small_graph() -> SmallGraph:
-    from orchestration.definitions import build_definitions
     from tests.test_end_to_end import failure_text
 
     home = Path(tempfile.mkdtemp(prefix="synehrgy_small_graph_"))
@@ -53,7 +75,7 @@ def small_graph() -> SmallGraph:
     prebuilt = os.environ.get("SYNEHRGY_TEST_SMALL_GRAPH", "")
     if prebuilt:  # a workspace this module built before (copied; for iterating on the tests)
         shutil.copytree(prebuilt, home, dirs_exist_ok=True)
-    defs = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150)
+    defs = _definitions(home)
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
     result = None
@@ -64,7 +86,7 @@ def small_graph() -> SmallGraph:
         torch.set_num_threads(1)  # a tiny model: threads only add OpenMP barriers (tests/tiny_models.py)
         try:
             result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
-                instance=instance, run_config=TINY_RUN_CONFIG, raise_on_error=False)
+                instance=instance, run_config=SHARED_RUN_CONFIG, raise_on_error=False)
         finally:
             torch.set_num_threads(threads)
         assert result.success, failure_text(result)
@@ -73,10 +95,8 @@ def small_graph() -> SmallGraph:
 
 def copy_workspace(graph: SmallGraph, dst: Path) -> tuple[Path, dg.Definitions, dg.DagsterInstance]:
     """A copy of the small workspace at `dst` (DuckDB, artifacts, MLflow store, Dagster instance),
-    with Definitions and an instance pointing at the copy."""
-    from orchestration.definitions import build_definitions
-
+    with Definitions (the same lax gates) and an instance pointing at the copy."""
     shutil.copytree(graph.home, dst, ignore=shutil.ignore_patterns("*.lock", "lock"))
-    defs = build_definitions(home=str(dst), mimic_dir="", synthetic_patients=150)
+    defs = _definitions(dst)
     instance = dg.DagsterInstance.local_temp(str(dst / "dagster_home"))
     return dst, defs, instance

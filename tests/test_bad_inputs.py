@@ -400,6 +400,44 @@ def test_dataset_without_icd_codes_stages_with_one_warning(ws: Workspace, warn_r
         assert con.execute("select count(*) from main.visits").fetchall()[0][0] == 135
 
 
+def test_mimic_dir_that_changes_while_a_run_reads_it_fails_and_publishes_nothing(ws: Workspace):
+    """A real staging run whose ICUSTAYS file is touched (as a copy still being written would be) once
+    the run has started its build: the run fails naming the file, and the previous marts stay."""
+    import os
+    import threading
+
+    raw = _bad_copy(ws, "changes_during_run")
+    target = raw / "ICUSTAYS.csv.gz"
+    builds = ws.home / "staging_builds"
+    stop, touched = threading.Event(), threading.Event()
+
+    def touch_once_the_build_starts():
+        while not stop.is_set():
+            if any(builds.glob("*/warehouse.duckdb")):  # dbt has opened the build: staging is reading
+                later = time.time() + 60
+                os.utime(target, (later, later))
+                touched.set()
+                return
+            time.sleep(0.02)
+
+    before = _snapshot(ws.home)
+    watcher = threading.Thread(target=touch_once_the_build_starts, daemon=True)
+    watcher.start()
+    try:
+        result = _timed("mimic_dir_changes_during_run", raw, ws.home)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert touched.is_set(), "no build file appeared: the run did not start a staging build"
+    assert not result.success
+    text = _failure_text(result)
+    _MESSAGES["mimic_dir_changes_during_run"] = text
+    assert "changed while staging read them" in text and str(target) in text, text
+    assert _snapshot(ws.home) == before
+    assert _assert_consistent(ws.home) == ws.builds[-1]
+    assert all(e.asset_key.path[0] == "mimic_raw" for e in result.get_asset_materialization_events())
+
+
 def test_a_good_run_afterwards_in_the_same_workspace_succeeds(ws: Workspace):
     """After every case above (failures and warnings) the same workspace stages cleanly again."""
     result = _timed("good_run_afterwards", ws.good_raw, ws.home)

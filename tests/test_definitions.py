@@ -135,13 +135,13 @@ def test_gating_checks_are_error_severity_and_never_block(tmp_path):
 
 
 @pytest.mark.integration
-def test_gate_thresholds_from_run_config_change_the_verdict(tmp_path):
+def test_gate_thresholds_from_run_config_change_the_verdict(released_workspace, tmp_path):
     """The launchpad's `resources.release_gate.config` is accepted and judges: the same evaluation
     passes the forced-closure gate with a lax threshold and fails it with an impossible one; the
     evaluation's metadata shows the gates first and links its full tables."""
-    from tests.small_graph import copy_workspace, small_graph
+    from tests.small_graph import copy_workspace
 
-    graph = small_graph()
+    graph = released_workspace
     meta = graph.metadata("evaluation")
     keys = list(meta)
     assert keys[:4] == ["release_gates_passed", "quality_targets_met", "release_gates", "quality_targets"]
@@ -167,14 +167,14 @@ def test_gate_thresholds_from_run_config_change_the_verdict(tmp_path):
 
 
 @pytest.mark.integration
-def test_release_sensor_announces_every_release_whatever_made_it(tmp_path):
+def test_release_sensor_announces_every_release_whatever_made_it(released_workspace, tmp_path):
     """The end-to-end job's release, then an ad-hoc materialization of synthetic_release alone (as from
     the UI's "Materialize" or the CLI): each tick announces the new one, once."""
     from orchestration.sensors import release_announcement_sensor
     from synehrgy_assets.defs import release
-    from tests.small_graph import copy_workspace, small_graph
+    from tests.small_graph import copy_workspace
 
-    home, defs, instance = copy_workspace(small_graph(), tmp_path / "ws")
+    home, defs, instance = copy_workspace(released_workspace, tmp_path / "ws")
     first = release_announcement_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
     last = instance.fetch_materializations(dg.AssetKey("synthetic_release"), limit=1).records[0]
     assert instance.get_run_by_id(last.run_id).job_name == "synehrgy_end_to_end"

@@ -122,14 +122,18 @@ def assert_no_real_rows_in_mlflow(home: Path, real_subject_ids) -> None:
 
 
 @pytest.mark.integration
-def test_whole_graph_on_the_synthetic_hospital(tmp_path):
+def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
     from orchestration.definitions import build_definitions
     from synehrgy_assets.defs.release import GATING_CHECKS
 
-    # Gates every cohort passes: the release is promoted, so there is a champion to protect.
-    defs, instance, result = materialize_graph(tmp_path, mimic_dir="", synthetic_patients=150,
-                                               release_gate=lax_gates())
-    mats = assert_whole_graph(result, tmp_path, defs)
+    from tests.small_graph import SHARED_RUN_CONFIG, copy_workspace
+
+    # The session's shared run (tests/small_graph.py: this module's SMALL_RUN_CONFIG, gates every
+    # cohort passes): the release is promoted, so there is a champion to protect. What follows
+    # changes the workspace, so it runs on a copy.
+    graph = released_workspace
+    mats = assert_whole_graph(graph.result, graph.home, graph.defs)
+    home, defs, instance = copy_workspace(graph, tmp_path / "ws")
     assert mats["mimic_raw/patients"]["source"] == "synthetic hospital"
     assert mats["patient_split"]["patients/train"] > mats["patient_split"]["patients/test"] > 0
     assert mats["visits"]["dagster/row_count"] > 150
@@ -140,7 +144,7 @@ def test_whole_graph_on_the_synthetic_hospital(tmp_path):
 
     # The default gates judge the same 30-step generator: it fails them, the release is recorded
     # as failed and `champion` stays where it was.
-    honest = build_definitions(home=str(tmp_path), mimic_dir="", synthetic_patients=150)
+    honest = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150)
     job = honest.resolve_implicit_global_asset_job_def()
     rerun = job.execute_in_process(instance=instance, raise_on_error=False,
                                    asset_selection=[dg.AssetKey("evaluation"), dg.AssetKey("synthetic_release")])
@@ -158,12 +162,12 @@ def test_whole_graph_on_the_synthetic_hospital(tmp_path):
     regen = job.execute_in_process(
         instance=instance, raise_on_error=False,
         asset_selection=[dg.AssetKey("synthetic_sequences"), dg.AssetKey("synthetic_cohort")],
-        run_config={"ops": {"synthetic_sequences": {"config": {**SMALL_RUN_CONFIG["ops"]["synthetic_sequences"]["config"],
+        run_config={"ops": {"synthetic_sequences": {"config": {**SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"],
                                                                "seed": 7}}}},
     )
     assert regen.success, failure_text(regen)
     assert materialized(regen)["synthetic_cohort"]["cohort_id"] != mats["synthetic_cohort"]["cohort_id"]
-    lax = build_definitions(home=str(tmp_path), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
+    lax = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
     refused = lax.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("synthetic_release")])
     assert not refused.success

@@ -11,14 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.small_graph import small_graph
-
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def graph():
-    return small_graph()
+def graph(released_workspace):
+    return released_workspace
 
 
 def _gpt_run(graph):

@@ -15,7 +15,8 @@ import pytest
 
 import dagster as dg
 
-from tests.test_end_to_end import SMALL_RUN_CONFIG, assert_whole_graph, lax_gates
+from tests.small_graph import SHARED_RUN_CONFIG
+from tests.test_end_to_end import assert_whole_graph, lax_gates
 
 
 def free_port() -> int:
@@ -81,11 +82,9 @@ def test_training_and_release_against_an_mlflow_server(mlflow_server, tmp_path, 
     from orchestration.definitions import build_definitions
 
     defs = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
-    ops = SMALL_RUN_CONFIG["ops"]
-    # Patients capped at 768 tokens (a 30-step generator rarely closes one by itself; the cap of
-    # the defaults, 4,096, made generation the slowest step by far).
-    run_config = {"ops": {**ops, "synthetic_sequences": {"config": {**ops["synthetic_sequences"]["config"],
-                                                                      "max_tokens_per_patient": 768}}}}
+    # The shared small run's configuration (tests/small_graph.py): patients capped at 300 tokens (a
+    # 30-step generator rarely closes one by itself; the default cap made generation the slowest step).
+    run_config = SHARED_RUN_CONFIG
     (home / "dagster_home").mkdir(parents=True)
     instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
     result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(

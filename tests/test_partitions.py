@@ -33,14 +33,14 @@ def test_shards_are_not_in_the_unpartitioned_jobs():
 
 
 @pytest.mark.integration
-def test_two_partitions_union_equals_one_process_with_the_same_seeds(tmp_path):
+def test_two_partitions_union_equals_one_process_with_the_same_seeds(released_workspace, tmp_path):
     import dagster as dg
 
     from synehrgy_assets.core.generation import generate_sequences
     from synehrgy_assets.defs import synthesis
-    from tests.small_graph import copy_workspace, small_graph
+    from tests.small_graph import copy_workspace
 
-    home, defs, instance = copy_workspace(small_graph(), tmp_path / "ws")
+    home, defs, instance = copy_workspace(released_workspace, tmp_path / "ws")
     job = defs.resolve_job_def("synehrgy_generate_shards")
     run_config = {"ops": {"synthetic_sequence_shards": {"config": SHARD_CONFIG}}}
     for key in ("shard-001", "shard-000"):  # separate runs, in any order

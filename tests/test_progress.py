@@ -14,20 +14,20 @@ def _observations(instance, asset: str) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_training_and_generation_emit_progress_observations():
-    from tests.small_graph import TINY_RUN_CONFIG, small_graph
+def test_training_and_generation_emit_progress_observations(released_workspace):
+    from tests.small_graph import SHARED_RUN_CONFIG
 
-    graph = small_graph()
+    graph = released_workspace
     train = _observations(graph.instance, "gpt_checkpoint")
-    max_steps = TINY_RUN_CONFIG["ops"]["gpt_checkpoint"]["config"]["max_steps"]
-    assert len(train) >= 2, train  # one per validation at least (eval_every 10 of 20 steps)
+    max_steps = SHARED_RUN_CONFIG["ops"]["gpt_checkpoint"]["config"]["max_steps"]
+    assert len(train) >= 2, train  # one per validation at least (eval_every 15 of 30 steps)
     assert [o["step"] for o in train] == sorted(o["step"] for o in train)
     assert {"progress", "step", "epoch", "train_loss", "val_loss", "eta_seconds", "elapsed_seconds"} <= set(train[-1])
     assert train[-1]["step"] == max_steps and train[-1]["progress"] == pytest.approx(1.0)
     assert 0 < train[0]["progress"] < 1 and train[0]["eta_seconds"] > 0
 
     gen = _observations(graph.instance, "synthetic_sequences")
-    n = TINY_RUN_CONFIG["ops"]["synthetic_sequences"]["config"]["n_patients"]
+    n = SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"]["n_patients"]
     assert gen[0]["patients_done"] == 0 and gen[0]["patients_total"] == n
     assert gen[-1]["patients_done"] == n and gen[-1]["progress"] == pytest.approx(1.0)
 

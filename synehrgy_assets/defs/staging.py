@@ -1,6 +1,7 @@
 """Stage 1: dbt_mimic stages the raw tables into DuckDB; every dbt model is a Dagster asset."""
 
 
+import fcntl
 import json
 import os
 import sys
@@ -42,11 +43,16 @@ class LocalDbtPreparer(DagsterDbtProjectPreparer):
 def dbt_project() -> DbtProject:
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     preparer = LocalDbtPreparer()  # DbtProject takes no preparer: call it, not project.prepare_if_dev()
-    preparer.prepare_if_dev(project)
-    if not project.manifest_path.exists() or _manifest_is_stale(project.manifest_path):
-        # Scripts, pytest and `dagster asset materialize` do not run the dev preparer; a manifest
-        # older than the project's files would hide new models, tests and checks.
-        preparer.prepare(project)
+    # Processes that load the definitions at once (a code server and a CLI run, the test workers)
+    # would otherwise write target/manifest.json together and one could read it half-written.
+    project.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(project.manifest_path.parent / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        preparer.prepare_if_dev(project)
+        if not project.manifest_path.exists() or _manifest_is_stale(project.manifest_path):
+            # Scripts, pytest and `dagster asset materialize` do not run the dev preparer; a manifest
+            # older than the project's files would hide new models, tests and checks.
+            preparer.prepare(project)
     return project
 
 
