@@ -29,5 +29,6 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 export SYNEHRGY_MIMIC_DEMO_DIR="${SYNEHRGY_MIMIC_DEMO_DIR:-$(cd .. && pwd)/shared/data/mimic-iii-demo}"
 # Two worker processes (pytest-xdist), one per core of the CI machine; tests that share a workspace
-# or a module's fixtures stay on one worker (tests/conftest.py). `-n 0` runs everything in one process.
-exec .venv/bin/python -m pytest -n "${SYNEHRGY_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# or a module's fixtures stay on one worker (the scheduler in tests/conftest.py). `-n 0` runs
+# everything in one process.
+exec .venv/bin/python -m pytest -n "${SYNEHRGY_TEST_WORKERS:-2}" --dist loadscope "$@"

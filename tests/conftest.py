@@ -99,13 +99,38 @@ def _keep_mlflow_environment():
             os.environ[key] = value
 
 
-@pytest.hookimpl(tryfirst=True)
+# The modules whose tests read the session's shared workspace (tests/small_graph.py, the fixture
+# `released_workspace`): one xdist work unit, so it is built once. Checked at collection.
+SHARED_WORKSPACE_MODULES = frozenset({
+    "test_cli_generate.py", "test_definitions.py", "test_end_to_end.py", "test_exports.py",
+    "test_mlflow_hygiene.py", "test_partitions.py", "test_progress.py", "test_ui_browser.py",
+})
+
+
+def xdist_work_unit(nodeid: str) -> str:
+    """The work unit of a test under scripts/test.sh's two workers: the shared-workspace modules
+    together, every other module on its own (its module-scoped fixtures built once)."""
+    module = nodeid.split("::")[0]
+    return "shared_workspace" if Path(module).name in SHARED_WORKSPACE_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's `--dist loadgroup` marks do nothing under pytest 9 (xdist 3.8 renames
+    `item._nodeid`, which pytest 9 no longer reads), so the grouping is a scheduler of ours:
+    xdist's load-scope scheduling with `xdist_work_unit` as the scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Two xdist workers (scripts/test.sh: `-n 2 --dist loadgroup`): every test of the session's shared
-    workspace goes to one worker, so it is built once; every other module stays on one worker, so its
-    module-scoped fixtures (dbt builds, trained models, servers) are built once too."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = "shared_workspace" if "released_workspace" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    misplaced = sorted({item.nodeid.split("::")[0] for item in items if "released_workspace" in item.fixturenames
+                        and xdist_work_unit(item.nodeid) != "shared_workspace"})
+    if misplaced:
+        raise pytest.UsageError(f"{', '.join(misplaced)} use(s) the shared workspace: add the module to "
+                                "SHARED_WORKSPACE_MODULES in tests/conftest.py (else each worker builds it)")

@@ -161,6 +161,16 @@ def _set_rows(column: str, value: str, rows_index: range):
     return fn
 
 
+def _set_last_rows(column: str, value: str, n: int):
+    """Set `column` to `value` in the last `n` data rows (the last patient's, away from other cases)."""
+    def fn(header, rows):
+        i = header.index(column)
+        for row in rows[-n:]:
+            row[i] = value
+        return rows
+    return fn
+
+
 def _truncate(table: str):
     def apply(raw: Path) -> None:
         path = raw / f"{table.upper()}.csv.gz"
@@ -273,6 +283,9 @@ WARNING = [
     Case("abc_in_chartevents_valuenum",
          _edit("chartevents", _set("valuenum", "abc", 7, lambda r: r["valuenum"] != "")),
          ("non-numeric VALUENUM", "7 of"), check="valuenum_not_numeric", count=("rows_lost", 7)),
+    Case("chartevents_rows_of_an_unknown_icustay_id", _edit("chartevents", _set_last_rows("icustay_id", "999999999", 4)),
+         ("ICUSTAY_ID is in no row of ICUSTAYS", "4 of"), check="measurement_rows_of_unknown_stays",
+         count=("rows_lost", 4)),
     Case("diagnoses_icd_empty", _header_only("diagnoses_icd"), ("code tables are empty", "DIAGNOSES_ICD has no rows"),
          check="code_tables_not_empty", count=("lost/diagnosis_rows", 0)),
 ]
@@ -376,8 +389,9 @@ def test_loss_above_the_error_threshold_is_an_error(ws: Workspace, warn_run):
     from synehrgy_assets.core.staging_checks import staging_loss_summary
 
     lines = staging_loss_summary(ws.home)
-    assert lines[0] == f"staging build {ws.builds[-1]}: 3 loss check(s) not clean", lines
+    assert lines[0] == f"staging build {ws.builds[-1]}: 4 loss check(s) not clean", lines
     assert {ln.split()[1] for ln in lines[1:]} == {"stays_dropped_for_bad_data", "valuenum_not_numeric",
+                                                   "measurement_rows_of_unknown_stays",
                                                    "code_tables_not_empty"}, lines
     assert any(ln.startswith("WARN  stays_dropped_for_bad_data on visits: ") and "dob_unparseable 3" in ln
                for ln in lines), lines
@@ -440,8 +454,16 @@ def test_mimic_dir_that_changes_while_a_run_reads_it_fails_and_publishes_nothing
 
 def test_a_good_run_afterwards_in_the_same_workspace_succeeds(ws: Workspace):
     """After every case above (failures and warnings) the same workspace stages cleanly again."""
+    from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, DBT_RUNS_KEPT
+
+    project_runs = set((DBT_PROJECT_DIR / "target").glob("*/run_results.json"))
     result = _timed("good_run_afterwards", ws.good_raw, ws.home)
     assert result.success, _failure_text(result)
+    # dbt's artifacts and log of this run are in the workspace's private folder, the newest few kept,
+    # and nothing was added to the installed project.
+    runs = sorted(p.name for p in (ws.home / "private" / "dbt_runs").iterdir())
+    assert len(runs) == DBT_RUNS_KEPT and (ws.home / "private" / "dbt_runs" / runs[-1] / "dbt.log").exists()
+    assert set((DBT_PROJECT_DIR / "target").glob("*/run_results.json")) == project_runs
     checks = _checks(result)
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
     build = _assert_consistent(ws.home)
@@ -537,7 +559,7 @@ def test_a_raw_file_that_changes_while_staging_reads_it_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["stays_dropped_for_bad_data", "measurement_values_dropped", "valuenum_not_numeric",
-                                  "code_rows_dropped"])
+                                  "measurement_rows_of_unknown_stays", "code_rows_dropped"])
 def test_every_loss_check_passes_warns_and_errors(name):
     """Each loss check on audit counts: clean passes, a small loss warns, a large one is an error (by
     rows or by patients), with the default thresholds."""
@@ -553,6 +575,8 @@ def test_every_loss_check_passes_warns_and_errors(name):
              ("measurements", "", "patients_dropped_unparseable_or_out_of_range"): patients_lost,
              ("measurements", "", "valuenum_not_numeric"): rows_lost,
              ("measurements", "", "patients_valuenum_not_numeric"): patients_lost,
+             ("measurements", "", "rows_of_unknown_stay"): rows_lost,
+             ("measurements", "", "patients_with_rows_of_unknown_stay"): patients_lost,
              ("codes", "diagnosis", "raw"): 600, ("codes", "procedure", "raw"): 400,
              ("codes", "diagnosis", "dropped_null_code"): rows_lost,
              ("codes", "", "patients_raw"): 1000, ("codes", "", "patients_dropped"): patients_lost}

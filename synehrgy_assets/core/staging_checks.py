@@ -198,6 +198,7 @@ LOSS_CHECKS = {
     "stays_dropped_for_bad_data": "visits",
     "measurement_values_dropped": "measurements",
     "valuenum_not_numeric": "measurements",
+    "measurement_rows_of_unknown_stays": "measurements",
     "code_rows_dropped": "visit_codes",
     "code_tables_not_empty": "visit_codes",
 }
@@ -223,6 +224,12 @@ def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
         p_lost = a("measurements", "", "patients_valuenum_not_numeric")
         p_total = a("measurements", "", "patients_with_candidates")
         what = "measurement rows with a non-numeric VALUENUM (VALUE parsed instead, else dropped)"
+    elif name == "measurement_rows_of_unknown_stays":
+        details = {"rows_of_unknown_stay": a("measurements", "", "rows_of_unknown_stay")}
+        lost, total = details["rows_of_unknown_stay"], _sum(audit, "measurements", "candidate")
+        p_lost = a("measurements", "", "patients_with_rows_of_unknown_stay")
+        p_total = a("measurements", "", "patients_with_candidates")
+        what = "CHARTEVENTS rows dropped because their ICUSTAY_ID is in no row of ICUSTAYS (orphans)"
     elif name == "code_rows_dropped":
         details = {
             f"{ct}_{m}": a("codes", ct, m) for ct in ("diagnosis", "procedure") for m in ("dropped_null_code", "orphan_admission")
@@ -293,6 +300,7 @@ LOSS_DEFAULTS: dict[str, Thresholds] = {
     # synthetic hospital (1,000 patients) drops 0.32%, touching 65%.
     "measurement_values_dropped": Thresholds(0.01, 0.10, 0.75, 0.95),
     "valuenum_not_numeric": Thresholds(),
+    "measurement_rows_of_unknown_stays": Thresholds(),
     "code_rows_dropped": Thresholds(),
     "code_tables_not_empty": Thresholds(),
 }

@@ -4,6 +4,7 @@
 import fcntl
 import json
 import os
+import shutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -76,6 +77,19 @@ class MimicDbtTranslator(DagsterDbtTranslator):
         return "staging"
 
 
+DBT_RUNS_KEPT = 3
+
+
+def dbt_run_folder(workspace: WorkspaceResource, build_id: str) -> Path:
+    """`<home>/private/dbt_runs/<build id>`: the target and log path of one staging build's dbt run.
+    The newest DBT_RUNS_KEPT - 1 earlier ones are kept for reading; older ones are removed."""
+    runs = workspace.private_dir / "dbt_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)[: -(DBT_RUNS_KEPT - 1) or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return runs / build_id
+
+
 def dbt_environment(workspace: WorkspaceResource, duckdb_path: Path | None = None) -> dict[str, str]:
     """The variables profiles.yml reads (dbt runs with its own working directory).
 
@@ -119,7 +133,10 @@ def dbt_mimic_models(
         f"published to {workspace.duckdb_path} only if the whole build succeeds"
     )
     try:
-        invocation = dbt.cli(["build", "--vars", json.dumps(files.dbt_vars())], context=context, raise_on_error=False)
+        # dbt's artifacts and dbt.log go to the workspace's private folder (they can quote what DuckDB
+        # read), not into the installed project, where one folder per run would pile up.
+        invocation = dbt.cli(["build", "--vars", json.dumps(files.dbt_vars())], context=context, raise_on_error=False,
+                             target_path=dbt_run_folder(workspace, build_id))
         events = list(invocation.stream())
         if not invocation.is_successful():
             try:

@@ -42,6 +42,8 @@ DESCRIPTIONS = {
     "no admission or patient, unparseable / absent DOB, DOB after admission, an absurd DOB, gender not M/F.",
     "measurement_values_dropped": "Measurement values dropped as unparseable or outside the variable's valid range.",
     "valuenum_not_numeric": "CHARTEVENTS / LABEVENTS rows whose VALUENUM is present but not a number.",
+    "measurement_rows_of_unknown_stays": "CHARTEVENTS rows whose ICUSTAY_ID is in no row of ICUSTAYS (orphans), "
+    "dropped because no stay can hold them.",
     "code_rows_dropped": "ICD code rows dropped: empty code, or an HADM_ID missing from ADMISSIONS (orphans).",
     "code_tables_not_empty": "WARN when DIAGNOSES_ICD or PROCEDURES_ICD has no rows: the run continues without "
     "those codes, and the code-based metrics and gates report 'not applicable'.",

@@ -25,7 +25,16 @@ codes as (
 ),
 
 candidates as (
-    select subject_id, status, valuenum_is_invalid from {{ ref('int_measurements_classified') }}
+    select subject_id, icustay_id, status, valuenum_is_invalid from {{ ref('int_measurements_classified') }}
+),
+
+-- CHARTEVENTS rows whose ICUSTAY_ID is in no row of ICUSTAYS (orphans; a subset of
+-- dropped_stay_not_kept, which also holds the rows of stays dropped by a rule or a defect)
+orphan_rows as (
+    select c.subject_id
+    from candidates as c
+    where c.status = 'dropped_stay_not_kept'
+        and not exists (select 1 from stays as s where s.icustay_id = c.icustay_id)
 ),
 
 attached_codes as (
@@ -103,6 +112,10 @@ audit as (
     union all
     select 'measurements', '', 'patients_dropped_unparseable_or_out_of_range', count(distinct subject_id)
     from candidates where status in ('dropped_unparseable', 'dropped_out_of_range')
+    union all
+    select 'measurements', '', 'rows_of_unknown_stay', count(*) from orphan_rows
+    union all
+    select 'measurements', '', 'patients_with_rows_of_unknown_stay', count(distinct subject_id) from orphan_rows
     union all
     -- VALUENUM present but not a number: VALUE was parsed instead (kept or dropped_unparseable)
     select 'measurements', '', 'valuenum_not_numeric', count(*) filter (where valuenum_is_invalid) from candidates
