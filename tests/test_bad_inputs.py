@@ -452,6 +452,36 @@ def test_mimic_dir_that_changes_while_a_run_reads_it_fails_and_publishes_nothing
     assert all(e.asset_key.path[0] == "mimic_raw" for e in result.get_asset_materialization_events())
 
 
+@pytest.mark.integration
+def test_a_dataset_without_icd_codes_runs_the_whole_graph(ws: Workspace, tmp_path):
+    """The no-codes copy through the whole graph (its own workspace, the shared small run's settings):
+    it succeeds, the code gates pass as 'not applicable' with the reason, and the evaluation says so
+    in one warning."""
+    from orchestration.definitions import build_definitions
+    from tests.small_graph import SHARED_RUN_CONFIG
+    from tests.test_end_to_end import check_results, failure_text
+
+    raw = _bad_copy(ws, "no_codes_graph", _header_only("diagnoses_icd", "procedures_icd"))
+    home = tmp_path / "home"
+    defs = build_definitions(home=str(home), mimic_dir=str(raw))
+    (home / "dagster_home").mkdir(parents=True)
+    instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
+    result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
+        instance=instance, run_config=SHARED_RUN_CONFIG, raise_on_error=False)
+    assert result.success, failure_text(result)
+    evaluations = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    for gate in ("code_prevalence_gate", "code_pair_gate"):
+        assert evaluations[gate].passed, (gate, evaluations[gate].description)
+        assert "not applicable: the dataset has no ICD codes (DIAGNOSES_ICD and PROCEDURES_ICD empty)" in \
+            evaluations[gate].description, evaluations[gate].description
+    assert check_results(result)["code_tables_not_empty"] is False  # the staging WARN
+    said = [e.message for e in instance.all_logs(result.run_id)
+            if "The dataset has no ICD codes" in (e.message or "")]
+    assert len(said) == 1, said
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from main.visit_codes").fetchall()[0][0] == 0
+
+
 def test_a_good_run_afterwards_in_the_same_workspace_succeeds(ws: Workspace):
     """After every case above (failures and warnings) the same workspace stages cleanly again."""
     from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, DBT_RUNS_KEPT
