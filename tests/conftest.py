@@ -116,9 +116,9 @@ def xdist_work_unit(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's `--dist loadgroup` marks do nothing under pytest 9 (xdist 3.8 renames
-    `item._nodeid`, which pytest 9 no longer reads), so the grouping is a scheduler of ours:
-    xdist's load-scope scheduling with `xdist_work_unit` as the scope."""
+    """pytest-xdist's `--dist loadgroup` marks do nothing under pytest 9 (xdist 3.8 appends the group
+    to `item._nodeid`, an attribute pytest 9 no longer reads), so the grouping is a scheduler of
+    ours: xdist's load-scope scheduling with `xdist_work_unit` as the scope."""
     from xdist.scheduler import LoadScopeScheduling
 
     class WorkUnitScheduling(LoadScopeScheduling):

@@ -85,7 +85,8 @@ def dbt_run_folder(workspace: WorkspaceResource, build_id: str) -> Path:
     The newest DBT_RUNS_KEPT - 1 earlier ones are kept for reading; older ones are removed."""
     runs = workspace.private_dir / "dbt_runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for old in sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)[: -(DBT_RUNS_KEPT - 1) or None]:
+    earlier = sorted(p for p in runs.iterdir() if p.is_dir())  # build ids start with their UTC time
+    for old in earlier[: max(len(earlier) - (DBT_RUNS_KEPT - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return runs / build_id
 
@@ -135,8 +136,9 @@ def dbt_mimic_models(
     try:
         # dbt's artifacts and dbt.log go to the workspace's private folder (they can quote what DuckDB
         # read), not into the installed project, where one folder per run would pile up.
+        dbt_folder = dbt_run_folder(workspace, build_id)
         invocation = dbt.cli(["build", "--vars", json.dumps(files.dbt_vars())], context=context, raise_on_error=False,
-                             target_path=dbt_run_folder(workspace, build_id))
+                             target_path=dbt_folder)
         events = list(invocation.stream())
         if not invocation.is_successful():
             try:
@@ -146,7 +148,7 @@ def dbt_mimic_models(
             error = invocation.get_error()
             raise dg.Failure(
                 description=dbt_failure_message(run_results, fallback=str(error or "")),
-                metadata={"staging_build_id": build_id, "published": False},
+                metadata={"staging_build_id": build_id, "published": False, "dbt_log": str(dbt_folder / "dbt.log")},
             )
         changed = changed_files(stats, files.files)
         if changed:
