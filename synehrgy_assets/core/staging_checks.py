@@ -204,6 +204,15 @@ LOSS_CHECKS = {
 }
 
 
+# check -> (staging_audit metric of rows, of patients, what the check counts), out of the candidate rows
+MEASUREMENT_ROW_COUNTERS = {
+    "valuenum_not_numeric": ("valuenum_not_numeric", "patients_valuenum_not_numeric",
+                             "measurement rows with a non-numeric VALUENUM (VALUE parsed instead, else dropped)"),
+    "measurement_rows_of_unknown_stays": ("rows_of_unknown_stay", "patients_with_rows_of_unknown_stay",
+                                          "CHARTEVENTS rows dropped because their ICUSTAY_ID is in no row of ICUSTAYS (orphans)"),
+}
+
+
 def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
     """One loss check from the staging_audit counts."""
     a = lambda section, item, metric: audit.get((section, item, metric), 0)  # noqa: E731
@@ -218,18 +227,11 @@ def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
         p_lost = a("measurements", "", "patients_dropped_unparseable_or_out_of_range")
         p_total = a("measurements", "", "patients_with_candidates")
         what = "measurement values dropped as unparseable or out of range"
-    elif name == "valuenum_not_numeric":
-        details = {"valuenum_not_numeric": a("measurements", "", "valuenum_not_numeric")}
-        lost, total = details["valuenum_not_numeric"], _sum(audit, "measurements", "candidate")
-        p_lost = a("measurements", "", "patients_valuenum_not_numeric")
-        p_total = a("measurements", "", "patients_with_candidates")
-        what = "measurement rows with a non-numeric VALUENUM (VALUE parsed instead, else dropped)"
-    elif name == "measurement_rows_of_unknown_stays":
-        details = {"rows_of_unknown_stay": a("measurements", "", "rows_of_unknown_stay")}
-        lost, total = details["rows_of_unknown_stay"], _sum(audit, "measurements", "candidate")
-        p_lost = a("measurements", "", "patients_with_rows_of_unknown_stay")
-        p_total = a("measurements", "", "patients_with_candidates")
-        what = "CHARTEVENTS rows dropped because their ICUSTAY_ID is in no row of ICUSTAYS (orphans)"
+    elif name in MEASUREMENT_ROW_COUNTERS:  # one audit counter of rows and one of patients
+        metric, patients, what = MEASUREMENT_ROW_COUNTERS[name]
+        details = {metric: a("measurements", "", metric)}
+        lost, total = details[metric], _sum(audit, "measurements", "candidate")
+        p_lost, p_total = a("measurements", "", patients), a("measurements", "", "patients_with_candidates")
     elif name == "code_rows_dropped":
         details = {
             f"{ct}_{m}": a("codes", ct, m) for ct in ("diagnosis", "procedure") for m in ("dropped_null_code", "orphan_admission")
