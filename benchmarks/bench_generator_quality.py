@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._machine import cpu_model  # noqa: E402
 
 BASE = {
-    "n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.1, "epochs": 8.0, "batch_size": 8,
+    "n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.1, "epochs": 12.0, "batch_size": 8,
     "learning_rate": 2e-3, "conditioning": True, "mortality_weight": 1.0, "n_ctx": 512, "clocks": True,
 }
 VARIANTS = {
