@@ -161,16 +161,6 @@ def _set_rows(column: str, value: str, rows_index: range):
     return fn
 
 
-def _set_last_rows(column: str, value: str, n: int):
-    """Set `column` to `value` in the last `n` data rows (the last patient's, away from other cases)."""
-    def fn(header, rows):
-        i = header.index(column)
-        for row in rows[-n:]:
-            row[i] = value
-        return rows
-    return fn
-
-
 def _truncate(table: str):
     def apply(raw: Path) -> None:
         path = raw / f"{table.upper()}.csv.gz"
@@ -283,7 +273,8 @@ WARNING = [
     Case("abc_in_chartevents_valuenum",
          _edit("chartevents", _set("valuenum", "abc", 7, lambda r: r["valuenum"] != "")),
          ("non-numeric VALUENUM", "7 of"), check="valuenum_not_numeric", count=("rows_lost", 7)),
-    Case("chartevents_rows_of_an_unknown_icustay_id", _edit("chartevents", _set_last_rows("icustay_id", "999999999", 4)),
+    # the last 4 rows: the last patient's, away from the other cases
+    Case("chartevents_rows_of_an_unknown_icustay_id", _edit("chartevents", _set_rows("icustay_id", "999999999", range(-4, 0))),
          ("ICUSTAY_ID is in no row of ICUSTAYS", "4 of"), check="measurement_rows_of_unknown_stays",
          count=("rows_lost", 4)),
     Case("diagnoses_icd_empty", _header_only("diagnoses_icd"), ("code tables are empty", "DIAGNOSES_ICD has no rows"),
@@ -457,17 +448,12 @@ def test_a_dataset_without_icd_codes_runs_the_whole_graph(ws: Workspace, tmp_pat
     """The no-codes copy through the whole graph (its own workspace, the shared small run's settings):
     it succeeds, the code gates pass as 'not applicable' with the reason, and the evaluation says so
     in one warning."""
-    from orchestration.definitions import build_definitions
     from tests.small_graph import SHARED_RUN_CONFIG
-    from tests.test_end_to_end import check_results, failure_text
+    from tests.test_end_to_end import check_results, failure_text, materialize_graph
 
     raw = _bad_copy(ws, "no_codes_graph", _header_only("diagnoses_icd", "procedures_icd"))
     home = tmp_path / "home"
-    defs = build_definitions(home=str(home), mimic_dir=str(raw))
-    (home / "dagster_home").mkdir(parents=True)
-    instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
-    result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
-        instance=instance, run_config=SHARED_RUN_CONFIG, raise_on_error=False)
+    _defs, instance, result = materialize_graph(home, mimic_dir=str(raw), run_config=SHARED_RUN_CONFIG)
     assert result.success, failure_text(result)
     evaluations = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     for gate in ("code_prevalence_gate", "code_pair_gate"):
