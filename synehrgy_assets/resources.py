@@ -271,6 +271,20 @@ def reroot_artifacts(db_path: Path, old_root: str, new_root: str) -> int:
 _ORPHANS_CLEANED: set[tuple[str, str]] = set()
 
 
+@contextmanager
+def mlflow_environment_kept() -> Iterator[None]:
+    """Leave MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI as they were before the block."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def point_mlflow_at(uri: str) -> None:
     """mlflow.set_tracking_uri / set_registry_uri for this process, without their side effect on
     the environment: both also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, so every resource
@@ -278,14 +292,9 @@ def point_mlflow_at(uri: str) -> None:
     read and write this workspace's store."""
     import mlflow
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_environment_kept():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
 
 
 def _package_version() -> str:

@@ -87,16 +87,10 @@ def _keep_mlflow_environment():
     """mlflow.set_tracking_uri (called by tests, and by MLflow itself) exports MLFLOW_TRACKING_URI:
     without this, every workspace built later in the session (build_resources reads that variable)
     would read and write an earlier test's MLflow store."""
-    import os
+    from synehrgy_assets.resources import mlflow_environment_kept
 
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = {k: os.environ.get(k) for k in keys}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_environment_kept():
+        yield
 
 
 # The modules whose tests read the session's shared workspace (tests/small_graph.py, the fixture
