@@ -45,6 +45,8 @@ CONTRACT = {
         "visit_index": "INTEGER",
         "intime": "TIMESTAMP",
         "outtime": "TIMESTAMP",
+        "admittime": "TIMESTAMP",
+        "dischtime": "TIMESTAMP",
         "los_hours": "DOUBLE",
         "hours_since_previous_visit": "DOUBLE",
         "age_years": "DOUBLE",
@@ -54,6 +56,7 @@ CONTRACT = {
         "insurance": "VARCHAR",
         "admission_type": "VARCHAR",
         "first_careunit": "VARCHAR",
+        "icu_database": "VARCHAR",
         "mortality_inhospital": "INTEGER",
     },
     "visit_codes": {
@@ -248,7 +251,7 @@ def test_seed_itemids_follow_the_reference_with_documented_changes():
         ).fetchall()
         variables = {r[0] for r in con.sql(f"select variable from read_csv('{DBT_DIR / 'seeds' / 'variables.csv'}')").fetchall()}
     by_item = {r[0]: r for r in rows}
-    assert {r[2] for r in rows} == variables and len(variables) == 42
+    assert {r[2] for r in rows} == variables and len(variables) == 46
     assert by_item[51274][2] == "prothrombin_time" and by_item[51237][2] == "inr"
     assert by_item[223761][3] == by_item[678][3] == "fahrenheit_to_celsius"
     assert by_item[223762][3] == by_item[676][3] == "none"
@@ -483,7 +486,7 @@ def test_doc_measurement_table_matches_the_audit(builds):
         ((i, m), n)
         for i, m, n in _query(builds["demo"], "select item, metric, n from staging_audit where section = 'measurements'")
     )
-    assert len(rows) == 42
+    assert len(rows) == 46
     for variable, *cells in rows:
         assert [_number(c) for c in cells] == [audit[(variable, m)] for m in MEASUREMENT_METRICS], variable
 

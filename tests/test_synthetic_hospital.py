@@ -379,6 +379,8 @@ UNIT_SPELLINGS = {"degC": {"?C"}, "fraction": {"torr"}, "mmHg": {"mmHg", "mm Hg"
                   "breaths/min": {"insp/min"}, "pH": {"units"}, "ratio": {None}, "score": {None, "points"},
                   "category": {None}}
 CHARTED = {"heart_rate", "systolic_blood_pressure", "diastolic_blood_pressure", "mean_blood_pressure",
+           "arterial_systolic_blood_pressure", "arterial_diastolic_blood_pressure",
+           "arterial_mean_blood_pressure",
            "respiratory_rate", "oxygen_saturation", "temperature", "fraction_inspired_oxygen"}
 
 

@@ -44,7 +44,7 @@ def test_tokenizer_and_metrics_share_one_loader(tmp_path, monkeypatch):
 
 def test_the_seed_loads_for_both_consumers():
     seed = load_variables()
-    assert len(seed) == 42 and seed["variable"].is_unique
+    assert len(seed) == 46 and seed["variable"].is_unique
     assert seed["valid_low"].dtype == float and (seed["valid_low"] < seed["valid_high"]).all()
     continuous = seed[seed["kind"] == "continuous"]
     assert all(len(e) > 0 and e == sorted(e) for e in continuous["clinical_edges"])  # binning="clinical"

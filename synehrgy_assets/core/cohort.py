@@ -17,10 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SEEDS_DIR = REPO_ROOT / "dbt_mimic" / "seeds"
 
 VISIT_COLUMNS = [
-    "subject_id", "hadm_id", "icustay_id", "visit_index", "intime", "outtime", "los_hours",
-    "hours_since_previous_visit", "age_years", "age_is_capped", "gender", "ethnicity_group",
-    "insurance", "admission_type", "first_careunit", "mortality_inhospital",
+    "subject_id", "hadm_id", "icustay_id", "visit_index", "intime", "outtime", "admittime",
+    "dischtime", "los_hours", "hours_since_previous_visit", "age_years", "age_is_capped", "gender",
+    "ethnicity_group", "insurance", "admission_type", "first_careunit", "icu_database",
+    "mortality_inhospital",
 ]
+# Columns a cohort may lack (a hand-built frame, a cohort written before they existed): readers
+# treat them as NULL. The marts always have them.
+OPTIONAL_VISIT_COLUMNS = ("admittime", "dischtime", "icu_database")
 CODE_COLUMNS = ["subject_id", "icustay_id", "code_type", "icd9_code", "seq_num"]
 PHENOTYPE_COLUMNS = ["subject_id", "icustay_id", "phenotype"]
 MEASUREMENT_COLUMNS = ["subject_id", "icustay_id", "hours", "variable", "value", "value_text"]
@@ -59,7 +63,8 @@ class StagedCohort:
     def validate_columns(self, origin: str = "cohort") -> None:
         """Raise a ValueError naming the frame and the missing columns, if any."""
         for (name, expected), frame in zip(MART_COLUMNS.items(), self.frames()):
-            missing = [c for c in expected if c not in frame.columns]
+            optional = OPTIONAL_VISIT_COLUMNS if name == "visits" else ()
+            missing = [c for c in expected if c not in frame.columns and c not in optional]
             if missing:
                 raise ValueError(
                     f"{origin}: table '{name}' lacks column(s) {missing}; expected {expected}"

@@ -1,13 +1,15 @@
 """Synthetic cohort -> MIMIC-III-shaped tables, so synthetic patients can be re-staged by our own
 dbt project and compared like real data.
 
-Each visit becomes one hospital admission with one ICU stay (fresh synthetic ids). Dates are
-shifted like MIMIC's (years 2100-2200) and kept consistent with the cohort: the intime of visit
-k+1 is the outtime of visit k plus `hours_since_previous_visit`, and DOB follows from the age at
-the first visit (ages > 89 are shifted ~300 years, as MIMIC does). Every variable is written with
-one canonical ITEMID in the canonical unit of `dbt_mimic/seeds/variables.csv` (the shared
-catalogue in `mimic_dictionaries.py`); categorical values as the MIMIC text strings. The tables are
-written by `mimic_tables.write_mimic_tables` (re-exported here).
+Each visit becomes one hospital admission with one ICU stay (fresh synthetic ids). The times are
+the cohort's (`intime`, `outtime`, `admittime`, `dischtime`, which decoding fills); a hand-built
+cohort without them gets dates shifted like MIMIC's (years 2100-2200), the intime of visit k+1
+being the outtime of visit k plus `hours_since_previous_visit`. DOB follows from the age at the
+first visit (ages > 89 are shifted ~300 years, as MIMIC does). ICUSTAYS.DBSOURCE is the visit's
+`icu_database`, and every measurement is written with an ITEMID of that database
+(`mimic_dictionaries.item_for`; labs are the hospital's) in that item's unit; categorical values as
+the MIMIC text strings. The tables are written by `mimic_tables.write_mimic_tables` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from synehrgy_assets.core.mimic_dictionaries import (
     LAB_REFERENCE_RANGES,
     dictionary_tables,
     event_value_columns,
+    item_for,
     round_values,
     text_codes,
     text_to_score,
@@ -96,19 +99,38 @@ def _categorical_scores(variable: str, values: np.ndarray, texts: pd.Series) -> 
     return score, key
 
 
+def _given_times(visits: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """The cohort's own times as epoch seconds, when every visit has all four."""
+    columns = ("intime", "outtime", "admittime", "dischtime")
+    if not set(columns) <= set(visits.columns) or len(visits) == 0:
+        return None
+    out = {}
+    for column in columns:
+        values = pd.to_datetime(visits[column], errors="coerce")
+        if values.isna().any():
+            return None
+        out[column] = values.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    return out
+
+
 def _visit_times(visits: pd.DataFrame, rng: np.random.Generator, max_hours: np.ndarray) -> dict[str, np.ndarray]:
     """Absolute times (epoch seconds) for each visit; `visits` sorted by patient then visit."""
     n = len(visits)
     subject = visits["subject_id"].to_numpy()
     first = np.r_[True, subject[1:] != subject[:-1]]
     last = np.r_[subject[1:] != subject[:-1], True]
+    group = np.cumsum(first) - 1
+    died = _float(visits, "mortality_inhospital", "visits") == 1
+    given = _given_times(visits)
+    if given is not None:
+        los = (given["outtime"] - given["intime"]) / 3600.0
+        return {**given, "died": died, "first": first, "group": group, "los": los}
     los = _float(visits, "los_hours", "visits")
     los = np.where(np.isnan(los) | (los <= 0), np.maximum(max_hours, _DEFAULT_LOS_HOURS), los)
     gap = _float(visits, "hours_since_previous_visit", "visits")
     gap = np.where(first, 0.0, np.where(np.isnan(gap), _DEFAULT_GAP_HOURS, np.maximum(gap, 0.0)))
     # intime_k = intime_{k-1} + los_{k-1} + gap_k, in hours from the patient's first intime
     step = np.where(first, 0.0, np.r_[0.0, los[:-1]] + gap)
-    group = np.cumsum(first) - 1
     total = np.cumsum(step)
     offset_h = total - (total - step)[first][group]
     base = rng.integers(_START // 60, _END // 60, int(first.sum())) * 60
@@ -118,7 +140,6 @@ def _visit_times(visits: pd.DataFrame, rng: np.random.Generator, max_hours: np.n
     # (each side takes at most half the gap, less a minute for the rounding to whole minutes)
     gap_next = np.r_[gap[1:], 0.0]
     pre_h = np.minimum(rng.uniform(1, 12, n), np.where(first, np.inf, np.maximum(gap / 2 - 1 / 60, 0)))
-    died = _float(visits, "mortality_inhospital", "visits") == 1
     post_h = np.where(died, rng.uniform(0, 12, n) * (rng.random(n) < .3), rng.uniform(12, 96, n))
     post_h = np.minimum(post_h, np.where(last, np.inf, np.maximum(gap_next / 2 - 1 / 60, 0)))
     admittime = intime - np.floor(pre_h * 60).astype(np.int64) * 60
@@ -128,7 +149,7 @@ def _visit_times(visits: pd.DataFrame, rng: np.random.Generator, max_hours: np.n
 
 
 def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarray], intime: np.ndarray,
-            rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+            database: np.ndarray, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CHARTEVENTS and LABEVENTS rows, one per measurement."""
     m = cohort.measurements
     if len(m) == 0:
@@ -156,9 +177,10 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
     valuenum = np.full(n, np.nan)
     text = np.full(n, -1, dtype=np.int64)
     is_lab = np.zeros(n, dtype=bool)
-    for variable in np.unique(variables):
-        rows = np.flatnonzero(variables == variable)
-        item = CANONICAL_ITEMS[variable]
+    row_db = database[pos]
+    groups = pd.DataFrame({"variable": variables, "db": row_db}).groupby(["variable", "db"], dropna=False).indices
+    for (variable, db), rows in groups.items():
+        item = item_for(variable, None if pd.isna(db) else db)
         itemid[rows] = item.itemid
         is_lab[rows] = item.table == "labevents"
         if variable in _CATEGORICAL:
@@ -313,12 +335,15 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
         "has_chartevents_data": np.ones(n, dtype=np.int64),
     })
     ward = careunit.map(lambda c: _WARD.get(c, 23)).to_numpy(dtype=np.int64)
+    database = (visits["icu_database"].astype(object).where(visits["icu_database"].notna(), None)
+                .reset_index(drop=True) if "icu_database" in visits.columns
+                else pd.Series([None] * n, dtype=object))
     icustays = pd.DataFrame({
         "row_id": np.arange(1, n + 1),
         "subject_id": ids["subject"],
         "hadm_id": ids["hadm"],
         "icustay_id": ids["icustay"],
-        "dbsource": pd.Series(["metavision"] * n, dtype="str"),
+        "dbsource": database.fillna("metavision").astype("str"),
         "first_careunit": careunit,
         "last_careunit": careunit,
         "first_wardid": ward,
@@ -339,7 +364,7 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
         raise ValueError(f"synthetic cohort: visit_codes.code_type must be 'diagnosis' or "
                          f"'procedure', got {bad_types}")
 
-    chart, lab = _events(cohort, visit_row, ids, t["intime"], rng)
+    chart, lab = _events(cohort, visit_row, ids, t["intime"], database.to_numpy(dtype=object), rng)
     tables = {"PATIENTS": patients, "ADMISSIONS": admissions, "ICUSTAYS": icustays, **code_tables,
               "CHARTEVENTS": chart, "LABEVENTS": lab}
     if include_dictionaries:

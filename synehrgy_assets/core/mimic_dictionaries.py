@@ -1,4 +1,4 @@
-"""MIMIC-III dictionaries as this project writes them: the item catalogue (the 42 variables of
+"""MIMIC-III dictionaries as this project writes them: the item catalogue (the 46 variables of
 `dbt_mimic/seeds/variables.csv` as real MIMIC ITEMIDs, units and text categories), a built-in
 ICD-9 code list, and the dictionary tables D_ITEMS, D_LABITEMS, D_ICD_DIAGNOSES and
 D_ICD_PROCEDURES built from them.
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from synehrgy_assets.core.mimic_tables import dict_array
 
 # ---------------------------------------------------------------------------------------------
-# Item catalogue: the 42 variables of dbt_mimic/seeds/variables.csv as real MIMIC ITEMIDs
+# Item catalogue: the 46 variables of dbt_mimic/seeds/variables.csv as real MIMIC ITEMIDs
 # ---------------------------------------------------------------------------------------------
 
 # Text categories as MIMIC writes them (checked against the demo's CHARTEVENTS `value`).
@@ -47,7 +47,7 @@ TEXT_MAPS: dict[str, dict[int, str]] = {
     },
     "crr_cv": {0: "Normal <3 secs", 1: "Abnormal >3 secs"},
     "crr_mv": {0: "Normal <3 Seconds", 1: "Abnormal >3 Seconds"},
-    # distractor items (not one of the 42 variables): staging must ignore them
+    # distractor items (not one of the 46 variables): staging must ignore them
     "rhythm_mv": {0: "SR (Sinus Rhythm)", 1: "ST (Sinus Tachycardia)", 2: "AF (Atrial Fibrillation)",
                   3: "SB (Sinus Bradycardia)"},
     "rhythm_cv": {0: "Sinus Rhythm", 1: "Sinus Tachy", 2: "Atrial Fib", 3: "Sinus Brady"},
@@ -63,7 +63,7 @@ class Item:
     """
 
     itemid: int
-    variable: str | None  # None: a distractor item outside the 42 variables
+    variable: str | None  # None: a distractor item outside the 46 variables
     table: str  # 'chartevents' | 'labevents'
     dbsource: str  # 'carevue' | 'metavision' | 'hospital' (labs)
     label: str
@@ -94,17 +94,17 @@ ITEMS: tuple[Item, ...] = (
     _c(220045, "heart_rate", MV, "Heart Rate", "bpm", abbreviation="HR", category="Routine Vital Signs", canonical=True),
     _c(211, "heart_rate", CV, "Heart Rate", "BPM"),
     _c(220179, "systolic_blood_pressure", MV, "Non Invasive Blood Pressure systolic", "mmHg", abbreviation="NBPs", category="Routine Vital Signs", canonical=True),
-    _c(220050, "systolic_blood_pressure", MV, "Arterial Blood Pressure systolic", "mmHg", abbreviation="ABPs", category="Routine Vital Signs"),
+    _c(220050, "arterial_systolic_blood_pressure", MV, "Arterial Blood Pressure systolic", "mmHg", abbreviation="ABPs", category="Routine Vital Signs", canonical=True),
     _c(455, "systolic_blood_pressure", CV, "NBP [Systolic]", "mmHg"),
-    _c(51, "systolic_blood_pressure", CV, "Arterial BP [Systolic]", "mmHg"),
+    _c(51, "arterial_systolic_blood_pressure", CV, "Arterial BP [Systolic]", "mmHg"),
     _c(220180, "diastolic_blood_pressure", MV, "Non Invasive Blood Pressure diastolic", "mmHg", abbreviation="NBPd", category="Routine Vital Signs", canonical=True),
-    _c(220051, "diastolic_blood_pressure", MV, "Arterial Blood Pressure diastolic", "mmHg", abbreviation="ABPd", category="Routine Vital Signs"),
+    _c(220051, "arterial_diastolic_blood_pressure", MV, "Arterial Blood Pressure diastolic", "mmHg", abbreviation="ABPd", category="Routine Vital Signs", canonical=True),
     _c(8441, "diastolic_blood_pressure", CV, "NBP [Diastolic]", "mmHg"),
-    _c(8368, "diastolic_blood_pressure", CV, "Arterial BP [Diastolic]", "mmHg"),
+    _c(8368, "arterial_diastolic_blood_pressure", CV, "Arterial BP [Diastolic]", "mmHg"),
     _c(220181, "mean_blood_pressure", MV, "Non Invasive Blood Pressure mean", "mmHg", abbreviation="NBPm", category="Routine Vital Signs", canonical=True),
-    _c(220052, "mean_blood_pressure", MV, "Arterial Blood Pressure mean", "mmHg", abbreviation="ABPm", category="Routine Vital Signs"),
+    _c(220052, "arterial_mean_blood_pressure", MV, "Arterial Blood Pressure mean", "mmHg", abbreviation="ABPm", category="Routine Vital Signs", canonical=True),
     _c(456, "mean_blood_pressure", CV, "NBP Mean", "mmHg"),
-    _c(52, "mean_blood_pressure", CV, "Arterial BP Mean", "mmHg"),
+    _c(52, "arterial_mean_blood_pressure", CV, "Arterial BP Mean", "mmHg"),
     _c(220210, "respiratory_rate", MV, "Respiratory Rate", "insp/min", abbreviation="RR", category="Respiratory", canonical=True),
     _c(618, "respiratory_rate", CV, "Respiratory Rate", "BPM"),
     _c(220277, "oxygen_saturation", MV, "O2 saturation pulseoxymetry", "%", abbreviation="SpO2", category="Respiratory", canonical=True),
@@ -173,7 +173,7 @@ ITEMS: tuple[Item, ...] = (
     # blood-gas duplicates of chemistry variables (same variable, second ITEMID)
     _l(50809, "glucose", "Glucose", "mg/dL", 0, "Blood Gas", "2339-0", canonical=False),
     _l(50822, "potassium", "Potassium, Whole Blood", "mEq/L", 1, "Blood Gas", "6298-4", canonical=False),
-    _l(50817, "oxygen_saturation", "Oxygen Saturation", "%", 0, "Blood Gas", "20564-1", canonical=False),
+    _l(50817, "arterial_oxygen_saturation", "Oxygen Saturation", "%", 0, "Blood Gas", "20564-1"),
     # distractor labs
     _l(50983, None, "Sodium", "mEq/L", 0, "Chemistry", "2951-2", canonical=False),
     _l(50960, None, "Magnesium", "mg/dL", 1, "Chemistry", "2601-3", canonical=False),
@@ -182,6 +182,18 @@ ITEMS: tuple[Item, ...] = (
 
 ITEM_BY_ID: dict[int, Item] = {item.itemid: item for item in ITEMS}
 CANONICAL_ITEMS: dict[str, Item] = {item.variable: item for item in ITEMS if item.canonical}
+
+
+def item_for(variable: str, database: str | None) -> Item:
+    """The ITEMID a variable is written with in a stay of `database` (carevue | metavision):
+    among the variable's items of that database or of the hospital (labs), the canonical one if it
+    is among them, else the first listed; the canonical item when the database is unknown, 'both',
+    or has no item for the variable (a stay the sampling constraint did not shape)."""
+    if database in (MV, CV):
+        candidates = [i for i in ITEMS if i.variable == variable and i.dbsource in (database, "hospital")]
+        if candidates:
+            return next((i for i in candidates if i.canonical), candidates[0])
+    return CANONICAL_ITEMS[variable]
 
 
 def item_catalogue() -> pd.DataFrame:

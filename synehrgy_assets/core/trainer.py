@@ -57,7 +57,8 @@ STATE_VERSION = 1
 T = TokenType
 # Groups of target token types for the validation report; every other type is "structure".
 TYPE_GROUPS: dict[str, tuple[TokenType, ...]] = {
-    "covariates": (T.AGE, T.GENDER, T.ETHNICITY_GROUP, T.INSURANCE, T.ADMISSION_TYPE, T.FIRST_CAREUNIT),
+    "covariates": (T.AGE, T.GENDER, T.ETHNICITY_GROUP, T.INSURANCE, T.ADMISSION_TYPE, T.FIRST_CAREUNIT,
+                   T.ICU_DATABASE),
     "labels": (T.MORTALITY, T.PHENOTYPE, T.END_LABEL),
     "codes": (T.DX, T.PX, T.END_CODE),
     "values": (T.VALUE,),

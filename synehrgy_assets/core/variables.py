@@ -118,3 +118,49 @@ def parse_edges(value, variable: str | None = None, origin: str = "variables tab
 
 def _names(table: pd.DataFrame, mask: pd.Series) -> list[str]:
     return sorted(table.loc[mask.to_numpy(), "variable"].astype(str))
+
+
+# ----------------------------------------------------------------------------------------------
+# Relations between measurements charted together (`dbt_mimic/seeds/variable_relations.csv`)
+
+RELATIONS_CSV = SEEDS_DIR / "variable_relations.csv"
+RELATION_KINDS = ("less_than", "sum_of")
+
+
+def load_relations(path: str | Path | None = None, variables: list[str] | None = None) -> list[dict]:
+    """The relations seed as plain dicts, checked; relations naming a variable outside `variables`
+    (when given) are left out, so a custom variable set needs no matching relations file.
+
+    `less_than`: {"kind", "lower", "upper", "margin"}; `sum_of`: {"kind", "total", "parts"}.
+    """
+    path = Path(path) if path is not None else RELATIONS_CSV
+    table = pd.read_csv(path, dtype=str)
+    missing = [c for c in ("relation", "variable", "other") if c not in table.columns]
+    if missing:
+        raise VariablesTableError(f"{path}: relations table lacks column(s) {missing}; expected "
+                                  "relation, variable, other[, margin]")
+    known = None if variables is None else set(variables)
+    out = []
+    for i, row in table.iterrows():
+        kind = str(row["relation"]).strip()
+        if kind not in RELATION_KINDS:
+            raise VariablesTableError(f"{path}: line {i + 2}: column 'relation' is {kind!r}; "
+                                      f"expected one of {list(RELATION_KINDS)}")
+        names = [str(row["variable"]).strip(), *str(row["other"]).split()]
+        if known is not None and not set(names) <= known:
+            continue
+        margin = pd.to_numeric(row.get("margin"), errors="coerce")
+        margin = 0.0 if pd.isna(margin) else float(margin)
+        if margin < 0:
+            raise VariablesTableError(f"{path}: line {i + 2}: column 'margin' must be >= 0, got {margin}")
+        if kind == "less_than":
+            if len(names) != 2:
+                raise VariablesTableError(f"{path}: line {i + 2}: a less_than relation names exactly one "
+                                          f"'other' variable, got {names[1:]}")
+            out.append({"kind": kind, "lower": names[0], "upper": names[1], "margin": margin})
+        else:
+            if len(names) < 3:
+                raise VariablesTableError(f"{path}: line {i + 2}: a sum_of relation needs at least two "
+                                          f"parts in 'other', got {names[1:]}")
+            out.append({"kind": kind, "total": names[0], "parts": names[1:]})
+    return out

@@ -20,6 +20,8 @@ select
     cast(visit_index as integer) as visit_index,
     cast(intime as timestamp) as intime,
     cast(outtime as timestamp) as outtime,
+    cast(admittime as timestamp) as admittime,
+    cast(dischtime as timestamp) as dischtime,
     cast(date_diff('second', intime, outtime) / 3600.0 as double) as los_hours,
     cast(date_diff('second', previous_outtime, intime) / 3600.0 as double) as hours_since_previous_visit,
     cast(age_years as double) as age_years,
@@ -29,6 +31,7 @@ select
     cast(insurance as varchar) as insurance,
     cast(admission_type as varchar) as admission_type,
     cast(first_careunit as varchar) as first_careunit,
+    cast(lower(trim(dbsource)) as varchar) as icu_database,
     cast(mortality_inhospital as integer) as mortality_inhospital
 from ordered
 order by subject_id, visit_index

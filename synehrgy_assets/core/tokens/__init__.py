@@ -4,7 +4,8 @@ and training windows (docs/tokens.md).
 One flat token stream per patient (grammar in docs/tokens.md and `grammar.py`):
 
     <s> visit+ </s>
-    visit := [GAP_VISIT] AGE GENDER ETHNICITY_GROUP INSURANCE ADMISSION_TYPE FIRST_CAREUNIT </covar>
+    visit := [GAP_VISIT] AGE GENDER ETHNICITY_GROUP INSURANCE ADMISSION_TYPE FIRST_CAREUNIT
+             ICU_DATABASE </covar>
              MORTALITY PHENOTYPE* </label> DX* PX* </code> (VALUE+ DT)* </ts> </adm>
 
 Modules: `grammar` (token types, validation, the sampling mask), `vocabulary` (bins, ids),

@@ -16,6 +16,7 @@ from synehrgy_assets.core.cohort import (
 )
 from synehrgy_assets.core.tokens.encoding import TokenSequences
 from synehrgy_assets.core.tokens.grammar import TokenType, Violations, find_violations
+from synehrgy_assets.core.tokens.relations import sample_row_values
 from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, COVARIATES, MIN_ROW_GAP_HOURS, TokenVocabulary
 
 T = TokenType
@@ -67,6 +68,63 @@ def _sample_bins(vocab: TokenVocabulary, tokens: np.ndarray, rng: np.random.Gene
     return lo + frac * (hi - lo)
 
 
+_YEAR_HOURS = 365.2425 * 24.0
+# Shifted dates like MIMIC-III's: each synthetic patient's first ICU stay starts in 2100-2180.
+_FIRST_INTIME_RANGE = (np.datetime64("2100-01-01T00:00", "m"), np.datetime64("2180-01-01T00:00", "m"))
+
+
+def _sample_quantiles(quantiles, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Inverse-CDF draws from stored quantiles; zeros when none were stored (too few values)."""
+    if quantiles is None or n == 0:
+        return np.zeros(n)
+    q = np.asarray(quantiles, dtype=float)
+    u = rng.random(n) * (len(q) - 1)
+    i = np.minimum(u.astype(np.int64), len(q) - 2)
+    return q[i] + (u - i) * (q[i + 1] - q[i])
+
+
+def visit_times(vocab: TokenVocabulary, first: np.ndarray, los: np.ndarray, gap: np.ndarray,
+                died: np.ndarray, rng: np.random.Generator) -> dict:
+    """intime, outtime, admittime, dischtime (datetime64[us]) of visits sorted by patient and visit.
+
+    The ICU stays are laid out from each patient's first intime: intime_k = outtime_(k-1) + gap_k.
+    The hospital admission wraps the stay with the learned offsets (admission -> ICU in, ICU out ->
+    discharge, the latter by outcome); where a gap is too short for both neighbouring offsets they
+    are shrunk together, so a later admission never starts before the earlier discharge. A death
+    is at discharge. Also returns `years_since_first` (intime_k - intime_0 in years).
+    """
+    n = len(first)
+    last = np.r_[first[1:], True] if n else first
+    los = np.where(np.isnan(los), 0.0, los)
+    gap = np.where(first, 0.0, np.nan_to_num(np.maximum(gap, 0.0)))
+    step = np.where(first, 0.0, np.r_[0.0, los[:-1]] + gap) if n else gap
+    total = np.cumsum(step)
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    offset_h = total - total[start] if n else total
+    before = _sample_quantiles(vocab.stay_offsets.get("admit_to_icu_hours"), n, rng)
+    after = np.where(died, _sample_quantiles(vocab.stay_offsets.get("icu_to_discharge_hours_died"), n, rng),
+                     _sample_quantiles(vocab.stay_offsets.get("icu_to_discharge_hours_survived"), n, rng))
+    # Shrink this discharge offset and the next admission offset together into the gap between.
+    next_gap = np.r_[gap[1:], np.inf] if n else gap
+    next_before = np.r_[before[1:], 0.0] if n else before
+    room = np.where(last, np.inf, np.maximum(next_gap - 1.0 / 60, 0.0))
+    need = after + next_before
+    scale = np.where(need > room, room / np.maximum(need, 1e-9), 1.0)
+    after = after * scale
+    before = before * np.r_[1.0, scale[:-1]] if n else before
+    n_patients = int(first.sum())
+    lo, hi = (d.astype(np.int64) for d in _FIRST_INTIME_RANGE)
+    base_min = rng.integers(lo, hi, n_patients)[np.cumsum(first) - 1] if n else np.zeros(0, np.int64)
+
+    def stamp(hours):
+        seconds = np.round(hours * 3600.0).astype(np.int64)  # MIMIC charts to the second at most
+        return pd.Series((base_min * 60 + seconds) * 1_000_000).astype("datetime64[us]")
+
+    return {"intime": stamp(offset_h), "outtime": stamp(offset_h + los),
+            "admittime": stamp(offset_h - before), "dischtime": stamp(offset_h + los + after),
+            "years_since_first": offset_h / _YEAR_HOURS}
+
+
 def decode(
     sequences,
     vocab: TokenVocabulary,
@@ -76,8 +134,11 @@ def decode(
     """Parse token sequences back into marts-shaped frames; invalid sequences are dropped.
 
     Subject ids: `subject_ids` if given, else the TokenSequences' own, else 0..n-1 (position of
-    the sequence in the input). Stays get synthetic ids 0..n_visits-1 (`hadm_id` the same);
-    intime/outtime are NULL (the MIMIC writer fills dates).
+    the sequence in the input). Stays get synthetic ids 0..n_visits-1 (`hadm_id` the same).
+    Every visit gets times (`visit_times`): the ICU stay from the gaps and its length, the hospital
+    admission around it from the learned offsets; ages after the first visit follow from the first
+    age and the time that passed. Values charted together keep the vocabulary's relations
+    (`relations.sample_row_values`).
     """
     flat, offsets, own_ids = _flatten(sequences)
     n_seq = len(offsets) - 1
@@ -141,6 +202,7 @@ def decode(
     values = np.where(continuous, 0.0, vocab._number[val_tok])
     cont = np.flatnonzero(continuous)
     values[cont] = _sample_bins(vocab, val_tok[cont], rng)
+    values = sample_row_values(vocab, val_tok, val_row, values, rng)
     value_text = np.where(continuous, None, vocab._text[val_tok])
 
     los = np.full(n_visits, np.nan)
@@ -157,13 +219,19 @@ def decode(
 
     subj = subject_ids[v_seq]
     icustay = np.arange(n_visits, dtype=np.int64)
+    died = per_visit(T.MORTALITY) - vocab.mortality_base == 1
+    times = visit_times(vocab, v_first, los, gap, died, rng)
+    # Ages after the first visit follow from the first age and the time since (one birth date).
+    first_of = np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
+    later_age = age_years[first_of] + times.pop("years_since_first")
+    age_years = np.where(v_first, age_years, later_age)
+    age_capped = np.where(v_first, age_capped, age_capped[first_of] | (later_age >= AGE_CAP))
     visits = pd.DataFrame({
         "subject_id": subj,
         "hadm_id": icustay.copy(),
         "icustay_id": icustay,
         "visit_index": v_index.astype(np.int32),
-        "intime": pd.Series(pd.NaT, index=range(n_visits), dtype="datetime64[us]"),
-        "outtime": pd.Series(pd.NaT, index=range(n_visits), dtype="datetime64[us]"),
+        **times,
         "los_hours": los,
         "hours_since_previous_visit": gap,
         "age_years": np.where(age_capped, AGE_CAP, age_years),
@@ -171,7 +239,7 @@ def decode(
     })
     for col, kind in COVARIATES:
         visits[col] = pd.Series(vocab._text[per_visit(kind)], dtype=object)
-    visits["mortality_inhospital"] = (per_visit(T.MORTALITY) - vocab.mortality_base).astype(np.int32)
+    visits["mortality_inhospital"] = died.astype(np.int32)
     visits = visits[VISIT_COLUMNS]
 
     ph_pos = np.flatnonzero(types == T.PHENOTYPE)

@@ -40,6 +40,7 @@ from synehrgy_assets.core.tokens.vocabulary import (
     TokenVocabulary,
     _check_code_types,
     _raise_unknown_variables,
+    _visit_column,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -239,12 +240,14 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequence
     n_visits = vis.n
     fo = vis.frame_order
 
-    # Header tokens per visit: [gap] age gender ethnicity insurance admission_type careunit.
+    # Header tokens per visit: [gap] age, the COVARIATES, </covar>, mortality.
     age = _float_column(visits, "visits", "age_years", allow_null=False)[fo]
     capped = visits["age_is_capped"].to_numpy(dtype=bool, na_value=False)[fo] | (age >= AGE_CAP)
     stats["n_ages_below_18"] = int(np.sum(age < AGE_EDGES[0]))
     age_bin = vocab.scales["AGE"].assign(np.where(capped, AGE_CAP, age))
-    header = np.empty((n_visits, 9), dtype=np.int64)
+    n_cov = len(COVARIATES)
+    width = 4 + n_cov  # gap, age, covariates, </covar>, mortality
+    header = np.empty((n_visits, width), dtype=np.int64)
     gap = _float_column(visits, "visits", "hours_since_previous_visit", allow_null=True)[fo]
     later = ~vis.is_first
     if np.isnan(gap[later]).any():
@@ -256,16 +259,16 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequence
     header[:, 1] = vocab.age_base + age_bin
     for c, (col, _) in enumerate(COVARIATES):
         cats = vocab.covariates[col]
-        pos = _lookup(visits[col], cats, "visits", col)[fo]
+        pos = _lookup(_visit_column(visits, col), cats, "visits", col)[fo]
         unk = vocab.covariate_id(col, None)
         header[:, 2 + c] = np.where(pos >= 0, unk + 1 + pos, unk)
         stats[f"n_unknown_{col}"] = int(np.sum(pos < 0))
-    header[:, 7] = vocab.end_covar_id
+    header[:, 2 + n_cov] = vocab.end_covar_id
     mort = _float_column(visits, "visits", "mortality_inhospital", allow_null=False)[fo]
     if not np.isin(mort, (0.0, 1.0)).all():
         raise ValueError("table 'visits': column 'mortality_inhospital' must be 0 or 1")
-    header[:, 8] = vocab.mortality_base + mort.astype(np.int64)
-    header_len = np.where(later, 9, 8)
+    header[:, 3 + n_cov] = vocab.mortality_base + mort.astype(np.int64)
+    header_len = np.where(later, width, width - 1)
 
     # Phenotypes: ascending token id, no duplicates.
     ph = cohort.visit_phenotypes
@@ -321,8 +324,8 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequence
     out[offsets[1:] - 1] = vocab.eos_id
     first_v = np.flatnonzero(vis.is_first)
     later_v = np.flatnonzero(later)
-    out[(visit_start[first_v, None] + np.arange(8)).ravel()] = header[first_v, 1:].ravel()
-    out[(visit_start[later_v, None] + np.arange(9)).ravel()] = header[later_v].ravel()
+    out[(visit_start[first_v, None] + np.arange(width - 1)).ravel()] = header[first_v, 1:].ravel()
+    out[(visit_start[later_v, None] + np.arange(width)).ravel()] = header[later_v].ravel()
     ph_start = visit_start + header_len
     out[ph_start[ph_gv] + ph_rank] = ph_tok
     out[ph_start + n_ph] = vocab.end_label_id

@@ -36,17 +36,18 @@ class TokenType(IntEnum):
     INSURANCE = 12
     ADMISSION_TYPE = 13
     FIRST_CAREUNIT = 14
-    MORTALITY = 15
-    PHENOTYPE = 16
-    DX = 17
-    PX = 18
-    VALUE = 19
-    DT = 20
+    ICU_DATABASE = 15  # the ICU information system of the stay (carevue / metavision)
+    MORTALITY = 16
+    PHENOTYPE = 17
+    DX = 18
+    PX = 19
+    VALUE = 20
+    DT = 21
     # Context markers (docs/tokens.md section 6): only in training windows and rolled generation
     # contexts, never in a patient's sequence, never sampled.
-    SKIP_VISITS = 21  # after <s>: earlier visits of the patient are left out of this window
-    SKIP_ROWS = 22    # after </code>: this visit's earlier measurement rows are left out
-    ELAPSED = 23      # after <skip-rows>: the hours those left-out rows covered (binned)
+    SKIP_VISITS = 22  # after <s>: earlier visits of the patient are left out of this window
+    SKIP_ROWS = 23    # after </code>: this visit's earlier measurement rows are left out
+    ELAPSED = 24      # after <skip-rows>: the hours those left-out rows covered (binned)
 
 
 N_TYPES = len(TokenType)
@@ -65,7 +66,8 @@ NEXT_TYPES: dict[int, tuple[TokenType, ...]] = {
     T.ETHNICITY_GROUP: (T.INSURANCE,),
     T.INSURANCE: (T.ADMISSION_TYPE,),
     T.ADMISSION_TYPE: (T.FIRST_CAREUNIT,),
-    T.FIRST_CAREUNIT: (T.END_COVAR,),
+    T.FIRST_CAREUNIT: (T.ICU_DATABASE,),
+    T.ICU_DATABASE: (T.END_COVAR,),
     T.END_COVAR: (T.MORTALITY,),
     T.MORTALITY: (T.PHENOTYPE, T.END_LABEL),
     T.PHENOTYPE: (T.PHENOTYPE, T.END_LABEL),
@@ -157,13 +159,13 @@ def _reason_for_transition(prev_phase: np.ndarray, cur_type: np.ndarray) -> np.n
     """Reason code for a failed type transition prev_phase -> cur_type."""
     reason = np.full(prev_phase.shape, _R["unexpected token in measurements"], dtype=np.int16)
     covariate_phases = [T.BOS, T.GAP_VISIT, T.AGE, T.GENDER, T.ETHNICITY_GROUP, T.INSURANCE,
-                        T.ADMISSION_TYPE]
+                        T.ADMISSION_TYPE, T.FIRST_CAREUNIT]
     rules = [
         (prev_phase == START, "no <s>"),
         ((prev_phase == T.EOS) | (prev_phase == T.PAD), "token after </s>"),
         (cur_type == T.PAD, "pad before </s>"),
         (np.isin(prev_phase, covariate_phases), "missing covariate"),
-        (prev_phase == T.FIRST_CAREUNIT, "missing </covar>"),
+        (prev_phase == T.ICU_DATABASE, "missing </covar>"),
         (prev_phase == T.END_COVAR, "missing mortality"),
         (np.isin(prev_phase, [T.MORTALITY, T.PHENOTYPE]), "unexpected token in labels"),
         ((prev_phase == T.PX) & (cur_type == T.DX), "diagnosis after procedure"),
@@ -302,6 +304,7 @@ class GrammarState:
     last_rank: Any   # int64 [batch]: variable rank of the last token if a value, else -1
     n_visits: Any    # int64 [batch]: visits opened so far
     used_codes: Any  # bool [batch, n_code_tokens]: codes already emitted in this visit
+    patient: dict | None = None  # PatientConsistency state (consistency.py), None when off
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -320,7 +323,8 @@ class GrammarConstraint:
     never leaves the accelerator; without it they are numpy arrays.
     """
 
-    def __init__(self, vocab, max_visits: int = 16, device=None, allow_unknown: bool = False):
+    def __init__(self, vocab, max_visits: int = 16, device=None, allow_unknown: bool = False,
+                 consistency: bool = True):
         if max_visits < 1:
             raise ValueError(f"max_visits must be >= 1, got {max_visits}")
         self.max_visits = int(max_visits)
@@ -369,6 +373,15 @@ class GrammarConstraint:
             self._torch = torch
             self._t = {k: torch.as_tensor(v, device=device) for k, v in arrays.items()}
         self.token_types = token_types
+        # Patient-level rules (consistency.py): one person across visits, a database's items, rows
+        # that agree. On for sampling; off to replay real sequences, which may break them.
+        self._consistency = None
+        if consistency:
+            from synehrgy_assets.core.tokens.consistency import PatientConsistency
+
+            convert = (lambda a: a) if device is None else (lambda a: torch.as_tensor(a, device=device))
+            self._consistency = PatientConsistency(vocab, convert)
+        self._xp = np if device is None else self._torch
 
     # ---- array helpers (numpy or torch)
     def _full(self, shape, value, dtype: str):
@@ -396,6 +409,7 @@ class GrammarConstraint:
             last_rank=self._full(batch_size, -1, "int64"),
             n_visits=self._full(batch_size, 0, "int64"),
             used_codes=self._full((batch_size, n_codes), False, "bool"),
+            patient=None if self._consistency is None else self._consistency.start(self._full, batch_size),
         )
 
     def allowed(self, state: GrammarState, remaining=None):
@@ -409,6 +423,8 @@ class GrammarConstraint:
         full = self._rows(state.n_visits >= self.max_visits)
         if len(full):
             mask[full, self._gaps] = False
+        if self._consistency is not None:
+            self._consistency.apply(mask, state.patient, self._xp)
         if remaining is not None:
             remaining = self._index(remaining)
             mask &= t["cost"][None, :] <= remaining[:, None]
@@ -425,7 +441,13 @@ class GrammarConstraint:
         if len(rows):
             ok[rows] &= ~state.used_codes[rows, tokens[rows] - self._codes.start]
         ok &= ~((types == T.GAP_VISIT) & (state.n_visits >= self.max_visits))
+        if self._consistency is not None:
+            mask = self._consistency.apply(t["phase_table"][state.phase] | True, state.patient, self._xp)
+            ok &= mask[self._arange(len(tokens)), tokens]
         return ok
+
+    def _arange(self, n: int):
+        return np.arange(n) if self.device is None else self._torch.arange(n, device=self.device)
 
     def advance(self, state: GrammarState, tokens, check: bool = True) -> GrammarState:
         """Consume one token per sequence; raises ValueError on a token the grammar forbids."""
@@ -450,6 +472,8 @@ class GrammarConstraint:
         if len(rows):
             state.used_codes[rows, tokens[rows] - self._codes.start] = True
         state.n_visits += (types == T.AGE)
+        if self._consistency is not None:
+            self._consistency.advance(state.patient, tokens, types, self._xp)
         state.last = tokens
         state.last_rank = t["value_rank"][tokens]
         state.phase = types
@@ -482,10 +506,16 @@ class GrammarConstraint:
             setattr(state, name, array)
         state.n_visits[rows] = like.n_visits[0]  # owned by the state (updated in place by advance)
         state.used_codes[rows] = like.used_codes[0]
+        if state.patient is not None:
+            for name, array in state.patient.items():
+                array = array.copy() if self.device is None else array.clone()
+                array[rows] = like.patient[name][0]
+                state.patient[name] = array
         return state
 
     def take(self, state: GrammarState, rows) -> GrammarState:
         """A new state holding only `rows` of `state`, in that order (the sampler drops idle rows)."""
         rows = self._index(rows)
+        patient = None if state.patient is None else {k: v[rows] for k, v in state.patient.items()}
         return GrammarState(*(getattr(state, name)[rows] for name in
-                              ("phase", "last", "last_rank", "n_visits", "used_codes")))
+                              ("phase", "last", "last_rank", "n_visits", "used_codes")), patient=patient)

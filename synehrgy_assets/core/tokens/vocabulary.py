@@ -29,7 +29,7 @@ from synehrgy_assets.core.tokens.grammar import TokenType
 
 
 T = TokenType
-FORMAT = "synehrgy-token-vocabulary/1"
+FORMAT = "synehrgy-token-vocabulary/2"
 UNK = "UNK"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "</covar>", "</label>", "</code>", "</ts>", "</adm>")
 # The context markers of the long-patient format (docs/tokens.md section 6) close the id space.
@@ -43,7 +43,11 @@ COVARIATES = (
     ("insurance", T.INSURANCE),
     ("admission_type", T.ADMISSION_TYPE),
     ("first_careunit", T.FIRST_CAREUNIT),
+    ("icu_database", T.ICU_DATABASE),
 )
+# Learned hospital-stay offsets around the ICU stay (hours; docs/tokens.md section 4): the decoder
+# samples them instead of inventing the admission and discharge times.
+STAY_OFFSETS = ("admit_to_icu_hours", "icu_to_discharge_hours_survived", "icu_to_discharge_hours_died")
 CODE_TYPES = (("diagnosis", "DX", T.DX), ("procedure", "PX", T.PX))
 
 # Age in years: [18,20), [20,25), ..., [85,90), then one bucket for MIMIC's capped >89 ages.
@@ -249,6 +253,57 @@ def clipped_quantiles(sorted_values: np.ndarray, levels: np.ndarray, config: Voc
     return np.maximum.accumulate(means).tolist()
 
 
+def _visit_column(visits: pd.DataFrame, column: str) -> pd.Series:
+    """A visits column, or all NULL when the cohort lacks an optional column (cohort.py)."""
+    if column in visits.columns and not visits[column].isna().all():
+        return visits[column]
+    return pd.Series([None] * len(visits), index=visits.index, dtype=object)
+
+
+def _hours_between(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+    delta = pd.to_datetime(later, errors="coerce") - pd.to_datetime(earlier, errors="coerce")
+    return (delta.dt.total_seconds() / 3600.0).to_numpy(dtype=float, na_value=np.nan)
+
+
+def _fit_stay_offsets(visits: pd.DataFrame, levels: np.ndarray, config: "VocabularyConfig") -> dict:
+    """Quantiles of admission -> ICU in and ICU out -> discharge (by outcome) over train visits.
+
+    Negative offsets (an ICU stay charted before its admission, a death after ICU out) count as 0.
+    """
+    if not {"admittime", "dischtime"} <= set(visits.columns):
+        return {name: None for name in STAY_OFFSETS}
+    before = _hours_between(visits["intime"], visits["admittime"])
+    after = _hours_between(visits["dischtime"], visits["outtime"])
+    died = pd.to_numeric(visits["mortality_inhospital"], errors="coerce").to_numpy(dtype=float, na_value=np.nan) == 1
+
+    def q(values):
+        values = values[~np.isnan(values)]
+        return clipped_quantiles(np.sort(np.maximum(values, 0.0)), levels, config)
+
+    return {"admit_to_icu_hours": q(before), "icu_to_discharge_hours_survived": q(after[~died]),
+            "icu_to_discharge_hours_died": q(after[died])}
+
+
+def _fit_variable_databases(meas_visit: np.ndarray, var: np.ndarray, names: list[str], visits: pd.DataFrame,
+                            vis, databases: list[str], min_patients: int) -> dict[str, list[str]]:
+    """variable -> the ICU databases whose stays chart it for at least `min_patients` patients."""
+    if not databases:
+        return {}
+    db_sorted = _visit_column(visits, "icu_database").to_numpy(dtype=object)[vis.frame_order]
+    code = np.full(len(db_sorted), -1, dtype=np.int64)
+    for i, name in enumerate(databases):
+        code[db_sorted == name] = i
+    rows = code[meas_visit] >= 0
+    frame = pd.DataFrame({"var": var[rows], "db": code[meas_visit][rows],
+                          "patient": vis.patient[meas_visit][rows]}).drop_duplicates()
+    counts = frame.groupby(["var", "db"]).size()
+    out: dict[str, list[str]] = {name: [] for name in names}
+    for (j, d), n in counts.items():
+        if n >= min_patients:
+            out[names[int(j)]].append(databases[int(d)])
+    return out
+
+
 def _frequent(series: pd.Series, min_count: int) -> tuple[list[str], int]:
     """Distinct non-null values seen at least `min_count` times (sorted), and how many rare ones
     were left out."""
@@ -375,6 +430,9 @@ class TokenVocabulary:
         codes: dict[str, list[str]],
         los_quantiles: list[float] | None,
         fit_stats: dict,
+        stay_offsets: dict[str, list[float] | None] | None = None,
+        variable_databases: dict[str, list[str]] | None = None,
+        relations: list[dict] | None = None,
     ):
         self.config = config
         self.variables = sorted(variables, key=lambda v: v.name)
@@ -384,6 +442,15 @@ class TokenVocabulary:
         self.codes = {name: sorted(codes[name]) for name, _, _ in CODE_TYPES}
         self.los_quantiles = los_quantiles
         self.fit_stats = fit_stats
+        # Quantiles of the hospital stay around the ICU stay (STAY_OFFSETS; None: too few values).
+        self.stay_offsets = {name: (stay_offsets or {}).get(name) for name in STAY_OFFSETS}
+        # variable -> the ICU databases (icu_database categories) whose stays chart it in train;
+        # empty: no database information, nothing restricted.
+        self.variable_databases = {k: sorted(v) for k, v in sorted((variable_databases or {}).items())}
+        names = {v.name for v in variables}
+        self.relations = [r for r in (relations or [])
+                          if {r.get("lower"), r.get("upper"), r.get("total"), *r.get("parts", [])}
+                          - {None} <= names]
         self._build()
         self.version = hashlib.sha256(_canonical_json(self.to_dict()).encode()).hexdigest()[:12]
 
@@ -548,7 +615,7 @@ class TokenVocabulary:
         covariates = {}
         stats["n_rare_categories_dropped"] = 0
         for col, _ in COVARIATES:
-            kept, rare = _frequent(visits[col], config.min_code_count)
+            kept, rare = _frequent(_visit_column(visits, col), config.min_code_count)
             covariates[col] = [c for c in kept if c != UNK]
             stats["n_rare_categories_dropped"] += rare
         age = _float_column(visits, "visits", "age_years", allow_null=False)
@@ -566,6 +633,7 @@ class TokenVocabulary:
         los = _float_column(visits, "visits", "los_hours", allow_null=True)
         los = np.sort(los[~np.isnan(los)])
         los_quantiles = clipped_quantiles(los, k_levels, config)
+        stay_offsets = _fit_stay_offsets(visits.iloc[vis.frame_order], k_levels, config)
 
         # Phenotypes and codes.
         phenotypes = _distinct_text(train_cohort.visit_phenotypes["phenotype"],
@@ -630,7 +698,8 @@ class TokenVocabulary:
         stats["n_measurement_values"] = n_values
         stats["measurement_values_clipped"] = float(n_clipped / n_values) if n_values else 0.0
         # Gaps between measurement rows (over present values, in stay/time order).
-        gv = vis.position_of(_int_column(meas, "measurements", "icustay_id"), "measurements")[present]
+        meas_visit = vis.position_of(_int_column(meas, "measurements", "icustay_id"), "measurements")
+        gv = meas_visit[present]
         h = hours[present]
         if not _one_sorted_run_per_visit(gv, h):
             o = np.lexsort((h, gv))
@@ -639,8 +708,13 @@ class TokenVocabulary:
         dt = np.sort(np.clip(dt, DT_EDGES[0], DT_EDGES[-1]))
         scales["DT"] = _fit_bins(dt, DT_EDGES, config, merge=False)
         stats["n_measurement_rows"] = int(len(dt))
+        variable_databases = _fit_variable_databases(
+            meas_visit[present], var[present], list(table["variable"]), visits, vis,
+            covariates["icu_database"], config.min_code_count)
+        relations = _variables.load_relations(variables=list(table["variable"]))
         return cls(config=config, variables=var_specs, scales=scales, covariates=covariates,
-                   phenotypes=phenotypes, codes=codes, los_quantiles=los_quantiles, fit_stats=stats)
+                   phenotypes=phenotypes, codes=codes, los_quantiles=los_quantiles, fit_stats=stats,
+                   stay_offsets=stay_offsets, variable_databases=variable_databases, relations=relations)
 
     # ---- serialization
     def to_dict(self) -> dict:
@@ -653,6 +727,9 @@ class TokenVocabulary:
             "phenotypes": self.phenotypes,
             "codes": self.codes,
             "los_quantiles": self.los_quantiles,
+            "stay_offsets": self.stay_offsets,
+            "variable_databases": self.variable_databases,
+            "relations": self.relations,
             "fit_stats": self.fit_stats,
             "tokens": self.tokens,
         }
@@ -670,6 +747,9 @@ class TokenVocabulary:
             codes=d["codes"],
             los_quantiles=d["los_quantiles"],
             fit_stats=d["fit_stats"],
+            stay_offsets=d.get("stay_offsets"),
+            variable_databases=d.get("variable_databases"),
+            relations=d.get("relations"),
         )
         if d.get("tokens") is not None and d["tokens"] != vocab.tokens:
             raise ValueError(f"{origin}: stored token list does not match the rebuilt one")
