@@ -20,13 +20,17 @@ Plain Python and DuckDB, no Dagster.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 MARKER_TABLE = "main.staging_build"
 MARTS = ("visits", "visit_codes", "visit_phenotypes", "measurements", "cohort", "staging_audit")
@@ -190,3 +194,123 @@ def read_marker(con, require_complete: bool = True) -> BuildInfo:
                 f"they were changed after the build. {hint}"
             )
     return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Publication: a green dbt build waits in its folder until its blocking checks have judged it
+# ---------------------------------------------------------------------------------------------
+
+STATE_FILE = "staging_state.json"
+STATE_LOCK = ".staging_state.lock"
+
+
+@contextmanager
+def _state_lock(root: Path) -> Iterator[None]:
+    """Serialises the checks of one build (they may run in parallel processes): each reads the
+    pending file, records its verdict, and the last one publishes or discards it."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_state(root: Path) -> dict | None:
+    """The newest staging attempt of the workspace ({build_id, status, reason, ...}); None when no
+    attempt was recorded (a workspace staged before this record existed, or a copied warehouse)."""
+    path = Path(root) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"build_id": "?", "status": "failed", "reason": f"{path} is unreadable"}
+
+
+def _write_state(root: Path, state: dict) -> None:
+    path = Path(root) / STATE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str]) -> dict:
+    """A green dbt build now waits for `required_checks` (the blocking loss checks)."""
+    state = {"build_id": build_id, "status": "pending", "build_db": str(build_db),
+             "required": sorted(required_checks), "verdicts": {}, "reason": "",
+             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with _state_lock(Path(root)):
+        _write_state(Path(root), state)
+    return state
+
+
+def record_failure(root: Path, build_id: str | None, reason: str) -> None:
+    """The newest staging attempt failed (dbt error, unreadable raw files, a blocking check)."""
+    with _state_lock(Path(root)):
+        _write_state(Path(root), {"build_id": build_id or "(none: the raw files were refused)", "status": "failed",
+                                  "reason": reason, "verdicts": {}, "required": [],
+                                  "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+@contextmanager
+def judging(root: Path, published_db: Path) -> Iterator[tuple[Path, dict | None]]:
+    """For a loss check: (the file to judge, the pending state or None), under the state lock.
+
+    The file is the pending build's while one waits for its checks, else the published warehouse."""
+    root = Path(root)
+    with _state_lock(root):
+        state = read_state(root)
+        if state and state.get("status") == "pending" and Path(state.get("build_db", "")).exists():
+            yield Path(state["build_db"]), state
+        else:
+            yield Path(published_db), None
+
+
+def record_verdict(root: Path, published_db: Path, build_id: str, check: str, severity: str, message: str) -> dict:
+    """Record one check's verdict on the pending build `build_id`. An ERROR fails the build (its
+    file is deleted, the published warehouse is left as it is); once every required check has
+    passed or warned, the build is published. Returns the state after the verdict.
+
+    Call inside `judging(...)` (which holds the lock): the state is re-read and written here."""
+    root = Path(root)
+    state = read_state(root)
+    if not state or state.get("build_id") != build_id or state.get("status") != "pending":
+        return state or {}
+    state["verdicts"][check] = severity
+    if severity == "ERROR":
+        state["status"] = "failed"
+        state["reason"] = f"blocking check {check} failed: {message}"
+        discard_build(Path(state["build_db"]))
+    elif all(c in state["verdicts"] for c in state["required"]):
+        publish(Path(state["build_db"]), Path(published_db))
+        state["status"] = "published"
+    state["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_state(root, state)
+    return state
+
+
+def refusal(state: dict | None, published_build_id: str | None) -> str | None:
+    """Why readers of the marts must refuse the workspace's newest staging build, or None.
+
+    A build that is pending (its blocking checks have not all run) or failed is never what readers
+    see (it is not published), but a retrain on the older published marts would silently ignore
+    the newer data: the reader stops and names the build instead."""
+    if not state or state.get("status") == "published":
+        return None
+    build = state.get("build_id", "?")
+    if published_build_id and build == published_build_id:
+        return None
+    older = (f"The published warehouse still holds the older build {published_build_id}."
+             if published_build_id else "No build is published.")
+    if state.get("status") == "pending":
+        missing = [c for c in state.get("required", []) if c not in state.get("verdicts", {})]
+        why = (f"staging build {build} is not published: its blocking checks have not all run "
+               f"(missing: {', '.join(missing) or '?'})")
+        todo = "Run the staging asset checks (or re-stage with them)."
+    else:
+        why = f"staging build {build} failed and was not published: {state.get('reason') or '?'}"
+        todo = "Fix the raw data and re-stage (materialize the staging assets with their checks, or run synehrgy_end_to_end)."
+    return f"{why}. {older} {todo}"

@@ -203,6 +203,9 @@ LOSS_CHECKS = {
     "code_tables_not_empty": "visit_codes",
 }
 
+# Checks that block publication and the tokens (code_tables_not_empty only ever warns).
+BLOCKING_LOSS_CHECKS = tuple(name for name in LOSS_CHECKS if name != "code_tables_not_empty")
+
 
 # check -> (staging_audit metric of rows, of patients, what the check counts), out of the candidate rows
 MEASUREMENT_ROW_COUNTERS = {
