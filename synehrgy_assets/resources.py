@@ -89,6 +89,11 @@ class MimicSourceResource(dg.ConfigurableResource):
     synthetic_patients: int = Field(default=1000, description="Synthetic hospital size (patients).")
     synthetic_seed: int = Field(default=0, description="Synthetic hospital seed.")
     synthetic_header_case: str = Field(default="lower", description="'lower' (demo) or 'upper' (full release) layout.")
+    twin_files: str = Field(
+        default="error",
+        description="When a table has both TABLE.csv and TABLE.csv.gz: 'error' (default: they may differ), "
+        "'csv' or 'csv.gz' to read that one for every table (env MIMIC_TWIN_FILES).",
+    )
 
     @property
     def uses_synthetic_hospital(self) -> bool:
@@ -105,7 +110,7 @@ class MimicSourceResource(dg.ConfigurableResource):
 
         if self.uses_synthetic_hospital:
             return resolve_mimic_dir(self.synthetic_dir(workspace))
-        return resolve_mimic_dir(Path(self.mimic_dir).expanduser())
+        return resolve_mimic_dir(Path(self.mimic_dir).expanduser(), twins=self.twin_files)
 
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
