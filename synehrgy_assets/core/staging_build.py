@@ -149,6 +149,7 @@ def publish(build_db: Path, published_db: Path) -> None:
                     con.execute(f'create table "{schema}"."{table}" as select * from old."{schema}"."{table}"')
                 con.execute("detach old")
         con.execute("checkpoint")
+    os.chmod(build_db, 0o600)  # every real row: owner-only once published (dbt created it 0644)
     wal = published_db.with_name(published_db.name + ".wal")
     if wal.exists():
         wal.replace(wal.with_name(wal.name + ".stale"))
