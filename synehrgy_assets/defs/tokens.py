@@ -46,7 +46,8 @@ def assign_splits(subject_ids: np.ndarray, train_fraction: float, val_fraction: 
 
 @dg.asset(
     group_name="tokens",
-    deps=[mart_key("cohort"), mart_key("visits")],
+    # Every mart with a blocking check: the checks publish the build, so they must all have run.
+    deps=[mart_key("cohort"), *REAL_MART_DEPS],
     kinds={"duckdb"},
     description="Train/val/test assignment by patient (never by visit), deterministic by a salted hash.",
 )
