@@ -1,5 +1,5 @@
 """Atomic staging: dbt builds into a fresh DuckDB file, which replaces the published warehouse only
-when the whole build succeeded.
+when the whole build succeeded and every blocking loss check passed on it.
 
 * `new_build(root)` makes `<root>/staging_builds/<build_id>/warehouse.duckdb`'s folder. The file
   keeps the name `warehouse.duckdb`: DuckDB names its catalog after the file stem and dbt-duckdb
@@ -14,6 +14,11 @@ when the whole build succeeded.
   log of the old file is moved aside first, so DuckDB can never replay it onto the new file.
 * `read_marker(con)` is what every reader of the marts calls: it raises `StagingBuildError`
   (clear text) when the published marts carry no complete build marker or disagree with it.
+* Publication: `record_pending` notes a green dbt build in `<root>/staging_state.json`; each
+  blocking check judges it inside `judging(...)` and `record_verdict` publishes it after the last
+  pass, or discards it on an ERROR (`record_failure` also notes dbt and raw-file failures).
+  `refusal(state, published_id)` is the text readers raise while the newest build is pending or
+  failed.
 
 Plain Python and DuckDB, no Dagster.
 """
