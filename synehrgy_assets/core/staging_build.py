@@ -256,7 +256,7 @@ def record_pending(root: Path, build_id: str, build_db: Path, required_checks: l
 def record_failure(root: Path, build_id: str | None, reason: str) -> None:
     """The newest staging attempt failed (dbt error, unreadable raw files, a blocking check)."""
     with _state_lock(Path(root)):
-        _write_state(Path(root), {"build_id": build_id or "(none: the raw files were refused)", "status": "failed",
+        _write_state(Path(root), {"build_id": build_id, "status": "failed",
                                   "reason": reason, "verdicts": {}, "required": [],
                                   "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
@@ -306,7 +306,7 @@ def refusal(state: dict | None, published_build_id: str | None) -> str | None:
     the newer data: the reader stops and names the build instead."""
     if not state or state.get("status") == "published":
         return None
-    build = state.get("build_id", "?")
+    build = state.get("build_id")
     if published_build_id and build == published_build_id:
         return None
     older = (f"The published warehouse still holds the older build {published_build_id}."
@@ -316,6 +316,8 @@ def refusal(state: dict | None, published_build_id: str | None) -> str | None:
         why = (f"staging build {build} is not published: its blocking checks have not all run "
                f"(missing: {', '.join(missing) or '?'})")
         todo = "Run the staging asset checks (or re-stage with them)."
+    elif build is None:
+        why = f"the newest staging attempt was refused before dbt ran: {state.get('reason') or '?'}"
     else:
         why = f"staging build {build} failed and was not published: {state.get('reason') or '?'}"
         todo = "Fix the raw data and re-stage (materialize the staging assets with their checks, or run synehrgy_end_to_end)."

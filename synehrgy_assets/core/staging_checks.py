@@ -292,6 +292,8 @@ def staging_loss_summary(
 
     db = Path(home) / "warehouse.duckdb"
     state = read_state(Path(home))
+    if run_failed and state and state.get("status") == "failed" and state.get("build_id") is None:
+        return []  # the raw files were refused in this run: its own error names them
     if not db.exists():
         why = refusal(state, None)
         return [f"staging: {why}"] if why else []

@@ -59,7 +59,7 @@ def mimic_raw_files(
     except Exception as exc:
         # The newest staging attempt failed: readers of the marts (a retrain) refuse to go on with
         # the older published build as if nothing had been delivered.
-        record_failure(workspace.root, None, f"the raw MIMIC-III files were refused: {str(exc).splitlines()[0][:300]}")
+        record_failure(workspace.root, None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
         raise
     fingerprint = source_fingerprint(files.files)
     source = "synthetic hospital" if mimic_source.uses_synthetic_hospital else "MIMIC-III folder"

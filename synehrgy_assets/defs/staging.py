@@ -168,7 +168,7 @@ def dbt_mimic_models(
     except BaseException as exc:
         discard_build(build_db)
         reason = exc.description if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
-        record_failure(workspace.root, build_id, (reason or "").splitlines()[0][:300] or type(exc).__name__)
+        record_failure(workspace.root, build_id, " ".join((reason or type(exc).__name__).split())[:400])
         raise
     context.log.info(
         f"Staging build {build_id} is green in dbt; it is published to {workspace.duckdb_path} once the "
