@@ -261,10 +261,20 @@ def _latin1_in_d_items(raw: Path) -> None:
     lines[i] = lines[i].replace(b"a", b"\xe9", 1)
     with gzip.open(path, "wb") as f:
         f.write(b"\n".join(lines))
-    _LATIN1_LINE["d_items"] = i + 1  # 1-based line of the file
+    assert i + 1 == 12440  # the line of the file the message must name (the header is line 1)
 
 
-_LATIN1_LINE: dict[str, int] = {}
+def _latin1_in_chartevents(raw: Path) -> None:
+    """One Latin-1 byte in a CHARTEVENTS.VALUE (not pre-scanned: dbt reads it) at line 20,002."""
+    path = raw / "CHARTEVENTS.csv.gz"
+    header, rows = _rows(path)
+    rows[20_000][header.index("value")] = "MARKER"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    with gzip.open(path, "wb") as f:
+        f.write(buf.getvalue().encode().replace(b"MARKER", b"M\xe9dicare"))
+
+
 OVERFLOW_ROWS = {"1e309": 3, "-1e308": 2}  # heart rate: inf when parsed; SpO2: -1e308 x 100 = -inf
 
 
@@ -325,6 +335,8 @@ FAILING = [
     Case("csv_and_csv_gz_twins", _csv_beside_csv_gz,
          ("table PATIENTS has two files", "PATIENTS.csv and ", "PATIENTS.csv.gz", "twin_files='csv' or 'csv.gz'")),
     Case("latin1_byte_in_d_items_label", _latin1_in_d_items, ("D_ITEMS.csv.gz", "line 12440", "not utf-8")),
+    Case("latin1_byte_in_chartevents_value", _latin1_in_chartevents,
+         ("CHARTEVENTS.csv.gz, line 20002", "not utf-8", "untouched")),
 ]
 
 # Warn-and-continue cases: their defects touch different patients and different counters, so one

@@ -10,6 +10,7 @@ with a message naming it. The same flow with real dbt runs in tests/test_bad_inp
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -43,20 +44,30 @@ def _write_build(db: Path, build_id: str, visits: int, valuenum_not_numeric: int
     write_marker(db, build_id, "/raw", "fp")
 
 
+_RUN_IDS: dict[str, str] = {}  # home -> the Dagster run id of its next check run (as dbt_mimic_models records it)
+
+
 def _stage_by_hand(home: Path, visits: int, valuenum_not_numeric: int = 0) -> str:
     """What dbt_mimic_models leaves after a green dbt build: the build waits for its checks."""
     build_id, db = new_build(home)
     _write_build(db, build_id, visits, valuenum_not_numeric)
-    record_pending(home, build_id, db, list(BLOCKING_LOSS_CHECKS))
+    _RUN_IDS[str(home)] = str(uuid.uuid4())
+    record_pending(home, build_id, db, list(BLOCKING_LOSS_CHECKS), run_id=_RUN_IDS[str(home)])
     return build_id
 
 
-def _run_checks(home: Path) -> dg.ExecuteInProcessResult:
+def _run_checks(home: Path, checks=None) -> dg.ExecuteInProcessResult:
+    """The loss checks in one Dagster run, the run that staged the build (its id recorded above)."""
+    from synehrgy_assets.defs.staging import mart_key
     from synehrgy_assets.defs.staging_checks import staging_loss_checks
 
-    keys = [k for c in staging_loss_checks for k in c.check_keys]
-    return dg.materialize(staging_loss_checks, resources={"workspace": WorkspaceResource(home=str(home))},
-                          selection=dg.AssetSelection.checks(*keys), raise_on_error=False)
+    checks = checks or staging_loss_checks
+    keys = [k for c in checks for k in c.check_keys]
+    marts = [dg.AssetSpec(mart_key(m)) for m in ("visits", "measurements", "visit_codes")]
+    defs = dg.Definitions(assets=marts, asset_checks=checks, resources={"workspace": WorkspaceResource(home=str(home))},
+                          jobs=[dg.define_asset_job("judge", selection=dg.AssetSelection.checks(*keys))])
+    return defs.resolve_job_def("judge").execute_in_process(
+        run_id=_RUN_IDS.get(str(home), str(uuid.uuid4())), raise_on_error=False)
 
 
 def _digest(home: Path) -> str:
@@ -84,6 +95,10 @@ def failed_home(tmp_path) -> tuple[Path, str, str]:
     evaluation = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}["valuenum_not_numeric"]
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["staging_build_state"].value == "failed"
+    # Every check of the run speaks of the new build: those after the ERROR say it was discarded,
+    # none judges the older published one instead.
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.metadata["staging_build_id"].value for e in evaluations} == {bad}
     # Nothing overwritten: the published file is byte for byte the good build; the bad one is gone.
     assert _digest(home) == before
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
@@ -103,9 +118,7 @@ def test_a_build_is_published_only_when_every_blocking_check_has_passed(tmp_path
     from synehrgy_assets.defs.staging_checks import staging_loss_checks
 
     # One blocking check alone is not enough: the build still waits, nothing is published.
-    first = staging_loss_checks[0]
-    dg.materialize([first], resources={"workspace": WorkspaceResource(home=str(home))},
-                   selection=dg.AssetSelection.checks(*first.check_keys))
+    _run_checks(home, [staging_loss_checks[0]])
     state = read_state(home)
     assert state["status"] == "pending" and len(state["verdicts"]) == 1
     assert not (home / "warehouse.duckdb").exists()

@@ -243,9 +243,10 @@ def _write_state(root: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str]) -> dict:
-    """A green dbt build now waits for `required_checks` (the blocking loss checks)."""
-    state = {"build_id": build_id, "status": "pending", "build_db": str(build_db),
+def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str],
+                   run_id: str | None = None) -> dict:
+    """A green dbt build (of the Dagster run `run_id`) now waits for `required_checks`."""
+    state = {"build_id": build_id, "status": "pending", "build_db": str(build_db), "run_id": run_id,
              "required": sorted(required_checks), "verdicts": {}, "reason": "",
              "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with _state_lock(Path(root)):
@@ -262,15 +263,19 @@ def record_failure(root: Path, build_id: str | None, reason: str) -> None:
 
 
 @contextmanager
-def judging(root: Path, published_db: Path) -> Iterator[tuple[Path, dict | None]]:
+def judging(root: Path, published_db: Path, run_id: str | None = None) -> Iterator[tuple[Path | None, dict | None]]:
     """For a loss check: (the file to judge, the pending state or None), under the state lock.
 
-    The file is the pending build's while one waits for its checks, else the published warehouse."""
+    The file is the pending build's while one waits for its checks, else the published warehouse;
+    None when another check of the same run `run_id` has already failed (and discarded) the build,
+    so there is nothing of this run left to judge."""
     root = Path(root)
     with _state_lock(root):
         state = read_state(root)
         if state and state.get("status") == "pending" and Path(state.get("build_db", "")).exists():
             yield Path(state["build_db"]), state
+        elif state and state.get("status") == "failed" and run_id and state.get("run_id") == run_id:
+            yield None, state
         else:
             yield Path(published_db), None
 

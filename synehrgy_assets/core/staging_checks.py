@@ -358,6 +358,8 @@ def dbt_failure_message(run_results: dict | None, fallback: str = "") -> str:
             continue
         name = r.get("unique_id", "?").split(".")[-1]
         msg = _scrub(str(r.get("message") or "")).strip()
+        if "CSV Error on Line" in msg:  # the file, the line and the reason, before the options list
+            msg = csv_error_summary(msg[msg.find("CSV Error on Line"):])
         msg = re.sub(r"\s+", " ", msg)
         msg = re.sub(r" LINE \d+:.*$", "", msg)[:600]  # DuckDB's pointer into dbt's SQL: noise here
         hint = next((h for k, h in _HINTS.items() if k in msg), "")

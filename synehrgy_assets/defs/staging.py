@@ -164,7 +164,7 @@ def dbt_mimic_models(
                 metadata={"staging_build_id": build_id, "published": False},
             )
         info = write_marker(build_db, build_id, str(files.directory), fingerprint)
-        record_pending(workspace.root, build_id, build_db, list(BLOCKING_LOSS_CHECKS))
+        record_pending(workspace.root, build_id, build_db, list(BLOCKING_LOSS_CHECKS), run_id=context.run.run_id)
     except BaseException as exc:
         discard_build(build_db)
         reason = exc.description if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"

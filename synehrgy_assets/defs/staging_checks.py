@@ -68,7 +68,14 @@ def _make_check(name: str):
 
         workspace.ensure()
         published = "n/a"
-        with judging(workspace.root, workspace.duckdb_path) as (db, pending):
+        with judging(workspace.root, workspace.duckdb_path, context.run.run_id) as (db, pending):
+            if db is None:  # another blocking check of this run failed the build: nothing to judge
+                return dg.AssetCheckResult(
+                    passed=False, severity=dg.AssetCheckSeverity.WARN,
+                    description=f"not judged: staging build {pending['build_id']} was discarded "
+                    f"({pending.get('reason', '?')})",
+                    metadata={"staging_build_id": str(pending["build_id"]), "staging_build_state": "failed"},
+                )
             with duckdb.connect(str(db), read_only=True) as con:
                 audit = read_audit(con)
                 build = con.execute("select any_value(build_id) from main.staging_build").fetchall()[0][0]
