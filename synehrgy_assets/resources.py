@@ -24,10 +24,11 @@ def sql_literal(value) -> str:
 
 
 def owner_only(path: Path) -> None:
-    """chmod 0600 a file holding real rows (no-op when it does not exist)."""
+    """chmod 0600 a file holding real rows (no-op when it does not exist, or belongs to another user
+    who chose its mode)."""
     try:
         os.chmod(path, 0o600)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         pass
 
 
