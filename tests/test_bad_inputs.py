@@ -663,3 +663,27 @@ def test_timing_report():
               f"total {sum(_TIMES.values()):.0f} s")
     for name, text in _MESSAGES.items():
         print(f"--- {name}\n{text}")
+
+
+def test_code_gates_are_not_applicable_without_icd_codes():
+    """The release gates on a dataset whose ICD tables are empty: the code gates pass as 'not
+    applicable' with the reason; with codes present the same unmeasured metrics fail as before."""
+    from synehrgy_assets.core.release_gates import FIDELITY_GATES, PRIVACY_GATES, GateThresholds
+
+    t = GateThresholds()
+    gates = {g.__name__: g for g in (*FIDELITY_GATES, *PRIVACY_GATES)}
+    no_codes = {"dataset/diagnoses_icd_rows": 0.0, "dataset/procedures_icd_rows": 0.0}
+    with_codes = {"dataset/diagnoses_icd_rows": 1761.0, "dataset/procedures_icd_rows": 506.0}
+    for name in ("code_prevalence_gate", "code_pair_gate"):
+        v = gates[name](no_codes, t)
+        assert v.passed and v.not_applicable, v
+        assert v.reason == "not applicable: the dataset has no ICD codes (DIAGNOSES_ICD and PROCEDURES_ICD empty)"
+        v = gates[name](with_codes, t)
+        assert not v.passed and not v.not_applicable and "not measured" in v.reason
+    # A gate with one code quantity among others: that row is left out, the others still judged.
+    m = {**no_codes, "privacy/mia_auroc": 0.5, "privacy/domias_mia_auroc": 0.52}
+    v = gates["privacy_membership_gate"](m, t)
+    assert v.passed and not v.not_applicable and "code sets) MIA AUROC not applicable" in v.reason
+    v = gates["privacy_membership_gate"]({**m, "privacy/mia_auroc": 0.9}, t)
+    assert not v.passed
+    assert not gates["privacy_membership_gate"]({**m, **with_codes}, t).passed  # codes exist: not measured
