@@ -3,8 +3,9 @@
 * `check_structure(files)`: one DuckDB scan of each small table (PATIENTS, ADMISSIONS, ICUSTAYS,
   the code and dictionary tables; never CHARTEVENTS or LABEVENTS, whose repeated header rows the
   ITEMID filter discards anyway) for a header line repeated inside the file, duplicate keys
-  (SUBJECT_ID, HADM_ID, ICUSTAY_ID) and bytes that are not UTF-8 in any column. It raises `MimicStructureError` naming the
-  file, the line and what was expected, with the first few ids. No row content is quoted.
+  (SUBJECT_ID, HADM_ID, ICUSTAY_ID) and bytes that are not UTF-8 in any column. It raises
+  `MimicStructureError` naming the file, the line and what was expected, with the first few ids.
+  No row content is quoted.
 * `evaluate_losses(audit, thresholds)`: the loss checks, from `staging_audit` (aggregates only).
   Each has a WARN and an ERROR threshold as shares of rows and of patients.
 * `dbt_failure_message(run_results)`: dbt's failing nodes as one clear message.
