@@ -74,7 +74,7 @@ def materialize(args: argparse.Namespace) -> int:
         print(f"synehrgy: {exc}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - started) / 60
-    for line in staging_loss_summary(home):  # what the published staging build lost (issue 12)
+    for line in staging_loss_summary(home, run_failed=not result.success):  # what the published build lost
         print(f"synehrgy: {line}", file=sys.stderr)
     if not result.success:
         failed, messages, traces = failure_report(result)

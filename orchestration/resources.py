@@ -22,7 +22,9 @@ def build_resources(
     n = synthetic_patients or int(os.environ.get("SYNEHRGY_SYNTHETIC_PATIENTS", "1000"))
     return {
         "workspace": WorkspaceResource(home=home),
-        "mimic_source": MimicSourceResource(mimic_dir=mimic_dir, synthetic_patients=n),
+        "mimic_source": MimicSourceResource(
+            mimic_dir=mimic_dir, synthetic_patients=n, twin_files=os.environ.get("MIMIC_TWIN_FILES", "") or "error"
+        ),
         "mlflow_tracking": MlflowResource(
             home=home,
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),

@@ -3,8 +3,8 @@
 Three faults, one module (docs/reliability.md):
 
 * a Dagster run left in STARTED/STARTING by a process that is gone (`fail_dead_dagster_runs`);
-* MLflow runs left RUNNING by that run, and registered generator versions left
-  `validation_status=pending` by it (`clean_orphaned_mlflow`);
+* MLflow runs left RUNNING by that run, and the generator and release versions it registered
+  but never judged (`validation_status` pending or absent) (`clean_orphaned_mlflow`);
 * two runs against one workspace at once (`workspace_lock`).
 
 Only public Dagster and MLflow APIs are used.
@@ -112,13 +112,17 @@ def clean_orphaned_mlflow(
     instance: dg.DagsterInstance | None,
     log: Log = print,
     current_run_id: str | None = None,
+    release_name: str | None = None,
 ) -> dict[str, list[str]]:
-    """Mark orphaned MLflow runs FAILED and their pending generator versions `validation_status=failed`.
+    """Mark orphaned MLflow runs FAILED, and registered versions a dead run left unjudged
+    `validation_status=failed` with the reason (tag `validation_note`).
 
     An MLflow run is orphaned when it is RUNNING and its `dagster.run_id` tag names a Dagster run
-    that is missing, finished, or whose process is gone. A registered version of `model_name`
-    tagged `validation_status=pending` whose MLflow run is FAILED or KILLED was never validated
-    and never will be."""
+    that is missing, finished, or whose process is gone. A version of `model_name` (the generator)
+    or `release_name` (the release) is unjudged when its `validation_status` is `pending` or absent
+    (a kill between registering it and tagging it); it is failed when its MLflow run FAILED or was
+    KILLED, or when the Dagster run that made it is no longer running: a kill during sampling or
+    the release leaves the generator's training run FINISHED, and nothing will ever validate it."""
     cleaned: dict[str, list[str]] = {"runs": [], "model_versions": []}
     running = client.search_runs(
         experiment_ids=[experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
@@ -133,25 +137,55 @@ def clean_orphaned_mlflow(
         client.set_tag(run.info.run_id, "synehrgy.orphaned", f"Dagster run {dagster_run_id} ended without closing it")
         cleaned["runs"].append(run.info.run_id)
         log(f"Marked orphaned MLflow run {run.info.run_id} FAILED (Dagster run {dagster_run_id} is not running).")
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except Exception:  # no registered model yet
-        versions = []
-    for mv in versions:
-        if (mv.tags or {}).get("validation_status") != "pending" or not mv.run_id:
-            continue
+    for name in (model_name, *([release_name] if release_name else [])):
         try:
-            status = client.get_run(mv.run_id).info.status
-        except Exception:
-            status = "KILLED"  # its run is gone: nothing will validate it
-        if status in ("FAILED", "KILLED"):
-            client.set_model_version_tag(model_name, mv.version, "validation_status", "failed")
-            client.set_model_version_tag(
-                model_name, mv.version, "validation_note", f"its MLflow run {mv.run_id} ended {status}"
-            )
-            cleaned["model_versions"].append(str(mv.version))
-            log(f"Marked {model_name} v{mv.version} validation_status=failed (its MLflow run is {status}).")
+            versions = client.search_model_versions(f"name = '{name}'")
+        except Exception:  # no registered model yet
+            versions = []
+        for mv in versions:
+            reason = _unjudged_version_reason(client, mv, instance, current_run_id)
+            if reason is None:
+                continue
+            client.set_model_version_tag(name, mv.version, "validation_status", "failed")
+            client.set_model_version_tag(name, mv.version, "validation_note", reason)
+            cleaned["model_versions"].append(f"{name} v{mv.version}")
+            log(f"Marked {name} v{mv.version} validation_status=failed: {reason}.")
     return cleaned
+
+
+def _unjudged_version_reason(client, mv, instance, current_run_id: str | None) -> str | None:
+    """Why the version `mv` will never be validated (None: judged, or its run may still do it)."""
+    tags = mv.tags or {}
+    status_tag = tags.get("validation_status")
+    if status_tag not in (None, "pending"):
+        return None
+    what = "left pending" if status_tag == "pending" else "registered without tags"
+    if not mv.run_id:
+        return f"{what}, with no MLflow run to finish it"
+    try:
+        run = client.get_run(mv.run_id)
+        status, dagster_run_id = run.info.status, run.data.tags.get("dagster.run_id")
+    except Exception:
+        return f"{what}; its MLflow run {mv.run_id} is gone"
+    dagster_run_id = tags.get("dagster_run_id") or dagster_run_id
+    if dagster_run_id and dagster_run_id == current_run_id:
+        return None
+    if status in ("FAILED", "KILLED"):
+        return f"{what}; its MLflow run {mv.run_id} ended {status}"
+    if not dagster_run_id or instance is None:
+        return None  # not made by a Dagster run, or no instance to ask: not ours to judge
+    if dagster_run_in_progress(instance, dagster_run_id):
+        return None
+    dagster_run = instance.get_run_by_id(dagster_run_id)
+    if dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+        return None  # a run that materialized only part of the graph: a later release may judge it
+    if dagster_run is None:
+        ended = "is unknown to this Dagster instance"
+    elif dagster_run.status in IN_PROGRESS:
+        ended = "lost its process (killed)"
+    else:
+        ended = f"ended {dagster_run.status.value}"
+    return f"{what} by Dagster run {dagster_run_id}, which {ended} before judging it"
 
 
 class WorkspaceBusy(RuntimeError):

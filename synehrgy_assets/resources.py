@@ -18,6 +18,31 @@ from pydantic import Field
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def sql_literal(value) -> str:
+    """`value` as a quoted SQL string literal (a path or a setting may hold a quote)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def owner_only(path: Path) -> None:
+    """chmod 0600 a file holding real rows (no-op when it does not exist, or belongs to another user
+    who chose its mode)."""
+    try:
+        os.chmod(path, 0o600)
+    except (FileNotFoundError, PermissionError):
+        pass
+
+
+def owner_only_tree(directory: Path) -> None:
+    """Folders 0700 and files 0600 under `directory` (real-derived arrays written by numpy, which
+    creates them with the process umask; the private folder above already bars other users)."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    os.chmod(directory, 0o700)
+    for path in directory.rglob("*"):
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
 def default_home() -> str:
     return os.environ.get("SYNEHRGY_HOME", str(REPO_ROOT / ".synehrgy"))
 
@@ -59,10 +84,15 @@ class WorkspaceResource(dg.ConfigurableResource):
             yield path
 
     def ensure(self) -> None:
-        for d in (self.root, self.private_dir, self.artifacts_dir, self.raw_dir):
+        if not self.root.exists():
+            # A workspace made here holds every real row: owner-only from the start. An existing
+            # folder named as home keeps its mode (it may be shared on purpose).
+            self.root.mkdir(parents=True, mode=0o700)
+        for d in (self.private_dir, self.artifacts_dir, self.raw_dir):
             d.mkdir(parents=True, exist_ok=True)
         # Real-derived data: owner-only permissions.
         os.chmod(self.private_dir, 0o700)
+        owner_only(self.duckdb_path)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
@@ -70,12 +100,14 @@ class WorkspaceResource(dg.ConfigurableResource):
 
         self.ensure()
         con = duckdb.connect(str(self.duckdb_path), read_only=read_only)
+        owner_only(self.duckdb_path)  # DuckDB creates the file with the process umask (0644)
         try:
             con.execute(f"set threads = {int(self.duckdb_threads)}")
-            con.execute(f"set memory_limit = '{self.duckdb_memory_limit}'")
+            con.execute(f"set memory_limit = {sql_literal(self.duckdb_memory_limit)}")
             yield con
         finally:
             con.close()
+            owner_only(self.duckdb_path.with_name(self.duckdb_path.name + ".wal"))
 
 
 class MimicSourceResource(dg.ConfigurableResource):
@@ -89,6 +121,11 @@ class MimicSourceResource(dg.ConfigurableResource):
     synthetic_patients: int = Field(default=1000, description="Synthetic hospital size (patients).")
     synthetic_seed: int = Field(default=0, description="Synthetic hospital seed.")
     synthetic_header_case: str = Field(default="lower", description="'lower' (demo) or 'upper' (full release) layout.")
+    twin_files: str = Field(
+        default="error",
+        description="When a table has both TABLE.csv and TABLE.csv.gz: 'error' (default: they may differ), "
+        "'csv' or 'csv.gz' to read that one for every table (env MIMIC_TWIN_FILES).",
+    )
 
     @property
     def uses_synthetic_hospital(self) -> bool:
@@ -105,7 +142,7 @@ class MimicSourceResource(dg.ConfigurableResource):
 
         if self.uses_synthetic_hospital:
             return resolve_mimic_dir(self.synthetic_dir(workspace))
-        return resolve_mimic_dir(Path(self.mimic_dir).expanduser())
+        return resolve_mimic_dir(Path(self.mimic_dir).expanduser(), twins=self.twin_files)
 
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
@@ -161,7 +198,17 @@ class MlflowResource(dg.ConfigurableResource):
         """Point MLflow at our store and return the experiment id."""
         import mlflow
 
-        Path(self.home).resolve().mkdir(parents=True, exist_ok=True)
+        home = Path(self.home).resolve()
+        if not home.exists():
+            home.mkdir(parents=True, mode=0o700)
+        if not self.tracking_uri:
+            # The store holds run parameters, metrics and registry tags: owner-only, created so
+            # (SQLite takes an empty file as a new database), never 0644 for a moment.
+            store = home / "mlflow.db"
+            os.close(os.open(store, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(store, 0o600)
+        if not self.artifact_root and not self.tracking_uri:
+            (home / "mlartifacts").mkdir(mode=0o700, exist_ok=True)
         point_mlflow_at(self.resolved_tracking_uri)
         exp = mlflow.get_experiment_by_name(self.experiment_name)
         if exp is None and self.uses_server_artifacts:
@@ -219,7 +266,7 @@ class MlflowResource(dg.ConfigurableResource):
         try:
             return clean_orphaned_mlflow(
                 self.client(), experiment_id or self.setup(), self.model_name, context.instance,
-                log=context.log.warning, current_run_id=run_id,
+                log=context.log.warning, current_run_id=run_id, release_name=self.release_name,
             )
         except Exception as exc:  # never fail a run over housekeeping
             context.log.warning(f"Could not clean orphaned MLflow runs: {exc}")

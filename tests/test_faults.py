@@ -161,3 +161,115 @@ def test_cli_refuses_a_busy_workspace_at_once(tmp_path):
     assert f"Workspace {home.resolve()} is in use by run run-a (pid {os.getpid()})" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert not (home / "warehouse.duckdb").exists()
+
+
+# A stand-in for the graph's registry steps, run in a child process that the test kills with
+# SIGKILL: training registers a generator version tagged `pending` (as defs/training.py does),
+# sampling runs, the release registers its version and is killed before tagging it (as a kill
+# between `log_model` and the tags in defs/release.py would leave it). The whole graph would take
+# minutes per kill; these are the same MLflow and Dagster calls.
+_KILLED_RUN = r'''
+import sys, time
+import dagster as dg
+import mlflow
+from synehrgy_assets.recovery import run_tags
+from synehrgy_assets.resources import MlflowResource
+
+home, dagster_home, stop_in = sys.argv[1:4]
+
+
+def _register(client, name, run_id):
+    try:
+        client.create_registered_model(name)
+    except Exception:
+        pass
+    return client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
+
+
+@dg.asset
+def gpt_checkpoint(context, mlflow_tracking: MlflowResource):
+    with mlflow_tracking.start_run(context, run_name="gpt_checkpoint") as run:
+        mlflow.log_text("weights", "generator/weights.txt")
+    client = mlflow_tracking.client()
+    mv = _register(client, mlflow_tracking.model_name, run.info.run_id)
+    client.set_model_version_tag(mlflow_tracking.model_name, mv.version, "dagster_run_id", context.run.run_id)
+    client.set_model_version_tag(mlflow_tracking.model_name, mv.version, "validation_status", "pending")
+
+
+@dg.asset(deps=[gpt_checkpoint])
+def synthetic_sequences(context, mlflow_tracking: MlflowResource):
+    with mlflow_tracking.start_run(context, run_name="synthetic_sequences"):
+        if stop_in == "sampling":
+            print("sampling", flush=True)
+            time.sleep(600)
+
+
+@dg.asset(deps=[synthetic_sequences])
+def synthetic_release(context, mlflow_tracking: MlflowResource):
+    with mlflow_tracking.start_run(context, run_name="synthetic_release") as run:
+        mlflow.log_text("tables", "synthetic_cohort/tables.txt")
+    _register(mlflow_tracking.client(), mlflow_tracking.release_name, run.info.run_id)
+    print("release", flush=True)
+    time.sleep(600)
+
+
+dg.materialize([gpt_checkpoint, synthetic_sequences, synthetic_release],
+               resources={"mlflow_tracking": MlflowResource(home=home)},
+               instance=dg.DagsterInstance.local_temp(dagster_home), tags=run_tags(home))
+'''
+
+
+def _run_and_kill(home: Path, dagster_home: Path, stop_in: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(home), str(dagster_home), stop_in],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == stop_in, f"the child never reached {stop_in} (printed {line!r})"
+    finally:
+        proc.kill()  # SIGKILL: no finally block, no atexit, no MLflow end_run in the child
+        proc.wait()
+    assert proc.returncode == -9
+
+
+def test_a_kill_during_sampling_and_during_the_release_leaves_no_unjudged_version(tmp_path):
+    """kill -9 in sampling, then kill -9 in the release; the next good run's start marks both
+    generator versions and the untagged release version failed, with the reason."""
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    _run_and_kill(home, dagster_home, "sampling")
+    _run_and_kill(home, dagster_home, "release")
+
+    ml = MlflowResource(home=str(home))
+    client = ml.client()
+    generator = {int(v.version): v for v in client.search_model_versions(f"name = '{ml.model_name}'")}
+    release = {int(v.version): v for v in client.search_model_versions(f"name = '{ml.release_name}'")}
+    # The second run's start already failed what the first kill left (v1); the second kill left v2
+    # pending and the release version untagged.
+    assert [v.tags.get("validation_status") for _, v in sorted(generator.items())] == ["failed", "pending"]
+    assert "validation_status" not in release[1].tags
+
+    # The next run, as the CLI starts it: dead Dagster runs are failed, then the first MLflow run of
+    # the new Dagster run cleans the registry.
+    instance = dg.DagsterInstance.local_temp(str(dagster_home))
+    messages: list[str] = []
+    assert len(fail_dead_dagster_runs(instance, log=messages.append)) == 2
+
+    @dg.asset
+    def next_good_run(context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource):
+        with mlflow_tracking.start_run(context, run_name="next_good_run"):
+            pass
+
+    assert dg.materialize([next_good_run], resources={"mlflow_tracking": ml}, instance=instance).success
+    state = {}
+    for name in (ml.model_name, ml.release_name):
+        for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+            state[f"{name} v{v.version}"] = (v.tags.get("validation_status"), v.tags.get("validation_note", ""))
+    print("\nregistry after the next run:", *(f"{k}: {s} ({n})" for k, (s, n) in state.items()), sep="\n  ")
+    assert {k: s for k, (s, _) in state.items()} == {
+        f"{ml.model_name} v1": "failed", f"{ml.model_name} v2": "failed", f"{ml.release_name} v1": "failed"}
+    assert state[f"{ml.model_name} v1"][1].startswith("left pending by Dagster run ")
+    assert state[f"{ml.model_name} v1"][1].endswith(" before judging it")
+    assert state[f"{ml.release_name} v1"][1].startswith("registered without tags by Dagster run ")
+    running = client.search_runs(experiment_ids=[ml.setup()], filter_string="attributes.status = 'RUNNING'")
+    assert not running  # the killed sampling run was closed FAILED

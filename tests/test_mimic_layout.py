@@ -93,12 +93,25 @@ def test_all_uppercase_folder_reports_upper(tmp_path):
     assert resolve_mimic_dir(tmp_path / "full").header_case == "upper"
 
 
-def test_plain_csv_preferred_over_gzip(tmp_path):
+def test_csv_and_csv_gz_twins_are_an_error_unless_one_is_picked(tmp_path):
     _write_minimal(tmp_path)
     cols = ",".join(REQUIRED_COLUMNS["patients"])
     with gzip.open(tmp_path / "PATIENTS.csv.gz", "wt") as handle:
         handle.write(cols + "\n")
-    assert resolve_mimic_dir(tmp_path).files["patients"].name == "PATIENTS.csv"
+    with pytest.raises(MimicLayoutError) as err:
+        resolve_mimic_dir(tmp_path)
+    assert f"table PATIENTS has two files, {tmp_path / 'PATIENTS.csv'} and {tmp_path / 'PATIENTS.csv.gz'}" in str(err.value)
+    assert resolve_mimic_dir(tmp_path, twins="csv").files["patients"].name == "PATIENTS.csv"
+    assert resolve_mimic_dir(tmp_path, twins="csv.gz").files["patients"].name == "PATIENTS.csv.gz"
+
+
+def test_a_column_named_twice_in_a_header_is_named(tmp_path):
+    _write_minimal(tmp_path)
+    cols = REQUIRED_COLUMNS["icustays"]
+    (tmp_path / "ICUSTAYS.csv").write_text(",".join(["ICUSTAY_ID", *cols]) + "\n")
+    with pytest.raises(MimicLayoutError, match=r"ICUSTAYS.csv: the header names a column more than once "
+                       r"\(compared case-insensitively\): icustay_id \(columns 1, 4\)"):
+        resolve_mimic_dir(tmp_path)
 
 
 def test_only_the_header_line_is_read(tmp_path):

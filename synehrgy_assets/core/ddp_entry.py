@@ -1,9 +1,13 @@
 """Train the GPT in N processes with torchrun: the launcher and the per-process entry point.
 
 The caller writes a *training spec* (JSON: model and train config, where the windows are, where the
-result goes) and calls `run_torchrun(spec_path, n_processes, ...)`, which runs
+result goes) and calls `run_torchrun(spec_path, n_processes, ...)`. On one node it starts the N
+processes itself, with the environment torchrun would give them, around a rendezvous store that
+listens on 127.0.0.1 only (`torchrun --standalone`'s store listens on every interface, so anyone
+on the network could join or poison the rendezvous), and gloo / NCCL bound to the loopback
+interface. With `extra_args` (a configured multi-node rendezvous) it runs
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m synehrgy_assets.core.ddp_entry --spec SPEC
+    python -m torch.distributed.run <extra_args> --nproc_per_node=N -m synehrgy_assets.core.ddp_entry --spec SPEC
 
 Every process builds the same initial weights (`init_model(model_config, init_seed)`), loads the
 windows and calls `trainer.train` unchanged: `train` sees WORLD_SIZE > 1 and trains with DDP
@@ -26,8 +30,11 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -152,10 +159,93 @@ def run_spec(spec_path: str | Path, emit: Callable[[str], None] = print) -> None
 
 
 def torchrun_command(spec_path: str | Path, n_processes: int, extra_args: list[str] | None = None) -> list[str]:
-    """`python -m torch.distributed.run` on this node (standalone rendezvous on a free port)."""
+    """`python -m torch.distributed.run` with a configured rendezvous (`extra_args`; default
+    `--standalone`, whose store listens on every interface: `run_torchrun` uses it only when asked)."""
     rendezvous = extra_args if extra_args else ["--standalone"]
     return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={int(n_processes)}",
             "-m", "synehrgy_assets.core.ddp_entry", "--spec", str(spec_path)]
+
+
+def entry_command(spec_path: str | Path) -> list[str]:
+    return [sys.executable, "-m", "synehrgy_assets.core.ddp_entry", "--spec", str(spec_path)]
+
+
+def loopback_interface() -> str:
+    names = {name for _, name in socket.if_nameindex()}
+    return "lo" if "lo" in names else ("lo0" if "lo0" in names else "lo")
+
+
+def loopback_store():
+    """(TCPStore server, port): the rendezvous store on 127.0.0.1 only. The socket is bound here and
+    handed over to the store (which closes it), because the store's own bind takes every interface."""
+    import torch.distributed as dist
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+    except OSError:
+        sock.close()
+        raise
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, master_listen_fd=sock.detach())
+    return store, port
+
+
+def loopback_env(env: dict, rank: int, n_processes: int, port: int) -> dict:
+    """What torchrun sets for a worker, pointed at the launcher's store (all ranks are clients)."""
+    iface = loopback_interface()
+    return {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "ROLE_RANK": str(rank),
+            "WORLD_SIZE": str(n_processes), "LOCAL_WORLD_SIZE": str(n_processes), "ROLE_WORLD_SIZE": str(n_processes),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True",
+            "TORCHELASTIC_RESTART_COUNT": "0",
+            "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", iface),
+            "NCCL_SOCKET_IFNAME": env.get("NCCL_SOCKET_IFNAME", iface)}
+
+
+def _launch_on_loopback(spec_path, n_processes: int, env: dict, on_line: Callable[[str], None]) -> int:
+    """Run N ranks of the entry point on this node; a rank that fails stops the others (as torchrun
+    does). Their output goes through one pipe to `on_line`. Returns the first non-zero exit code, or 0."""
+    store, port = loopback_store()
+    read_fd, write_fd = os.pipe()
+    procs = []
+    try:
+        for rank in range(n_processes):
+            procs.append(subprocess.Popen(entry_command(spec_path), stdout=write_fd, stderr=subprocess.STDOUT,
+                                          env=loopback_env(env, rank, n_processes, port)))
+    finally:
+        os.close(write_fd)
+    failed: list[int] = []
+
+    def watch() -> None:
+        while any(p.poll() is None for p in procs):
+            bad = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if bad and not failed:
+                failed.append(bad[0])
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                deadline = time.monotonic() + 10
+                while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with os.fdopen(read_fd, "r", buffering=1) as lines:
+            for line in lines:
+                on_line(line.rstrip("\n"))
+    finally:
+        for p in procs:
+            p.wait()
+        watcher.join()
+        del store
+    codes = [p.returncode for p in procs]
+    return failed[0] if failed else next((c for c in codes if c != 0), 0)
 
 
 def run_torchrun(
@@ -169,8 +259,9 @@ def run_torchrun(
 ):
     """Run the spec in `n_processes` processes; stream records to `on_log` and lines to `log`.
 
-    Returns the `TrainResult` of rank 0; with `model`, loads the trained (best) weights into it.
-    Raises RuntimeError with the tail of the output when torchrun fails."""
+    Without `extra_args` the ranks meet on 127.0.0.1 (see module doc); with them, torchrun runs with
+    that rendezvous. Returns the `TrainResult` of rank 0; with `model`, loads the trained (best)
+    weights into it. Raises RuntimeError with the tail of the output when a process fails."""
     import torch
 
     from synehrgy_assets.core.trainer import TrainResult
@@ -184,25 +275,32 @@ def run_torchrun(
     env = dict(os.environ)
     threads = threads_per_process or max(1, (os.cpu_count() or 1) // n_processes)
     env["OMP_NUM_THREADS"] = str(threads)
-    cmd = torchrun_command(spec_path, n_processes, extra_args)
     tail: deque[str] = deque(maxlen=40)
     errors: list[str] = []  # each failing rank's exception, first in the error message
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          bufsize=1) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            at = line.find(RECORD_PREFIX)
-            if at >= 0:
-                if on_log is not None:
-                    on_log(json.loads(line[at + len(RECORD_PREFIX):]))
-                continue
-            if ERROR_PREFIX in line:
-                errors.append(line[line.find(ERROR_PREFIX) + len(ERROR_PREFIX):])
-            tail.append(line)
-            if log is not None and line.strip():
-                log(line)
-        code = proc.wait()
+
+    def on_line(line: str) -> None:
+        at = line.find(RECORD_PREFIX)
+        if at >= 0:
+            if on_log is not None:
+                on_log(json.loads(line[at + len(RECORD_PREFIX):]))
+            return
+        if ERROR_PREFIX in line:
+            errors.append(line[line.find(ERROR_PREFIX) + len(ERROR_PREFIX):])
+        tail.append(line)
+        if log is not None and line.strip():
+            log(line)
+
+    if extra_args:
+        cmd = torchrun_command(spec_path, n_processes, extra_args)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              bufsize=1) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+    else:
+        cmd = entry_command(spec_path) + [f"(x{n_processes}, rendezvous on 127.0.0.1)"]
+        code = _launch_on_loopback(spec_path, n_processes, env, on_line)
     if code != 0:
         raise RuntimeError(f"torchrun ({n_processes} processes) failed with exit code {code}: "
                            + "; ".join(errors or ["no process reported an error"])

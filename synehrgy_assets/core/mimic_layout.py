@@ -6,8 +6,10 @@ Both official layouts are accepted:
 * the full credentialed release: UPPERCASE, double-quoted headers, `TABLE.csv.gz`.
 
 File names may be upper or lower case. Only the first line of each file is read. When both
-`TABLE.csv` and `TABLE.csv.gz` exist, the plain `.csv` wins: it is the same data already
-decompressed, and DuckDB parses uncompressed CSV in parallel while gzip is read on one thread.
+`TABLE.csv` and `TABLE.csv.gz` exist they may not hold the same rows (a fresh export beside a stale
+one), so that is an error naming both files, unless `twins` picks one for every table: `"csv"`
+(the plain file, which DuckDB parses on all threads) or `"csv.gz"`. A header that names a column
+twice is an error naming the file and the column (DuckDB would read one of them silently).
 """
 
 from __future__ import annotations
@@ -83,10 +85,25 @@ class MimicFiles:
         return {"mimic_files": {table: str(path.resolve()) for table, path in sorted(self.files.items())}}
 
 
+TWIN_CHOICES = ("error", "csv", "csv.gz")
+
+
 def candidate_names(table: str) -> list[str]:
-    """File names looked for, in order of preference (plain `.csv` first, see module doc)."""
+    """File names looked for: the plain `.csv`, then the `.csv.gz` (see module doc for twins)."""
     upper, lower = table.upper(), table.lower()
     return [f"{upper}.csv", f"{lower}.csv", f"{upper}.csv.gz", f"{lower}.csv.gz"]
+
+
+def _duplicated_names(path: Path, header: list[str]) -> str | None:
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(header, start=1):
+        seen.setdefault(name.lower(), []).append(i)
+    dups = {name: cols for name, cols in seen.items() if len(cols) > 1}
+    if not dups:
+        return None
+    shown = "; ".join(f"{name} (columns {', '.join(map(str, cols))})" for name, cols in dups.items())
+    return (f"{path}: the header names a column more than once (compared case-insensitively): {shown}; "
+            "expected each column name once")
 
 
 def _read_header(path: Path) -> list[str]:
@@ -113,7 +130,8 @@ def _case_of(names: list[str]) -> str:
     return "mixed"
 
 
-def _pick_file(directory: Path, table: str, by_lower_name: dict[str, list[Path]]) -> Path | None:
+def _pick_file(directory: Path, table: str, by_lower_name: dict[str, list[Path]], twins: str = "error") -> Path | None:
+    found: dict[str, Path] = {}
     for name in candidate_names(table):
         hits = by_lower_name.get(name.lower(), [])
         if len(hits) > 1:
@@ -122,16 +140,27 @@ def _pick_file(directory: Path, table: str, by_lower_name: dict[str, list[Path]]
                 + ", ".join(sorted(p.name for p in hits))
             )
         if hits:
-            return hits[0]
-    return None
+            found.setdefault("csv.gz" if name.lower().endswith(".gz") else "csv", hits[0])
+    if len(found) == 2:
+        if twins == "error":
+            raise MimicLayoutError(
+                f"table {table.upper()} has two files, {found['csv']} and {found['csv.gz']}: they may not hold "
+                "the same rows (a fresh export beside a stale one). Remove the stale one, or pick one for every "
+                "table: twin_files='csv' or 'csv.gz' (env MIMIC_TWIN_FILES)"
+            )
+        return found[twins]
+    return next(iter(found.values()), None)
 
 
-def resolve_mimic_dir(directory: str | Path, tables: list[str] | None = None) -> MimicFiles:
+def resolve_mimic_dir(directory: str | Path, tables: list[str] | None = None, twins: str = "error") -> MimicFiles:
     """Find and validate one file per table (default: every table of REQUIRED_COLUMNS).
 
     Every problem found is reported in one MimicLayoutError: missing tables (with the file names
-    looked for), missing columns (with the columns found), empty or unreadable files.
+    looked for), `.csv` / `.csv.gz` twins (unless `twins` is "csv" or "csv.gz"), missing or
+    duplicated columns (with the columns found), empty or unreadable files.
     """
+    if twins not in TWIN_CHOICES:
+        raise MimicLayoutError(f"twin_files must be one of {', '.join(TWIN_CHOICES)}, got {twins!r}")
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise MimicLayoutError(f"MIMIC-III directory {directory} does not exist or is not a directory")
@@ -150,7 +179,7 @@ def resolve_mimic_dir(directory: str | Path, tables: list[str] | None = None) ->
     cases: set[str] = set()
     for table in wanted:
         try:
-            path = _pick_file(directory, table, by_lower_name)
+            path = _pick_file(directory, table, by_lower_name, twins)
             if path is None:
                 problems.append(
                     f"missing table {table.upper()}: none of {', '.join(candidate_names(table))} exists"
@@ -159,6 +188,10 @@ def resolve_mimic_dir(directory: str | Path, tables: list[str] | None = None) ->
             header = _read_header(path)
         except MimicLayoutError as exc:
             problems.append(str(exc))
+            continue
+        duplicated = _duplicated_names(path, header)
+        if duplicated:
+            problems.append(duplicated)
             continue
         found = [name.lower() for name in header]
         missing = [col for col in REQUIRED_COLUMNS[table] if col not in found]

@@ -1,5 +1,5 @@
 """Atomic staging: dbt builds into a fresh DuckDB file, which replaces the published warehouse only
-when the whole build succeeded.
+when the whole build succeeded and every blocking loss check passed on it.
 
 * `new_build(root)` makes `<root>/staging_builds/<build_id>/warehouse.duckdb`'s folder. The file
   keeps the name `warehouse.duckdb`: DuckDB names its catalog after the file stem and dbt-duckdb
@@ -14,19 +14,28 @@ when the whole build succeeded.
   log of the old file is moved aside first, so DuckDB can never replay it onto the new file.
 * `read_marker(con)` is what every reader of the marts calls: it raises `StagingBuildError`
   (clear text) when the published marts carry no complete build marker or disagree with it.
+* Publication: `record_pending` notes a green dbt build in `<root>/staging_state.json`; each
+  blocking check judges it inside `judging(...)` and `record_verdict` publishes it after the last
+  pass, or discards it on an ERROR (`record_failure` also notes dbt and raw-file failures).
+  `refusal(state, published_id)` is the text readers raise while the newest build is pending or
+  failed.
 
 Plain Python and DuckDB, no Dagster.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 MARKER_TABLE = "main.staging_build"
 MARTS = ("visits", "visit_codes", "visit_phenotypes", "measurements", "cohort", "staging_audit")
@@ -145,6 +154,7 @@ def publish(build_db: Path, published_db: Path) -> None:
                     con.execute(f'create table "{schema}"."{table}" as select * from old."{schema}"."{table}"')
                 con.execute("detach old")
         con.execute("checkpoint")
+    os.chmod(build_db, 0o600)  # every real row: owner-only once published (dbt created it 0644)
     wal = published_db.with_name(published_db.name + ".wal")
     if wal.exists():
         wal.replace(wal.with_name(wal.name + ".stale"))
@@ -190,3 +200,130 @@ def read_marker(con, require_complete: bool = True) -> BuildInfo:
                 f"they were changed after the build. {hint}"
             )
     return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Publication: a green dbt build waits in its folder until its blocking checks have judged it
+# ---------------------------------------------------------------------------------------------
+
+STATE_FILE = "staging_state.json"
+STATE_LOCK = ".staging_state.lock"
+
+
+@contextmanager
+def _state_lock(root: Path) -> Iterator[None]:
+    """Serialises the checks of one build (they may run in parallel processes): each reads the
+    pending file, records its verdict, and the last one publishes or discards it."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_state(root: Path) -> dict | None:
+    """The newest staging attempt of the workspace ({build_id, status, reason, ...}); None when no
+    attempt was recorded (a workspace staged before this record existed, or a copied warehouse)."""
+    path = Path(root) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"build_id": "?", "status": "failed", "reason": f"{path} is unreadable"}
+
+
+def _write_state(root: Path, state: dict) -> None:
+    path = Path(root) / STATE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str],
+                   run_id: str | None = None) -> dict:
+    """A green dbt build (of the Dagster run `run_id`) now waits for `required_checks`."""
+    state = {"build_id": build_id, "status": "pending", "build_db": str(build_db), "run_id": run_id,
+             "required": sorted(required_checks), "verdicts": {}, "reason": "",
+             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with _state_lock(Path(root)):
+        _write_state(Path(root), state)
+    return state
+
+
+def record_failure(root: Path, build_id: str | None, reason: str) -> None:
+    """The newest staging attempt failed (dbt error, unreadable raw files, a blocking check)."""
+    with _state_lock(Path(root)):
+        _write_state(Path(root), {"build_id": build_id, "status": "failed",
+                                  "reason": reason, "verdicts": {}, "required": [],
+                                  "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+@contextmanager
+def judging(root: Path, published_db: Path, run_id: str | None = None) -> Iterator[tuple[Path | None, dict | None]]:
+    """For a loss check: (the file to judge, the pending state or None), under the state lock.
+
+    The file is the pending build's while one waits for its checks, else the published warehouse;
+    None when another check of the same run `run_id` has already failed (and discarded) the build,
+    so there is nothing of this run left to judge."""
+    root = Path(root)
+    with _state_lock(root):
+        state = read_state(root)
+        if state and state.get("status") == "pending" and Path(state.get("build_db", "")).exists():
+            yield Path(state["build_db"]), state
+        elif state and state.get("status") == "failed" and run_id and state.get("run_id") == run_id:
+            yield None, state
+        else:
+            yield Path(published_db), None
+
+
+def record_verdict(root: Path, published_db: Path, build_id: str, check: str, severity: str, message: str) -> dict:
+    """Record one check's verdict on the pending build `build_id`. An ERROR fails the build (its
+    file is deleted, the published warehouse is left as it is); once every required check has
+    passed or warned, the build is published. Returns the state after the verdict.
+
+    Call inside `judging(...)` (which holds the lock): the state is re-read and written here."""
+    root = Path(root)
+    state = read_state(root)
+    if not state or state.get("build_id") != build_id or state.get("status") != "pending":
+        return state or {}
+    state["verdicts"][check] = severity
+    if severity == "ERROR":
+        state["status"] = "failed"
+        state["reason"] = f"blocking check {check} failed: {message}"
+        discard_build(Path(state["build_db"]))
+    elif all(c in state["verdicts"] for c in state["required"]):
+        publish(Path(state["build_db"]), Path(published_db))
+        state["status"] = "published"
+    state["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_state(root, state)
+    return state
+
+
+def refusal(state: dict | None, published_build_id: str | None) -> str | None:
+    """Why readers of the marts must refuse the workspace's newest staging build, or None.
+
+    A build that is pending (its blocking checks have not all run) or failed is never what readers
+    see (it is not published), but a retrain on the older published marts would silently ignore
+    the newer data: the reader stops and names the build instead."""
+    if not state or state.get("status") == "published":
+        return None
+    build = state.get("build_id")
+    if published_build_id and build == published_build_id:
+        return None
+    older = (f"The published warehouse still holds the older build {published_build_id}."
+             if published_build_id else "No build is published.")
+    if state.get("status") == "pending":
+        missing = [c for c in state.get("required", []) if c not in state.get("verdicts", {})]
+        why = (f"staging build {build} is not published: its blocking checks have not all run "
+               f"(missing: {', '.join(missing) or '?'})")
+        todo = "Run the staging asset checks (or re-stage with them)."
+    elif build is None:
+        why = f"the newest staging attempt was refused before dbt ran: {state.get('reason') or '?'}"
+    else:
+        why = f"staging build {build} failed and was not published: {state.get('reason') or '?'}"
+        todo = "Fix the raw data and re-stage (materialize the staging assets with their checks, or run synehrgy_end_to_end)."
+    return f"{why}. {older} {todo}"

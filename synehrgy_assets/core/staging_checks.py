@@ -3,8 +3,9 @@
 * `check_structure(files)`: one DuckDB scan of each small table (PATIENTS, ADMISSIONS, ICUSTAYS,
   the code and dictionary tables; never CHARTEVENTS or LABEVENTS, whose repeated header rows the
   ITEMID filter discards anyway) for a header line repeated inside the file, duplicate keys
-  (SUBJECT_ID, HADM_ID, ICUSTAY_ID) and unreadable bytes. It raises `MimicStructureError` naming the
-  file, the line and what was expected, with the first few ids. No row content is quoted.
+  (SUBJECT_ID, HADM_ID, ICUSTAY_ID) and bytes that are not UTF-8 in any column. It raises
+  `MimicStructureError` naming the file, the line and what was expected, with the first few ids.
+  No row content is quoted.
 * `evaluate_losses(audit, thresholds)`: the loss checks, from `staging_audit` (aggregates only).
   Each has a WARN and an ERROR threshold as shares of rows and of patients.
 * `dbt_failure_message(run_results)`: dbt's failing nodes as one clear message.
@@ -80,9 +81,11 @@ def check_structure(files: dict[str, Path], tables: dict[str, tuple[str, bool]] 
             path = Path(files[table])
             rel = f"read_csv('{_sql_path(path)}', {CSV_OPTIONS})"
             try:
+                # Every column is read (not only the key): DuckDB checks UTF-8 only in the columns
+                # a query reads, and a bad byte in D_ITEMS.LABEL would otherwise pass unseen.
                 con.execute(
                     f"create or replace temp table t as select row_number() over () + 1 as line, "
-                    f'"{key}" as k from {rel}'
+                    f'"{key}" as k, * from {rel}'
                 )
             except duckdb.Error as exc:
                 problems.append(f"{path}: cannot be read as UTF-8 CSV: {csv_error_summary(str(exc), with_file=False)}")
@@ -203,6 +206,9 @@ LOSS_CHECKS = {
     "code_tables_not_empty": "visit_codes",
 }
 
+# Checks that block publication and the tokens (code_tables_not_empty only ever warns).
+BLOCKING_LOSS_CHECKS = tuple(name for name in LOSS_CHECKS if name != "code_tables_not_empty")
+
 
 # check -> (staging_audit metric of rows, of patients, what the check counts), out of the candidate rows
 MEASUREMENT_ROW_COUNTERS = {
@@ -211,6 +217,9 @@ MEASUREMENT_ROW_COUNTERS = {
     "measurement_rows_of_unknown_stays": ("rows_of_unknown_stay", "patients_with_rows_of_unknown_stay",
                                           "CHARTEVENTS rows dropped because their ICUSTAY_ID is in no row of ICUSTAYS (orphans)"),
 }
+
+
+MEASUREMENT_DROP_REASONS = ("dropped_unparseable", "dropped_not_finite", "dropped_out_of_range")
 
 
 def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
@@ -222,11 +231,11 @@ def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
         p_lost, p_total = a("icustays", "", "patients_dropped_bad_data"), a("icustays", "", "patients_raw")
         what = "ICU stays dropped for bad data (not counting the age_under_18 rule)"
     elif name == "measurement_values_dropped":
-        details = {s: _sum(audit, "measurements", s) for s in ("dropped_unparseable", "dropped_out_of_range")}
+        details = {s: _sum(audit, "measurements", s) for s in MEASUREMENT_DROP_REASONS}
         lost, total = sum(details.values()), _sum(audit, "measurements", "candidate")
         p_lost = a("measurements", "", "patients_dropped_unparseable_or_out_of_range")
         p_total = a("measurements", "", "patients_with_candidates")
-        what = "measurement values dropped as unparseable or out of range"
+        what = "measurement values dropped as unparseable, not finite (±inf, NaN, overflow) or out of range"
     elif name in MEASUREMENT_ROW_COUNTERS:  # one audit counter of rows and one of patients
         metric, patients, what = MEASUREMENT_ROW_COUNTERS[name]
         details = {metric: a("measurements", "", metric)}
@@ -255,6 +264,9 @@ def evaluate_loss(name: str, audit: dict, t: Thresholds) -> LossResult:
         raise KeyError(f"unknown loss check {name!r}; known: {sorted(LOSS_CHECKS)}")
     r = LossResult(name, LOSS_CHECKS[name], what, lost, total, p_lost, p_total, "PASS", details)
     r.severity = _judge(r.row_share, r.patient_share, t)
+    if r.severity == "PASS" and details.get("dropped_not_finite"):
+        # An infinite or overflowing value is a broken extract, not noise: it always shows.
+        r.severity = "WARN"
     return r
 
 
@@ -266,17 +278,26 @@ def code_tables_empty(audit: dict) -> list[str]:
     ]  # fmt: skip
 
 
-def staging_loss_summary(home: str | Path, thresholds: dict[str, Thresholds] | None = None) -> list[str]:
+def staging_loss_summary(
+    home: str | Path, thresholds: dict[str, Thresholds] | None = None, run_failed: bool = False
+) -> list[str]:
     """Short lines on what the published staging build lost (for the CLI's end-of-run summary).
 
-    Reads `<home>/warehouse.duckdb` read-only; returns [] when there is no published build."""
+    Reads `<home>/warehouse.duckdb` read-only; returns [] when there is no published build. When the
+    newest staging build failed or waits for its checks, the first line says so, naming it. A
+    failed run never gets a line saying the staging is clean (the run did not get that far, or the
+    published build is an older one); a clean one says "no data lost" only when no row was lost."""
     import duckdb
 
-    from synehrgy_assets.core.staging_build import StagingBuildError, read_marker
+    from synehrgy_assets.core.staging_build import StagingBuildError, read_marker, read_state, refusal
 
     db = Path(home) / "warehouse.duckdb"
+    state = read_state(Path(home))
+    if run_failed and state and state.get("status") == "failed" and state.get("build_id") is None:
+        return []  # the raw files were refused in this run: its own error names them
     if not db.exists():
-        return []
+        why = refusal(state, None)
+        return [f"staging: {why}"] if why else []
     try:
         with duckdb.connect(str(db), read_only=True) as con:
             try:
@@ -286,14 +307,24 @@ def staging_loss_summary(home: str | Path, thresholds: dict[str, Thresholds] | N
             audit = read_audit(con)
     except duckdb.Error as exc:
         return [f"staging: could not read {db} ({exc})"]
-    lines = []
+    why = refusal(state, build)
+    if why:
+        return [f"staging: {why}"]
+    lines, lost = [], 0
     for name in LOSS_CHECKS:
         t = (thresholds or {}).get(name, LOSS_DEFAULTS[name])
         r = evaluate_loss(name, audit, t)
+        lost += r.rows_lost if name != "code_tables_not_empty" else 0
         if r.severity != "PASS":
             lines.append(f"{r.severity:<5} {name} on {r.mart}: {r.message()}")
-    head = f"staging build {build}: " + ("no data lost beyond the cohort rules" if not lines else f"{len(lines)} loss check(s) not clean")
-    return [head, *lines]
+    if lines:
+        return [f"staging build {build}: {len(lines)} loss check(s) not clean", *lines]
+    if run_failed:
+        return []
+    if lost:
+        return [f"staging build {build}: every loss check within its thresholds "
+                f"({lost:,} rows dropped in all; counts per reason in main.staging_audit)"]
+    return [f"staging build {build}: no data lost beyond the cohort rules"]
 
 
 LOSS_DEFAULTS: dict[str, Thresholds] = {
@@ -328,6 +359,8 @@ def dbt_failure_message(run_results: dict | None, fallback: str = "") -> str:
             continue
         name = r.get("unique_id", "?").split(".")[-1]
         msg = _scrub(str(r.get("message") or "")).strip()
+        if "CSV Error on Line" in msg:  # the file, the line and the reason, before the options list
+            msg = csv_error_summary(msg[msg.find("CSV Error on Line"):])
         msg = re.sub(r"\s+", " ", msg)
         msg = re.sub(r" LINE \d+:.*$", "", msg)[:600]  # DuckDB's pointer into dbt's SQL: noise here
         hint = next((h for k, h in _HINTS.items() if k in msg), "")

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from synehrgy_assets.defs.staging import mart_key
 from synehrgy_assets.defs.tokens import patient_split
-from synehrgy_assets.resources import WorkspaceResource
+from synehrgy_assets.resources import WorkspaceResource, sql_literal
 
 
 class MedsExportConfig(dg.Config):
@@ -40,7 +40,7 @@ def meds_export(
     out = meds_dir(workspace)
     # Read-only: other assets may read the warehouse meanwhile. The sort may spill: keep it in the workspace.
     with workspace.connect(read_only=True) as con:
-        con.execute(f"set temp_directory = '{workspace.root / 'duckdb_tmp'}'")
+        con.execute(f"set temp_directory = {sql_literal(workspace.root / 'duckdb_tmp')}")
         summary = export_meds(con, out, shard_rows=config.shard_rows)
     context.log.info(
         f"MEDS export {summary.dataset_version}: {summary.events:,} events, {summary.subjects:,} subjects, "

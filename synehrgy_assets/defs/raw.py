@@ -48,13 +48,19 @@ def mimic_raw_files(
         # generate_hospital writes into a private temp dir and moves files in only on success.
         summary = generate_hospital(out_dir, config, progress=context.log.info)
         row_counts = {t.lower(): int(n) for t, n in summary.rows.items()}
-    files = mimic_source.resolve(workspace)
-    from synehrgy_assets.core.staging_build import source_fingerprint
+    from synehrgy_assets.core.staging_build import record_failure, source_fingerprint
     from synehrgy_assets.core.staging_checks import check_structure
 
-    # Repeated header lines, duplicate keys and unreadable bytes in the small tables: one clear
-    # error naming the file and line, before dbt runs (MimicStructureError).
-    check_structure(files.files)
+    try:
+        files = mimic_source.resolve(workspace)
+        # Repeated header lines, duplicate keys and unreadable bytes in the small tables: one clear
+        # error naming the file and line, before dbt runs (MimicStructureError).
+        check_structure(files.files)
+    except Exception as exc:
+        # The newest staging attempt failed: readers of the marts (a retrain) refuse to go on with
+        # the older published build as if nothing had been delivered.
+        record_failure(workspace.root, None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        raise
     fingerprint = source_fingerprint(files.files)
     source = "synthetic hospital" if mimic_source.uses_synthetic_hospital else "MIMIC-III folder"
     context.log.info(f"{source}: {files.directory} ({files.header_case}-case headers), {time.perf_counter() - started:.1f}s")

@@ -116,14 +116,17 @@ def dbt_mimic_models(
     workspace: WorkspaceResource,
     mimic_source: MimicSourceResource,
 ):
-    """Atomic staging: dbt builds a fresh file; it replaces the published warehouse only when green.
+    """Atomic staging: dbt builds a fresh file, which waits in its folder until the blocking loss
+    checks have judged it (defs/staging_checks.py): they publish it when all pass or warn, and
+    discard it on an ERROR. A failed dbt build is discarded here.
 
-    Nothing is yielded before the swap, so a failed build records no materialization and leaves the
-    previous marts (and their build marker) as they were."""
+    The marts' materializations are yielded once the build is green (they describe the pending
+    build, `staging_published: false`); the published warehouse changes only when the checks pass."""
     from synehrgy_assets.core.staging_build import (
-        changed_files, discard_build, file_stats, new_build, publish, source_fingerprint, write_marker,
+        changed_files, discard_build, file_stats, new_build, record_failure, record_pending, source_fingerprint,
+        write_marker,
     )  # fmt: skip
-    from synehrgy_assets.core.staging_checks import dbt_failure_message
+    from synehrgy_assets.core.staging_checks import BLOCKING_LOSS_CHECKS, dbt_failure_message
 
     files = mimic_source.resolve(workspace)
     build_id, build_db = new_build(workspace.root)
@@ -131,7 +134,7 @@ def dbt_mimic_models(
     os.environ.update(dbt_environment(workspace, build_db))
     context.log.info(
         f"Staging build {build_id}: {files.directory} ({files.header_case}-case headers) into {build_db}; "
-        f"published to {workspace.duckdb_path} only if the whole build succeeds"
+        f"published to {workspace.duckdb_path} only if dbt succeeds and every blocking check passes"
     )
     try:
         # dbt's artifacts and dbt.log go to the workspace's private folder (they can quote what DuckDB
@@ -161,21 +164,30 @@ def dbt_mimic_models(
                 metadata={"staging_build_id": build_id, "published": False},
             )
         info = write_marker(build_db, build_id, str(files.directory), fingerprint)
-        publish(build_db, workspace.duckdb_path)
-    except BaseException:
+        record_pending(workspace.root, build_id, build_db, list(BLOCKING_LOSS_CHECKS), run_id=context.run.run_id)
+    except BaseException as exc:
         discard_build(build_db)
+        reason = exc.description if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
+        record_failure(workspace.root, build_id, " ".join((reason or type(exc).__name__).split())[:400])
         raise
-    context.log.info(f"Published staging build {build_id} to {workspace.duckdb_path}")
-    yield from with_row_counts(events, workspace, info.metadata())
+    context.log.info(
+        f"Staging build {build_id} is green in dbt; it is published to {workspace.duckdb_path} once the "
+        f"blocking checks ({', '.join(BLOCKING_LOSS_CHECKS)}) pass"
+    )
+    yield from with_row_counts(events, workspace, {**info.metadata(), "staging_published": False}, db_path=build_db)
 
 
-def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict | None = None):
-    """Attach `dagster/row_count` (and the staging build id) to every table model, after publishing.
+def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict | None = None,
+                    db_path: Path | None = None):
+    """Attach `dagster/row_count` (and the staging build id) to every table model of the build file
+    `db_path` (default: the published warehouse).
 
     Counted here rather than with dagster-dbt's `fetch_row_counts()`: that keeps the dbt adapter's
     DuckDB connection open in this process, and DuckDB then refuses our own connections to the file.
     """
-    with workspace.connect(read_only=True) as con:
+    import duckdb
+
+    with duckdb.connect(str(db_path or workspace.duckdb_path), read_only=True) as con:
         tables = {
             r[0]
             for r in con.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()
@@ -191,14 +203,22 @@ def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict |
 
 
 def published_build(con):
-    """The staging build of the published marts (`BuildInfo`); a clear dg.Failure when they carry no
-    complete build marker (a failed, partial or hand-started dbt run) or were changed since."""
-    from synehrgy_assets.core.staging_build import StagingBuildError, read_marker
+    """The staging build of the published marts (`BuildInfo`); a clear dg.Failure when the workspace's
+    newest staging build is pending or failed (named, with why), or when the marts carry no complete
+    build marker (a failed, partial or hand-started dbt run) or were changed since."""
+    from synehrgy_assets.core.staging_build import StagingBuildError, read_marker, read_state, refusal
 
+    path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()
+    root = Path(path[0][0]).parent if path and path[0][0] else None
     try:
-        return read_marker(con)
+        info = read_marker(con)
     except StagingBuildError as exc:
-        raise dg.Failure(description=f"Refusing the staged marts: {exc}") from exc
+        why = refusal(read_state(root), None) if root else None
+        raise dg.Failure(description=f"Refusing the staged marts: {why or exc}") from exc
+    why = refusal(read_state(root), info.build_id) if root else None
+    if why:
+        raise dg.Failure(description=f"Refusing the staged marts: {why}")
+    return info
 
 
 def mart_key(model_name: str) -> dg.AssetKey:

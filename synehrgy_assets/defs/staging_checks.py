@@ -1,14 +1,19 @@
 """Loud data loss: one asset check per kind of drop, on the mart it affects (core/staging_checks.py).
 
-Each check reads `staging_audit` of the published build and compares the share of rows and of
-patients lost with a WARN and an ERROR threshold (run config, editable in the launchpad). ERROR
-checks are blocking: the graph stops before the tokens. `code_tables_not_empty` only ever warns.
+Each check reads `staging_audit` of the build waiting for publication (or, when none waits, of
+the published one) and compares the share of rows and of patients lost with a WARN and an ERROR
+threshold (run config, editable in the launchpad). The blocking checks also decide publication:
+an ERROR discards the waiting build (the published warehouse stays as it was), and the last of
+them to pass publishes it (core/staging_build.py). `code_tables_not_empty` only ever warns.
 """
 
 import dagster as dg
 from pydantic import Field
 
-from synehrgy_assets.core.staging_checks import LOSS_CHECKS, LOSS_DEFAULTS, Thresholds, evaluate_loss, read_audit
+from synehrgy_assets.core.staging_build import judging, record_verdict
+from synehrgy_assets.core.staging_checks import (
+    BLOCKING_LOSS_CHECKS, LOSS_CHECKS, LOSS_DEFAULTS, Thresholds, evaluate_loss, read_audit,
+)  # fmt: skip
 from synehrgy_assets.defs.staging import mart_key
 from synehrgy_assets.resources import WorkspaceResource
 
@@ -56,15 +61,35 @@ def _make_check(name: str):
 
     @dg.asset_check(
         asset=mart_key(mart), name=name, description=DESCRIPTIONS[name],
-        blocking=name != "code_tables_not_empty",
+        blocking=name in BLOCKING_LOSS_CHECKS,
     )  # fmt: skip
     def _check(context: dg.AssetCheckExecutionContext, config: config_cls, workspace: WorkspaceResource):
-        with workspace.connect(read_only=True) as con:
-            audit = read_audit(con)
-            build = con.execute("select any_value(build_id) from main.staging_build").fetchall()[0][0]
-        r = evaluate_loss(name, audit, config.thresholds())
+        import duckdb
+
+        workspace.ensure()
+        published = "n/a"
+        with judging(workspace.root, workspace.duckdb_path, context.run.run_id) as (db, pending):
+            if db is None:  # another blocking check of this run failed the build: nothing to judge
+                return dg.AssetCheckResult(
+                    passed=False, severity=dg.AssetCheckSeverity.WARN,
+                    description=f"not judged: staging build {pending['build_id']} was discarded "
+                    f"({pending.get('reason', '?')})",
+                    metadata={"staging_build_id": str(pending["build_id"]), "staging_build_state": "failed"},
+                )
+            with duckdb.connect(str(db), read_only=True) as con:
+                audit = read_audit(con)
+                build = con.execute("select any_value(build_id) from main.staging_build").fetchall()[0][0]
+            r = evaluate_loss(name, audit, config.thresholds())
+            if pending and name in BLOCKING_LOSS_CHECKS:
+                state = record_verdict(workspace.root, workspace.duckdb_path, str(build), name, r.severity, r.message())
+                published = state.get("status", "?")
         if r.severity != "PASS":
             (context.log.warning if r.severity == "WARN" else context.log.error)(f"{name} on {mart}: {r.message()}")
+        if published == "published":
+            context.log.info(f"Staging build {build}: every blocking check passed; published to {workspace.duckdb_path}")
+        elif published == "failed":
+            context.log.error(f"Staging build {build} is not published (discarded): {name} is an ERROR; "
+                              f"{workspace.duckdb_path} keeps the previous build")
         return dg.AssetCheckResult(
             passed=r.passed,
             severity=dg.AssetCheckSeverity.ERROR if r.severity == "ERROR" else dg.AssetCheckSeverity.WARN,
@@ -80,6 +105,7 @@ def _make_check(name: str):
                 **{f"lost/{k}": int(v) for k, v in r.details.items()},
                 "thresholds": dg.MetadataValue.json(config.thresholds().__dict__),
                 "staging_build_id": str(build),
+                "staging_build_state": published,
             },
         )
 

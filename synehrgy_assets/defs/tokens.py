@@ -14,7 +14,7 @@ from pydantic import Field
 
 from synehrgy_assets.defs._metadata import histogram_png, png_markdown
 from synehrgy_assets.defs.staging import mart_key, published_build
-from synehrgy_assets.resources import WorkspaceResource, write_json
+from synehrgy_assets.resources import WorkspaceResource, owner_only_tree, write_json
 
 SPLITS = ("train", "val", "test")
 # Every asset that reads the real cohort depends on the four marts it reads.
@@ -46,7 +46,8 @@ def assign_splits(subject_ids: np.ndarray, train_fraction: float, val_fraction: 
 
 @dg.asset(
     group_name="tokens",
-    deps=[mart_key("cohort"), mart_key("visits")],
+    # Every mart with a blocking check: the checks publish the build, so they must all have run.
+    deps=[mart_key("cohort"), *REAL_MART_DEPS],
     kinds={"duckdb"},
     description="Train/val/test assignment by patient (never by visit), deterministic by a salted hash.",
 )
@@ -239,6 +240,7 @@ def token_sequences(
         windows.save(out / split / "windows")
         if split == "train":
             train_lengths = lengths
+    owner_only_tree(out)  # token arrays of real patients: 0600 files, 0700 folders
     cap = max_tokens_per_patient_default(train_lengths)
     write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version,
                                       "max_tokens_per_patient_default": cap, "splits": stats})

@@ -12,6 +12,7 @@ select
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'kept'), 0) as bigint) as n_kept,
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_out_of_range'), 0) as bigint) as n_dropped_out_of_range,
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_unparseable'), 0) as bigint) as n_dropped_unparseable,
+    cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_not_finite'), 0) as bigint) as n_dropped_not_finite,
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_error_flag'), 0) as bigint) as n_dropped_error_flag,
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_outside_stay_window'), 0) as bigint) as n_dropped_outside_stay_window,
     cast(coalesce(sum(c.n_rows) filter (where c.status = 'dropped_stay_not_kept'), 0) as bigint) as n_dropped_stay_not_kept

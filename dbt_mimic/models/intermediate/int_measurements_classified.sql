@@ -119,6 +119,9 @@ select
             or charttime > outtime + interval ({{ tolerance }}) hour
             then 'dropped_outside_stay_window'
         when clean_value is null then 'dropped_unparseable'
+        -- ±inf / NaN as written ('inf', '1e309') or from a conversion that overflowed (±1e308 × 100):
+        -- their own reason, never folded into the range check.
+        when not isfinite(clean_value) then 'dropped_not_finite'
         when clean_value < valid_low or clean_value > valid_high then 'dropped_out_of_range'
         else 'kept'
     end as status

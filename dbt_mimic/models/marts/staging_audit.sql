@@ -111,7 +111,7 @@ audit as (
     select 'measurements', '', 'patients_with_candidates', count(distinct subject_id) from candidates
     union all
     select 'measurements', '', 'patients_dropped_unparseable_or_out_of_range', count(distinct subject_id)
-    from candidates where status in ('dropped_unparseable', 'dropped_out_of_range')
+    from candidates where status in ('dropped_unparseable', 'dropped_out_of_range', 'dropped_not_finite')
     union all
     select 'measurements', '', 'rows_of_unknown_stay', count(*) from orphan_rows
     union all
@@ -130,6 +130,11 @@ audit as (
     select 'measurements', variable, 'dropped_out_of_range', n_dropped_out_of_range from {{ ref('int_measurement_audit') }}
     union all
     select 'measurements', variable, 'dropped_unparseable', n_dropped_unparseable from {{ ref('int_measurement_audit') }}
+    union all
+    select 'measurements', variable, 'dropped_not_finite', n_dropped_not_finite from {{ ref('int_measurement_audit') }}
+    union all
+    select 'measurements', '', 'patients_dropped_not_finite', count(distinct subject_id)
+    from candidates where status = 'dropped_not_finite'
     union all
     select 'measurements', variable, 'dropped_error_flag', n_dropped_error_flag from {{ ref('int_measurement_audit') }}
     union all
