@@ -72,7 +72,8 @@ def write_verdict(workspace: WorkspaceResource, check: str, cohort_id: str | Non
 
 
 def read_verdicts(workspace: WorkspaceResource, checks: list[str], cohort_id: str) -> dict[str, dict]:
-    """{check: {status, passed, cohort_id, reason}}; only a PASSED verdict on `cohort_id` passes."""
+    """{check: {status, passed, cohort_id, reason, rows, thresholds}} (rows and thresholds when the
+    check recorded them); only a PASSED verdict on `cohort_id` passes."""
     out = {}
     for check in checks:
         path = gates_dir(workspace) / f"{check}.json"
@@ -85,7 +86,9 @@ def read_verdicts(workspace: WorkspaceResource, checks: list[str], cohort_id: st
                           "reason": f"judged cohort {verdict.get('cohort_id')}, the workspace holds {cohort_id}"}
             continue
         out[check] = {"status": PASSED if verdict["passed"] else FAILED, "passed": bool(verdict["passed"]),
-                      "cohort_id": cohort_id, "reason": verdict.get("reason", "")}
+                      "cohort_id": cohort_id, "reason": verdict.get("reason", ""),
+                      # what was compared (publishable figures) and the thresholds it was judged by
+                      **{k: verdict[k] for k in ("rows", "thresholds") if k in verdict}}
     return out
 
 
