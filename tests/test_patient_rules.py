@@ -221,3 +221,29 @@ def test_the_valid_ranges_are_the_benchmarks():
             assert (row.valid_low, row.valid_high) == (bench.loc[name, "VALID LOW"], bench.loc[name, "VALID HIGH"]), name
             compared += 1
     assert compared >= 25
+
+
+def test_real_tables_through_the_staging_views_or_the_files_when_the_views_lost_them(tmp_path):
+    """The real side reads the stg_mimic__* views; a view whose raw file moved is read from the file
+    at its new place (UPPERCASE headers, as in the full release), with the same patients and items."""
+    import duckdb
+
+    tables = clean_tables()
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    con = duckdb.connect()
+    for table, view in pr.STAGING_VIEWS.items():
+        frame = tables[table].rename(columns=str.upper)
+        frame.to_csv(old / f"{table}.csv", index=False)
+        con.execute(f"create view main.{view} as select * from read_csv('{old / (table + '.csv')}', "
+                    "header=true, normalize_names=true)")
+    wanted = [100, 101, 102]
+    through_views = pr.rule_counts(pr.load_raw_tables(con, wanted), "views")
+    old.rename(new)
+    with pytest.raises(pr.PatientTablesError, match="through main.stg_mimic__patients"):
+        pr.load_raw_tables(con, wanted)
+    files = {t.lower(): new / f"{t}.csv" for t in pr.STAGING_VIEWS}
+    read = pr.load_raw_tables(con, wanted, files)
+    assert sorted(read["PATIENTS"]["subject_id"].astype(int)) == wanted
+    pd.testing.assert_frame_equal(pr.rule_counts(read, "files"), through_views)
+    assert through_views["n_patients"].iloc[0] == 3

@@ -117,12 +117,12 @@ def bp_families(item_table: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def item_ranges(seeds_dir: Path = SEEDS_DIR) -> pd.DataFrame:
-    """itemid, variable, conversion, valid_low, valid_high: each seed item with its variable's valid
+    """itemid, source_table, variable, conversion, valid_low, valid_high: each seed item with its variable's valid
     range (the mimic3-benchmarks ranges, copied into variables.csv; tests compare the two)."""
     items = pd.read_csv(seeds_dir / "variable_itemids.csv")
     variables = pd.read_csv(seeds_dir / "variables.csv")[["variable", "valid_low", "valid_high"]]
     return items.merge(variables, on="variable", how="left")[
-        ["itemid", "variable", "conversion", "valid_low", "valid_high"]]
+        ["itemid", "source_table", "variable", "conversion", "valid_low", "valid_high"]]
 
 
 def ethnicity_groups(seeds_dir: Path = SEEDS_DIR) -> pd.DataFrame:
@@ -395,9 +395,11 @@ STAGING_VIEWS = {"PATIENTS": "stg_mimic__patients", "ADMISSIONS": "stg_mimic__ad
                  "LABEVENTS": "stg_mimic__labevents"}
 
 
-def load_raw_tables(con, subject_ids) -> dict[str, pd.DataFrame]:
+def load_raw_tables(con, subject_ids, files: dict[str, Path] | None = None) -> dict[str, pd.DataFrame]:
     """The raw MIMIC-III tables of `subject_ids`, read through the dbt staging views (typed, lowercase;
-    CHARTEVENTS and LABEVENTS hold the seed's items only, as the synthetic side does)."""
+    CHARTEVENTS and LABEVENTS hold the seed's items only, as the synthetic side does). A view that
+    cannot read its file (the workspace was moved or copied after the staging) is replaced by the
+    same read of `files` (lowercase table -> path, e.g. `MimicFiles.files`) when given."""
     import duckdb
 
     ids = pd.DataFrame({"subject_id": pd.Series(list(subject_ids), dtype="int64")})
@@ -409,6 +411,9 @@ def load_raw_tables(con, subject_ids) -> dict[str, pd.DataFrame]:
                 out[table] = con.execute(f"select * from main.{view} where subject_id in "
                                          f"(select subject_id from _rule_subjects)").df()
             except duckdb.Error as exc:
+                if files and table.lower() in files:
+                    out[table] = _read_raw_file(con, table, Path(files[table.lower()]))
+                    continue
                 raise PatientTablesError(
                     f"cannot read the raw {table} of the real test patients through main.{view} "
                     f"(the dbt staging view over the raw file; materialize the staging, and keep the raw files "
@@ -416,3 +421,27 @@ def load_raw_tables(con, subject_ids) -> dict[str, pd.DataFrame]:
     finally:
         con.unregister("_rule_subjects")
     return out
+
+
+def _read_raw_file(con, table: str, path: Path) -> pd.DataFrame:
+    """What the staging view reads, from the file itself: the table's columns (headers of either
+    case), the patients of `_rule_subjects`, and for the event tables the seed's items."""
+    import duckdb
+
+    source = f"read_csv('{str(path).replace(chr(39), chr(39) * 2)}', header=true, all_varchar=true, " \
+             "delim=',', quote='\"', escape='\"')"
+    try:
+        actual = {c.lower(): c for c in con.sql(f"select * from {source} limit 0").columns}
+    except duckdb.Error as exc:
+        raise PatientTablesError(f"cannot read the raw {table} file {path}: {str(exc).splitlines()[0]}") from exc
+    wanted = list(REQUIRED_COLUMNS[table]) + (["error"] if table == "CHARTEVENTS" and "error" in actual else [])
+    missing = [c for c in wanted if c not in actual]
+    if missing:
+        raise PatientTablesError(f"{path}: {table} lacks column(s) {missing}")
+    where = f'try_cast("{actual["subject_id"]}" as bigint) in (select subject_id from _rule_subjects)'
+    if table in ("CHARTEVENTS", "LABEVENTS"):
+        items = item_ranges()
+        seed = ", ".join(str(int(i)) for i in items.loc[items["source_table"] == table.lower(), "itemid"])
+        where += f' and try_cast("{actual["itemid"]}" as integer) in ({seed})'
+    columns = ", ".join(f'"{actual[c]}" as {c}' for c in wanted)
+    return con.execute(f"select {columns} from {source} where {where}").df()

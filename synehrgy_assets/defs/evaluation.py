@@ -22,7 +22,7 @@ from synehrgy_assets.defs.tokens import (
     tokens_dir,
     vocabulary_path,
 )
-from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
+from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, write_json
 
 
 class EvaluationConfig(dg.Config):
@@ -82,6 +82,7 @@ def evaluation(
     workspace: WorkspaceResource,
     mlflow_tracking: MlflowResource,
     release_gate: ReleaseGateResource,
+    mimic_source: MimicSourceResource,
 ) -> dg.MaterializeResult:
     import mlflow
 
@@ -129,7 +130,7 @@ def evaluation(
     for key, why in sorted(held.items()):
         context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
     thresholds = release_gate.thresholds()
-    rule_counts = patient_rule_counts(context, workspace, report.errors)
+    rule_counts = patient_rule_counts(context, workspace, mimic_source, report.errors)
     targets = quality_targets(report.metrics, generation, thresholds)
     targets.loc[targets["target"].str.startswith("mortality rate") &
                 bool(held.keys() & {"fidelity/mortality_rate_abs_diff", "fidelity_baseline/mortality_rate_abs_diff"}),
@@ -239,7 +240,7 @@ def private_rule_counts_path(workspace: WorkspaceResource) -> Path:
     return workspace.private_dir / "evaluation" / "patient_rule_counts.csv"
 
 
-def patient_rule_counts(context, workspace: WorkspaceResource, errors: dict):
+def patient_rule_counts(context, workspace: WorkspaceResource, mimic_source: MimicSourceResource, errors: dict):
     """The patient rules (core/patient_rules.py) on the synthetic cohort's MIMIC-III tables and on the
     raw tables of the real test patients (the dbt staging views), as one `both_sides` table; None
     (and the reason in `errors`) when either side cannot be read."""
@@ -251,8 +252,13 @@ def patient_rule_counts(context, workspace: WorkspaceResource, errors: dict):
     mimic_dir = synthetic_dir(workspace) / "cohort" / "mimic"
     try:
         synthetic = {t: pd.read_parquet(mimic_dir / f"{t}.parquet") for t in patient_rules.REQUIRED_COLUMNS}
+        try:
+            files = mimic_source.resolve(workspace).files
+        except Exception as exc:  # noqa: BLE001 - the staging views may still read them; else said below
+            context.log.info(f"raw MIMIC files not resolved ({exc}); the patient rules read the staging views only")
+            files = None
         with workspace.connect(read_only=True) as con:
-            real = patient_rules.load_raw_tables(con, split_subject_ids(con, "test"))
+            real = patient_rules.load_raw_tables(con, split_subject_ids(con, "test"), files)
         counts = patient_rules.both_sides(patient_rules.rule_counts(synthetic, f"synthetic cohort {mimic_dir}"),
                                           patient_rules.rule_counts(real, "real test patients (stg_mimic__*)"))
     except (FileNotFoundError, patient_rules.PatientTablesError) as exc:
