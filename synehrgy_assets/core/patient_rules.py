@@ -403,6 +403,7 @@ def load_raw_tables(con, subject_ids, files: dict[str, Path] | None = None) -> d
     import duckdb
 
     ids = pd.DataFrame({"subject_id": pd.Series(list(subject_ids), dtype="int64")})
+    con.execute("set enable_progress_bar = false")  # a raw CHARTEVENTS scan would draw one into the run log
     con.register("_rule_subjects", ids)
     out = {}
     try:
