@@ -132,7 +132,8 @@ def ethnicity_groups(seeds_dir: Path = SEEDS_DIR) -> pd.DataFrame:
 def check_tables(tables: dict[str, pd.DataFrame], origin: str) -> None:
     for table, columns in REQUIRED_COLUMNS.items():
         if table not in tables:
-            raise PatientTablesError(f"{origin}: table {table} is missing (the patient rules need {', '.join(REQUIRED_COLUMNS)})")
+            raise PatientTablesError(f"{origin}: table {table} is missing (the patient rules need "
+                                     f"{', '.join(REQUIRED_COLUMNS)})")
         missing = [c for c in columns if c not in tables[table].columns]
         if missing:
             raise PatientTablesError(f"{origin}: {table} lacks column(s) {missing}; expected lowercase MIMIC-III "
@@ -272,7 +273,8 @@ def rule_violations(tables: dict[str, pd.DataFrame], origin: str = "cohort",
         _typed_views(con, {t: tables[t] for t in REQUIRED_COLUMNS})
         con.register("items", items)
         con.register("bp", bp_families(items))
-        con.register("eth", ethnicity_groups(seeds_dir).assign(ethnicity=lambda f: f["ethnicity"].str.upper().str.strip()))
+        groups = ethnicity_groups(seeds_dir)
+        con.register("eth", groups.assign(ethnicity=groups["ethnicity"].str.upper().str.strip()))
         known = set(con.execute("select distinct subject_id from p where subject_id is not null").fetchnumpy()
                     ["subject_id"].tolist())
         out = {}
