@@ -96,7 +96,7 @@ def _keep_mlflow_environment():
 # The modules whose tests read the session's shared workspace (tests/small_graph.py, the fixture
 # `released_workspace`): one xdist work unit, so it is built once. Checked at collection.
 SHARED_WORKSPACE_MODULES = frozenset({
-    "test_cli_generate.py", "test_definitions.py", "test_end_to_end.py", "test_exports.py",
+    "test_cli_generate.py", "test_definitions.py", "test_end_to_end.py", "test_exports.py", "test_gate_metadata.py",
     "test_mlflow_hygiene.py", "test_partitions.py", "test_progress.py", "test_ui_browser.py",
 })
 

@@ -53,3 +53,24 @@ def test_generation_targets_fail_when_bad_or_unmeasured(generation):
     assert not table["met"].all()
     missing = table[table["measured"].apply(math.isnan)]
     assert not missing["met"].any(), "an unmeasured target is never met"
+
+
+def test_targets_derive_from_the_gate_thresholds():
+    """One source: the default gates give the targets' historical numbers (1.5 x KS, 0.02, 0.90), and a
+    changed gate threshold moves its target."""
+    from dataclasses import replace
+
+    from synehrgy_assets.core.quality_targets import TargetRules
+    from synehrgy_assets.core.release_gates import GateThresholds
+
+    rules = TargetRules.from_gates(GateThresholds())
+    assert (rules.structure_ks_baseline_ratio, rules.max_mortality_rate_diff, rules.min_auroc_ratio,
+            rules.min_code_r_baseline_ratio, rules.max_forced_closure_rate) == (1.5, 0.02, 0.9, 0.9, 0.01)
+    m = _metrics(**{"fidelity/structure/los_hours_ks": 0.25, "fidelity_baseline/structure/los_hours_ks": 0.2,
+                    "utility/auroc_ratio": 0.87})
+    default = quality_targets(m, GOOD_GENERATION).set_index("target")
+    assert not default.loc["TSTR / TRTR AUROC", "met"]
+    lax = quality_targets(m, GOOD_GENERATION, replace(GateThresholds(), structure_ks_baseline_ratio=4.0,
+                                                      min_auroc_ratio=0.8)).set_index("target")
+    assert lax.loc["structure KS: los_hours", "rule"] == "<= 0.6"
+    assert lax.loc["TSTR / TRTR AUROC", "rule"] == ">= 0.85" and lax.loc["TSTR / TRTR AUROC", "met"]

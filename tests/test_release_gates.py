@@ -160,3 +160,19 @@ def test_fingerprint_of_an_empty_cohort_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="holds no Parquet tables"):
         cohort_fingerprint(tmp_path)
+
+
+def test_the_resource_is_built_from_the_one_set_of_thresholds():
+    """ReleaseGateResource has exactly GateThresholds' fields, defaults and descriptions, and returns
+    the thresholds it was configured with."""
+    from dataclasses import fields
+
+    from synehrgy_assets.core.release_gates import threshold_descriptions
+    from synehrgy_assets.defs.gates import ReleaseGateResource
+
+    model = ReleaseGateResource.model_fields
+    assert list(model) == [f.name for f in fields(GateThresholds)]
+    assert {k: v.default for k, v in model.items()} == GateThresholds().as_dict()
+    assert {k: v.description for k, v in model.items()} == threshold_descriptions()
+    assert ReleaseGateResource().thresholds() == GateThresholds()
+    assert ReleaseGateResource(structure_ks_floor=0.3).thresholds().structure_ks_floor == 0.3

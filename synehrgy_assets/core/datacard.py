@@ -7,7 +7,10 @@ rows, PASSED/FAILED with the gate's reason): never a real patient row or an indi
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
+
+PATIENT_RULES_GATE = "patient_rules_gate"
 
 RELEASE_FORMATS = {
     "tables/": "Parquet: the MIMIC-III-shaped tables (PATIENTS, ADMISSIONS, ICUSTAYS, DIAGNOSES_ICD, "
@@ -20,12 +23,45 @@ RELEASE_FORMATS = {
 }
 
 
+def _cell(value) -> str:
+    """A Markdown table cell: `|` escaped, one line."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _figure(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "held back / n/a"
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _cell(value)
+
+
 def _gate_lines(gates: Mapping[str, Mapping]) -> list[str]:
+    """The verdicts (every failing quantity is in the reason), then each gate's compared figures,
+    the patient rule table and the thresholds the gates used, where the verdicts carry them."""
     lines = ["| gate | result | reason |", "|---|---|---|"]
     for name, verdict in sorted(gates.items()):
         result = "PASSED" if verdict.get("passed") else "FAILED"
-        reason = str(verdict.get("reason", "")).replace("|", "/").replace("\n", " ")
-        lines.append(f"| `{name}` | {result} | {reason} |")
+        lines.append(f"| `{name}` | {result} | {_cell(verdict.get('reason', ''))} |")
+    figures = [(name, row) for name, verdict in sorted(gates.items()) if name != PATIENT_RULES_GATE
+               for row in verdict.get("rows") or []]
+    if figures:
+        lines += ["", "### Gate figures", "", "| gate | quantity | measured | real-test baseline | threshold | ok |",
+                  "|---|---|---:|---:|---:|---|"]
+        lines += [f"| `{name}` | {_cell(r.get('quantity', ''))} | {_figure(r.get('measured'))} | "
+                  f"{_figure(r.get('real_test_baseline'))} | {_cell(r.get('op', ''))} {_figure(r.get('threshold'))} | "
+                  f"{'yes' if r.get('ok') else '**no**'} |" for name, r in figures]
+    rules = (gates.get(PATIENT_RULES_GATE) or {}).get("rows") or []
+    if rules:
+        lines += ["", "### Patient rules", "",
+                  "Share of patients breaking each rule, synthetic beside the real test patients (hard rules: none "
+                  "allowed; real figures resting on fewer than 10 patients are held back).", "",
+                  "| rule | synthetic | real test | limit | ok |", "|---|---:|---:|---:|---|"]
+        lines += [f"| {_cell(r.get('quantity', '').replace(': share of patients', ''))} | {_figure(r.get('measured'))} | "
+                  f"{_figure(r.get('real_test_baseline'))} | {_figure(r.get('threshold'))} | "
+                  f"{'yes' if r.get('ok') else '**no**'} |" for r in rules]
+    thresholds = next((v["thresholds"] for v in gates.values() if v.get("thresholds")), None)
+    if thresholds:
+        lines += ["", "### Thresholds", "", "| threshold | value |", "|---|---:|",
+                  *[f"| `{k}` | {_figure(v)} |" for k, v in sorted(thresholds.items())]]
     return lines
 
 

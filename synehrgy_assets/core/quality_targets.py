@@ -2,9 +2,20 @@
 
 Every target compares the synthetic cohort with real train patients *beside* the same comparison
 for real held-out test patients (the baseline `evaluate` already computes), so a target adapts to
-the data instead of being a lax absolute number: a structure KS must be <= max(0.10, 1.5 x the
-real-test KS), code prevalence r >= 0.9 x the real-test r. The evaluation asset reports the
-table; the release gates read the same rules.
+the data instead of being a lax absolute number. The targets are derived from the release gates'
+thresholds (`GateThresholds`, the one source, held by `ReleaseGateResource`), a stated step
+stricter where the generator work aims above the release minimum:
+
+| target | from the gate threshold | with the default gates |
+|---|---|---|
+| structure KS | <= max(floor, 0.75 x the gate's baseline ratio x real-test KS) | max(0.10, 1.5 x KS) |
+| mortality rate | within the gate's floor (no baseline allowance) | 0.02 |
+| TSTR / TRTR AUROC | >= the gate's ratio + 0.05 (at most 1) | 0.90 |
+| code prevalence r | >= the gate's ratio x real-test r | 0.9 x r |
+| forced closures | <= the gate's rate | 0.01 |
+
+So a cohort that meets a target passes the matching gate, and changing a gate threshold moves
+its target with it.
 """
 
 from __future__ import annotations
@@ -14,30 +25,44 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from synehrgy_assets.core.release_gates import _below, _get, _row
+from synehrgy_assets.core.release_gates import GateThresholds, _below, _get, _row
 
 STRUCTURE_QUANTITIES = ("visits_per_patient", "codes_per_visit", "diagnoses_per_visit",
                         "measurement_rows_per_visit", "los_hours")
+# How much stricter than the release gate a target is (see the table above).
+STRUCTURE_RATIO_FACTOR = 0.75
+AUROC_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
 class TargetRules:
-    structure_ks_floor: float = 0.10
-    structure_ks_baseline_ratio: float = 1.5
-    max_mortality_rate_diff: float = 0.02
-    min_auroc_ratio: float = 0.90
-    min_code_r_baseline_ratio: float = 0.9
-    max_forced_closure_rate: float = 0.01
+    structure_ks_floor: float
+    structure_ks_baseline_ratio: float
+    max_mortality_rate_diff: float
+    min_auroc_ratio: float
+    min_code_r_baseline_ratio: float
+    max_forced_closure_rate: float
     min_validity_rate: float = 1.0
 
+    @classmethod
+    def from_gates(cls, t: GateThresholds | None = None) -> "TargetRules":
+        t = t or GateThresholds()
+        return cls(structure_ks_floor=t.structure_ks_floor,
+                   structure_ks_baseline_ratio=STRUCTURE_RATIO_FACTOR * t.structure_ks_baseline_ratio,
+                   max_mortality_rate_diff=t.mortality_diff_floor,
+                   min_auroc_ratio=min(1.0, round(t.min_auroc_ratio + AUROC_MARGIN, 12)),
+                   min_code_r_baseline_ratio=t.min_code_prevalence_r_ratio,
+                   max_forced_closure_rate=t.max_forced_closure_rate)
 
-def quality_targets(metrics: dict, generation: dict, rules: TargetRules | None = None) -> pd.DataFrame:
+
+def quality_targets(metrics: dict, generation: dict, gates: GateThresholds | None = None) -> pd.DataFrame:
     """One row per target: measured, baseline (real test), threshold, met (False when unmeasured).
 
     `metrics` is `EvaluationReport.metrics`; `generation` holds `forced_closure_rate` and
-    `validity_rate` of the cohort's generation (NaN when absent).
+    `validity_rate` of the cohort's generation (NaN when absent); `gates` the release thresholds the
+    targets derive from (default: `GateThresholds()`).
     """
-    rules = rules or TargetRules()
+    rules = TargetRules.from_gates(gates)
     rows = []
 
     def add(name: str, measured: float, baseline: float, threshold: float, op: str) -> None:

@@ -25,30 +25,76 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 STRUCTURE_GATE_QUANTITIES = ("visits_per_patient", "codes_per_visit", "diagnoses_per_visit",
                              "measurement_rows_per_visit", "los_hours")
 
 
+def _threshold(default: float, description: str):
+    return field(default=default, metadata={"description": description})
+
+
 @dataclass(frozen=True)
 class GateThresholds:
-    min_code_prevalence_r_ratio: float = 0.9
-    min_code_pair_r_ratio: float = 0.8
-    structure_ks_baseline_ratio: float = 2.0
-    structure_ks_floor: float = 0.10
-    mortality_diff_baseline_ratio: float = 1.5
-    mortality_diff_floor: float = 0.02
-    min_auroc_ratio: float = 0.85
-    max_forced_closure_rate: float = 0.01
-    marginal_w1_baseline_ratio: float = 2.0
-    max_share_marginals_worse: float = 0.25
-    max_mia_auroc: float = 0.60
-    max_dcr_share_below_real_p5: float = 0.10
-    copy_baseline_ratio: float = 1.5
-    copy_floor: float = 0.02
-    max_attribute_advantage: float = 0.05
-    attribute_advantage_se_multiplier: float = 2.0
+    """Every release threshold, in one place. `ReleaseGateResource` (defs/gates.py) is built from
+    these fields (defaults and descriptions), and the quality targets, the evaluation metadata and the
+    datacard read the instance that resource returns."""
+
+    min_code_prevalence_r_ratio: float = _threshold(0.9, "ICD code prevalence r must be >= this x the real-test r.")
+    min_code_pair_r_ratio: float = _threshold(0.8, "Code-pair prevalence r must be >= this x the real-test pair r.")
+    structure_ks_baseline_ratio: float = _threshold(
+        2.0, "Structure KS (visits/patient, codes/visit, ...) must be <= this x the real-test KS "
+        "(or <= structure_ks_floor, whichever is larger).")
+    structure_ks_floor: float = _threshold(
+        0.10, "Structure KS always allowed, because two real samples can differ by ~0 by chance.")
+    mortality_diff_baseline_ratio: float = _threshold(
+        1.5, "|synthetic - real| mortality rate must be <= this x |real test - real train| "
+        "(or <= mortality_diff_floor, whichever is larger).")
+    mortality_diff_floor: float = _threshold(0.02, "Mortality rate difference always allowed.")
+    min_auroc_ratio: float = _threshold(
+        0.85, "TSTR / TRTR mortality AUROC (train on synthetic vs on real, test on real).")
+    max_forced_closure_rate: float = _threshold(
+        0.01, "Share of synthetic patients the length cap closed (instead of the model).")
+    marginal_w1_baseline_ratio: float = _threshold(
+        2.0, "A variable's marginal counts as worse when its normalized W1 exceeds this x the real-test W1.")
+    max_share_marginals_worse: float = _threshold(
+        0.25, "Share of variables allowed to be worse (see marginal_w1_baseline_ratio).")
+    max_mia_auroc: float = _threshold(
+        0.60, "Membership-inference AUROC allowed for every attack (distance in features, distance over code "
+        "sets, DOMIAS density ratio), members at the real sampling fraction (0.5 = chance).")
+    max_dcr_share_below_real_p5: float = _threshold(
+        0.10, "Share of synthetic records closer to a train record than the 5th percentile of real held-out "
+        "records' distances (about 0.05 when synthetic is like unseen real data).")
+    copy_baseline_ratio: float = _threshold(
+        1.5, "Copy shares (visits whose token sequence, token multiset, header or code set equals a train "
+        "visit's; token n-grams found in train; near-copied patients) may be at most this x the same share for "
+        "real held-out patients (or copy_floor, whichever is larger).")
+    copy_floor: float = _threshold(
+        0.02, "Copy share always allowed, because two real samples share little by chance.")
+    max_attribute_advantage: float = _threshold(
+        0.05, "Attribute inference (mortality, top diagnoses from quasi-identifiers with the synthetic data): "
+        "risk on train patients minus risk on held-out patients (or attribute_advantage_se_multiplier x its "
+        "standard error, whichever is larger).")
+    attribute_advantage_se_multiplier: float = _threshold(
+        2.0, "Standard errors of the attribute advantage always allowed (sampling noise of a small held-out set).")
+    max_hard_patient_rule_share: float = _threshold(
+        0.0, "Share of synthetic patients allowed to break a hard patient rule (gender or ethnicity changing, "
+        "age decreasing, a visit after death, an event outside its stay, a visit without times; real data "
+        "cannot break these by construction).")
+    patient_rule_share_ratio: float = _threshold(
+        1.5, "Other patient rules: the synthetic share of patients breaking a rule must be <= this x the "
+        "real-test share (or the real-test share + patient_rule_share_slack, whichever is larger).")
+    patient_rule_share_slack: float = _threshold(
+        0.005, "Share above the real-test share always allowed for a patient rule (0.005 = 0.5 percentage "
+        "points), because a rule real test patients never break may still be broken by chance.")
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def threshold_descriptions() -> dict[str, str]:
+    return {f.name: f.metadata["description"] for f in fields(GateThresholds)}
 
 
 @dataclass
@@ -76,16 +122,15 @@ def _get(metrics: dict, key: str) -> float:
 
 
 def _verdict(name: str, description: str, rows: list[dict]) -> GateVerdict:
+    """Every failing quantity is named with its figure and limit, and every unmeasured one as such:
+    an unmeasured quantity must not hide a measured failure beside it."""
     missing = [r["quantity"] for r in rows if math.isnan(r["measured"]) or math.isnan(r["threshold"])]
-    failed = [r["quantity"] for r in rows if not r["ok"]]
+    failed = [f"{r['quantity']} {r['measured']:.4g} (needs {r['op']} {r['threshold']:.4g})" for r in rows
+              if not r["ok"] and r["quantity"] not in missing]
     if missing:
-        reason = f"not measured: {', '.join(missing)} (see the evaluation's errors)"
-    elif failed:
-        reason = "; ".join(f"{r['quantity']} {r['measured']:.4g} (needs {r['op']} {r['threshold']:.4g})"
-                           for r in rows if not r["ok"])
-    else:
-        reason = "all within thresholds"
-    return GateVerdict(name, description, passed=not failed and not missing, rows=rows, reason=reason)
+        failed.append(f"not measured: {', '.join(missing)} (see the evaluation's errors)")
+    reason = "; ".join(failed) if failed else "all within thresholds"
+    return GateVerdict(name, description, passed=not failed, rows=rows, reason=reason)
 
 
 def _row(quantity: str, measured: float, baseline: float, threshold: float, op: str) -> dict:

@@ -2,6 +2,8 @@
 
 
 import base64
+import math
+import re
 
 import dagster as dg
 
@@ -10,6 +12,43 @@ def png_markdown(png: bytes, title: str = "plot") -> dg.MetadataValue:
     """Embed a PNG in markdown metadata so the Dagster UI shows the plot inline."""
     data = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
+
+
+def md_escape(value) -> str:
+    """A Markdown table cell: `|` escaped (an unescaped one starts a new cell and shifts the row),
+    line breaks as spaces."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def md_table(frame, floatfmt: str = ".4g") -> str:
+    """A frame as a Markdown table whose text cells are escaped (`md_escape`); NaN as an empty cell."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else format(value, floatfmt)
+        return md_escape(value)
+
+    lines = ["| " + " | ".join(md_escape(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def metadata_key(text: str) -> str:
+    """A readable, stable metadata key from a quantity's name ("KS los_hours" -> "ks_los_hours")."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "value"
+
+
+def gate_figures(rows: list[dict]) -> dict[str, dg.MetadataValue]:
+    """Each compared quantity's measured value, threshold and real-test baseline as float metadata
+    (what the UI's plots panel draws across runs); figures that are not finite (held back, not
+    measured) are left out."""
+    out = {}
+    for row in rows:
+        key = metadata_key(row["quantity"])
+        for name, field in (("measured", "measured"), ("threshold", "threshold"), ("baseline", "real_test_baseline")):
+            value = row.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"{key}/{name}"] = dg.MetadataValue.float(float(value))
+    return out
 
 
 def figure_png(fig) -> bytes:

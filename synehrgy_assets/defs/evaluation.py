@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from synehrgy_assets.defs._metadata import png_markdown
+from synehrgy_assets.defs._metadata import gate_figures, md_escape, md_table, png_markdown
 from synehrgy_assets.defs.gates import ReleaseGateResource, write_verdict
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
 from synehrgy_assets.defs.tokens import (
@@ -22,7 +22,7 @@ from synehrgy_assets.defs.tokens import (
     tokens_dir,
     vocabulary_path,
 )
-from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
+from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, write_json
 
 
 class EvaluationConfig(dg.Config):
@@ -82,9 +82,11 @@ def evaluation(
     workspace: WorkspaceResource,
     mlflow_tracking: MlflowResource,
     release_gate: ReleaseGateResource,
+    mimic_source: MimicSourceResource,
 ) -> dg.MaterializeResult:
     import mlflow
 
+    from synehrgy_assets.core import patient_rules
     from synehrgy_assets.core.metrics import evaluate
     from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
     from synehrgy_assets.core.quality_targets import quality_targets
@@ -127,7 +129,9 @@ def evaluation(
     public = publishable(report.metrics, held)
     for key, why in sorted(held.items()):
         context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
-    targets = quality_targets(report.metrics, generation)
+    thresholds = release_gate.thresholds()
+    rule_counts = patient_rule_counts(context, workspace, mimic_source, report.errors)
+    targets = quality_targets(report.metrics, generation, thresholds)
     targets.loc[targets["target"].str.startswith("mortality rate") &
                 bool(held.keys() & {"fidelity/mortality_rate_abs_diff", "fidelity_baseline/mortality_rate_abs_diff"}),
                 ["measured", "real_test_baseline"]] = float("nan")
@@ -137,11 +141,16 @@ def evaluation(
 
     # The gates as the checks will judge them (same functions and thresholds; the checks are the verdicts).
     gates = [judge(g, workspace, {"metrics": report.metrics, "held_back": held}, release_gate,
-                   tables=report.tables)[0]
+                   tables={**report.tables, "patient_rule_counts": rule_counts})[0]
              for g in _gate_functions()]
     n_passed = sum(bool(v.passed) for v in gates)
+    for v in gates:
+        if not v.passed:
+            context.log.warning(f"gate {v.name} fails: {v.reason}")
     gates_md = "\n".join(["| gate | passed | why |", "|---|---|---|"]
-                         + [f"| {v.name} | {'yes' if v.passed else '**no**'} | {v.reason.replace('|', '/')} |" for v in gates])
+                         + [f"| {v.name} | {'yes' if v.passed else '**no**'} | {md_escape(v.reason)} |" for v in gates])
+    rules_md = (patient_rules.markdown_table(patient_rules.rule_table(rule_counts, thresholds))
+                if rule_counts is not None else f"not measured: {report.errors.get('patient_rules', '')}")
 
     out = evaluation_dir(workspace)
     tmp = out.with_name("evaluation.partial")
@@ -150,9 +159,17 @@ def evaluation(
     plots = report.plots()
     for name, png in plots.items():
         (tmp / "plots" / f"{name}.png").write_bytes(png)
+    if rule_counts is not None:  # exact counts stay private; the shares that may leave go beside the report
+        report.tables["patient_rules"] = patient_rules.publishable_table(
+            patient_rules.rule_table(rule_counts, thresholds))
+        private_rule_counts_path(workspace).parent.mkdir(parents=True, exist_ok=True)
+        rule_counts.to_csv(private_rule_counts_path(workspace), index=False)
+    else:
+        private_rule_counts_path(workspace).unlink(missing_ok=True)
     for name, table in report.tables.items():
         table.to_csv(tmp / f"{name}.csv", index=False)
-    (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets))
+    (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets,
+                                               rules_md))
     evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
                  "cohort_id": provenance.get("cohort_id")}
     write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
@@ -176,8 +193,10 @@ def evaluation(
             "release_gates_passed": f"{n_passed}/{len(gates)}",
             "quality_targets_met": f"{n_met}/{len(targets)}",
             "release_gates": dg.MetadataValue.md(gates_md),
-            "quality_targets": dg.MetadataValue.md(targets.to_markdown(index=False, floatfmt=".4g")),
+            "quality_targets": dg.MetadataValue.md(md_table(targets)),
             **{f"plot/{name}": png_markdown(png, name) for name, png in plots.items()},
+            "patient_rules": dg.MetadataValue.md(rules_md),
+            "gate_thresholds": dg.MetadataValue.json(thresholds.as_dict()),
             "mlflow_run": run_url,
             "mlflow_artifacts": dg.MetadataValue.url(f"{run_url.value}/artifacts"),
             "full_report": dg.MetadataValue.path(str(out / "report.md")),
@@ -194,11 +213,13 @@ def evaluation(
     )
 
 
-def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: str, targets) -> str:
+def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: str, targets,
+                rules_md: str = "") -> str:
     """Markdown: every published metric and where the tables are (`artifacts/evaluation/report.md`).
     Public figures only: held-back metrics are named with the reason, never with their value."""
     lines = ["# Evaluation", "", "## Release gates", "", gates_md, "", "## Quality targets", "",
-             targets.to_markdown(index=False, floatfmt=".4g"), "", "## Metrics", "", "| metric | value |", "|---|---:|"]
+             md_table(targets), "", "## Patient rules", "", rules_md or "not measured", "",
+             "## Metrics", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {float(v):.6g} |" for k, v in sorted(public.items())]
     lines += ["", "## Held back (small cells of the real data)", ""]
     lines += [f"- {k}: {why}" for k, why in sorted(held.items())] or ["none"]
@@ -211,6 +232,41 @@ def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: 
 def private_metrics_path(workspace: WorkspaceResource) -> Path:
     """Every metric, small cells included: what the gates judge. Never logged."""
     return workspace.private_dir / "evaluation" / "metrics.json"
+
+
+def private_rule_counts_path(workspace: WorkspaceResource) -> Path:
+    """Patients breaking each patient rule, synthetic and real test (exact counts): what
+    `patient_rules_gate` judges. Never logged."""
+    return workspace.private_dir / "evaluation" / "patient_rule_counts.csv"
+
+
+def patient_rule_counts(context, workspace: WorkspaceResource, mimic_source: MimicSourceResource, errors: dict):
+    """The patient rules (core/patient_rules.py) on the synthetic cohort's MIMIC-III tables and on the
+    raw tables of the real test patients (the dbt staging views), as one `both_sides` table; None
+    (and the reason in `errors`) when either side cannot be read."""
+    import pandas as pd
+
+    from synehrgy_assets.core import patient_rules
+
+    started = time.perf_counter()
+    mimic_dir = synthetic_dir(workspace) / "cohort" / "mimic"
+    try:
+        synthetic = {t: pd.read_parquet(mimic_dir / f"{t}.parquet") for t in patient_rules.REQUIRED_COLUMNS}
+        try:
+            files = mimic_source.resolve(workspace).files
+        except Exception as exc:  # noqa: BLE001 - the staging views may still read them; else said below
+            context.log.info(f"raw MIMIC files not resolved ({exc}); the patient rules read the staging views only")
+            files = None
+        with workspace.connect(read_only=True) as con:
+            real = patient_rules.load_raw_tables(con, split_subject_ids(con, "test"), files)
+        counts = patient_rules.both_sides(patient_rules.rule_counts(synthetic, f"synthetic cohort {mimic_dir}"),
+                                          patient_rules.rule_counts(real, "real test patients (stg_mimic__*)"))
+    except (FileNotFoundError, patient_rules.PatientTablesError) as exc:
+        errors["patient_rules"] = str(exc)
+        context.log.warning(f"patient rules not measured: {exc}")
+        return None
+    context.log.info(f"patient rules: {time.perf_counter() - started:.1f}s")
+    return counts
 
 
 def _evaluated(workspace: WorkspaceResource) -> dict:
@@ -237,13 +293,15 @@ def _gate(gate):
         if current != cohort_id:  # the cohort was regenerated after it was evaluated
             verdict.passed = False
             verdict.reason = f"stale: evaluation judged cohort {cohort_id}, the workspace holds {current}"
-        write_verdict(workspace, verdict.name, cohort_id, verdict.passed, verdict.to_dict())
+        write_verdict(workspace, verdict.name, cohort_id, verdict.passed,
+                      {**verdict.to_dict(), "thresholds": release_gate.thresholds().as_dict()})
         return dg.AssetCheckResult(
             passed=bool(verdict.passed),
             severity=dg.AssetCheckSeverity.ERROR,
             description=verdict.reason,
-            metadata={"cohort_id": str(cohort_id),
-                      "comparison": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".4g"))},
+            metadata={"cohort_id": str(cohort_id), "comparison": dg.MetadataValue.md(md_table(table)),
+                      "thresholds": dg.MetadataValue.json(release_gate.thresholds().as_dict()),
+                      **gate_figures(verdict.rows)},
         )
 
     return _check
@@ -255,10 +313,16 @@ def judge(gate, workspace: WorkspaceResource, evaluated: dict, release_gate: Rel
     The marginal gate reads its tables from `tables` when given, else from artifacts/evaluation/."""
     import pandas as pd
 
+    from synehrgy_assets.core.patient_rules import patient_rules_gate
     from synehrgy_assets.core.release_gates import marginal_gate
 
     metrics = evaluated["metrics"]
-    if gate is marginal_gate:
+    if gate is patient_rules_gate:
+        if tables is None:
+            path = private_rule_counts_path(workspace)
+            tables = {"patient_rule_counts": pd.read_csv(path) if path.exists() else None}
+        verdict = gate(metrics, release_gate.thresholds(), tables.get("patient_rule_counts"))
+    elif gate is marginal_gate:
         if tables is None:
             out = evaluation_dir(workspace)
             tables = {n: pd.read_csv(out / f"{n}.csv") for n in ("fidelity_marginals", "fidelity_baseline_marginals")}
@@ -271,15 +335,18 @@ def judge(gate, workspace: WorkspaceResource, evaluated: dict, release_gate: Rel
         # The figures are small cells of the real data: the verdict stays, the numbers do not leave
         # (the reason travels to the release card).
         table[["measured", "real_test_baseline", "threshold"]] = float("nan")
+        for row in verdict.rows:  # the verdict file and the release card carry the rows too
+            row.update(measured=float("nan"), real_test_baseline=float("nan"), threshold=float("nan"))
         verdict.reason = ("within threshold" if verdict.passed else "outside threshold") + \
             " (figures held back: a real sample has fewer than 10 in-hospital deaths or survivors)"
     return verdict, table
 
 
 def _gate_functions():
+    from synehrgy_assets.core.patient_rules import patient_rules_gate
     from synehrgy_assets.core.release_gates import FIDELITY_GATES, PRIVACY_GATES, marginal_gate
 
-    return (*FIDELITY_GATES, marginal_gate, *PRIVACY_GATES)
+    return (*FIDELITY_GATES, marginal_gate, patient_rules_gate, *PRIVACY_GATES)
 
 
 def _evaluation_checks():

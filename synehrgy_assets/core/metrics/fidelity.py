@@ -271,6 +271,8 @@ def marginal_distances(
             scale, scale_kind = float(row["valid_high"]) - float(row["valid_low"]), "score_range"
         else:
             scale, scale_kind = _robust_scale(r)
+            if scale <= 0:  # a single real value: W1 in units of the documented valid range
+                scale, scale_kind = float(row["valid_high"]) - float(row["valid_low"]), "valid_range"
         rec["ks_statistic"], w1 = _ks_and_wasserstein(r, s)
         rec["tv_distance"] = _tv_distance(row, r, s)
         if scale > 0:
