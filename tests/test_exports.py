@@ -175,6 +175,53 @@ def test_meds_of_a_synthetic_cohort_names_a_broken_table(tmp_path):
         export_cohort("csv", tmp_path / "x", marts, {})
 
 
+def _untimed(marts: dict) -> dict:
+    """The cohort as the token decoder gives it: visits without intime/outtime."""
+    visits = marts["visits"].assign(intime=pd.NaT, outtime=pd.NaT)
+    return dict(marts, visits=visits)
+
+
+def test_meds_takes_the_times_of_untimed_visits_from_icustays(tmp_path):
+    from synehrgy_assets.core.cohort import StagedCohort
+    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.meds_checks import check_meds_dir
+
+    marts = _untimed(_tiny_cohort())
+    mimic = cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
+    result = write_meds(marts, tmp_path / "meds", mimic_tables=mimic)
+    check = check_meds_dir(tmp_path / "meds")
+    assert check.passed and check.untimed == 0, check.problems
+    data = pd.read_parquet(tmp_path / "meds" / "data")
+    assert data["time"].isna().sum() == 2 and set(data.loc[data["time"].isna(), "code"]) == {"GENDER//M", "GENDER//F"}
+    stays = mimic["ICUSTAYS"].sort_values("intime")
+    icu_in = data.loc[data["code"].str.startswith("ICU_ADMISSION//"), "time"].sort_values().tolist()
+    assert icu_in == pd.to_datetime(stays["intime"]).tolist()
+    from synehrgy_assets.core.mimic_dictionaries import CANONICAL_ITEMS
+
+    chart = mimic["CHARTEVENTS"]
+    heart = chart.loc[chart["itemid"] == CANONICAL_ITEMS["heart_rate"].itemid, "charttime"]
+    meas = data.loc[data["code"] == "MEASUREMENT//heart_rate", "time"].sort_values().tolist()
+    assert meas == pd.to_datetime(heart).sort_values().tolist() and len(meas) == 2
+    assert result.details["events"] == len(data)
+
+
+def test_meds_refuses_untimed_visits_it_cannot_time(tmp_path):
+    from synehrgy_assets.core.cohort import StagedCohort
+    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+
+    marts = _untimed(_tiny_cohort())
+    with pytest.raises(ValueError, match=r"3 of 3 rows of `visits` have no intime/outtime, and no ICUSTAYS"):
+        write_meds(marts, tmp_path / "meds")
+    mimic = cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
+    other = dict(mimic, ICUSTAYS=mimic["ICUSTAYS"].iloc[:2])
+    with pytest.raises(ValueError, match=r"does not pair with them \(3 visits of 2 patients\)"):
+        write_meds(marts, tmp_path / "meds", mimic_tables=other)
+    stretched = mimic["ICUSTAYS"].assign(outtime=pd.to_datetime(mimic["ICUSTAYS"]["outtime"]) + pd.Timedelta(hours=2))
+    with pytest.raises(ValueError, match=r"3 stays differ from `visits.los_hours`"):
+        write_meds(marts, tmp_path / "meds", mimic_tables=dict(mimic, ICUSTAYS=stretched))
+    assert not (tmp_path / "meds").exists()
+
+
 def test_parquet_export_round_trips(tmp_path):
     marts = _tiny_cohort()
     mimic = {"PATIENTS": pd.DataFrame({"row_id": [1], "subject_id": [1]})}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 FORMATS = ("parquet", "mimic-csv", "meds")
@@ -82,6 +83,44 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def visits_with_times(visits: pd.DataFrame, mimic_tables: Mapping[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """`visits` with `intime` / `outtime`: as given when every visit has them, else the ICU stay times the
+    MIMIC-shaped tables of the same cohort hold (its `ICUSTAYS`, which the decoder writes one per visit, in
+    (subject_id, visit_index) order, under fresh ids). The pairing is checked (the same visits per patient,
+    in the same order, with the same length of stay); where it cannot be made, a ValueError says why, so a
+    MEDS export never gets untimed events."""
+    if visits["intime"].notna().all() and visits["outtime"].notna().all():
+        return visits
+    lacking = int((visits["intime"].isna() | visits["outtime"].isna()).sum())
+    why = f"synthetic cohort: {lacking} of {len(visits)} rows of `visits` have no intime/outtime"
+    stays = (mimic_tables or {}).get("ICUSTAYS")
+    if stays is None:
+        raise ValueError(f"{why}, and no ICUSTAYS table was given to take them from; MEDS needs a time on every "
+                         "event")
+    ordered = visits.sort_values(["subject_id", "visit_index"], kind="stable")
+    stays = stays.sort_values(["subject_id", "intime", "icustay_id"], kind="stable")
+    per_visit = ordered.groupby("subject_id", sort=True).size().to_numpy()
+    per_stay = stays.groupby("subject_id", sort=True).size().to_numpy()
+    if len(stays) != len(visits) or list(per_visit) != list(per_stay):
+        raise ValueError(f"{why}, and ICUSTAYS ({len(stays)} stays of {len(per_stay)} patients) does not pair with "
+                         f"them ({len(visits)} visits of {len(per_visit)} patients)")
+    intime = pd.to_datetime(stays["intime"]).to_numpy()
+    outtime = pd.to_datetime(stays["outtime"]).to_numpy()
+    if pd.isna(intime).any() or pd.isna(outtime).any():
+        raise ValueError(f"{why}, and ICUSTAYS has NULL intime/outtime too")
+    los = pd.to_numeric(ordered["los_hours"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    stay_hours = (outtime - intime) / np.timedelta64(1, "h")
+    # The decoder rounds times to the second and replaces a missing or non-positive length of stay.
+    off = (los > 0) & (np.abs(stay_hours - los) > 1 / 60)
+    if off.any():
+        raise ValueError(f"{why}, and ICUSTAYS does not pair with them: {int(off.sum())} stays differ from "
+                         "`visits.los_hours` by more than a minute")
+    out = ordered.copy()
+    out["intime"] = pd.Series(intime, index=out.index).astype("datetime64[us]")
+    out["outtime"] = pd.Series(outtime, index=out.index).astype("datetime64[us]")
+    return out.loc[visits.index]
+
+
 def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
                mimic_tables: Mapping[str, pd.DataFrame] | None = None,
                dataset_name: str = SYNTHETIC_DATASET_NAME, shard_rows: int = 1_000_000) -> ExportResult:
@@ -93,6 +132,7 @@ def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
     from synehrgy_assets.core.meds import MedsSource, export_meds
 
     _check_marts(marts)
+    marts = dict(marts, visits=visits_with_times(marts["visits"], mimic_tables))
     con = duckdb.connect()
     try:
         con.execute("create schema synthetic")

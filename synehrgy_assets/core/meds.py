@@ -30,33 +30,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+import meds
+
 from synehrgy_assets.core.cohort import SEEDS_DIR
 
-MEDS_VERSION = "0.4.0"
+MEDS_VERSION = meds.__version__
 ETL_NAME = "synehrgy.meds"
 DEFAULT_DATASET_NAME = "MIMIC-III (synehrgy staging)"
 
-# The MEDS 0.4 schemas (meds/schema.py of that release), written out so we need not install `meds`.
-# text_value is large_string there, and subject_id / code are declared non-null.
-DATA_SCHEMA = pa.schema(
-    [
-        pa.field("subject_id", pa.int64(), nullable=False),
-        pa.field("time", pa.timestamp("us"), nullable=True),  # null = static event
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("numeric_value", pa.float32(), nullable=True),
-        pa.field("text_value", pa.large_string(), nullable=True),
-    ]
-)
-CODES_SCHEMA = pa.schema(
-    [
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("description", pa.string()),
-        pa.field("parent_codes", pa.list_(pa.string())),
-    ]
-)
-SUBJECT_SPLITS_SCHEMA = pa.schema(
-    [pa.field("subject_id", pa.int64(), nullable=False), pa.field("split", pa.string(), nullable=False)]
-)
+# The MEDS 0.4 schemas, from the `meds` package itself. `meds.DataSchema.schema()` leaves every field
+# nullable; the package declares subject_id and code non-null (its validation rejects nulls there), so the
+# files say so too.
+_NON_NULL = {"subject_id", "code", "split"}
+
+
+def _meds_schema(schema_cls) -> pa.Schema:
+    return pa.schema([f.with_nullable(f.name not in _NON_NULL) for f in schema_cls.schema()])
+
+
+DATA_SCHEMA = _meds_schema(meds.DataSchema)
+CODES_SCHEMA = _meds_schema(meds.CodeMetadataSchema)
+SUBJECT_SPLITS_SCHEMA = _meds_schema(meds.SubjectSplitSchema)
+# The only events the export writes without a time: facts of the person, not of a visit.
+STATIC_FAMILIES = ("GENDER",)
 
 # Our patient_split names → the MEDS sentinel split names.
 SPLIT_NAMES = {"train": "train", "val": "tuning", "test": "held_out"}
@@ -263,6 +259,11 @@ def export_meds(
             (tmp / "metadata").mkdir()
             summary = _write_export(con, tmp, shard_rows=shard_rows, dataset_name=dataset_name,
                                     variables_csv=Path(variables_csv), source=source)
+            from synehrgy_assets.core.meds_checks import check_meds_dir
+
+            check = check_meds_dir(tmp)
+            if not check.passed:
+                raise MedsExportError("export_meds: the written dataset fails its checks: " + "; ".join(check.problems))
             _swap_into_place(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -318,6 +319,24 @@ def _check_inputs(con, source: MedsSource) -> None:
         raise MedsExportError("export_meds: " + "; ".join(problems))
     if con.sql(f"select count(*) from {source.visits}").fetchall()[0][0] == 0:
         raise MedsExportError(f"export_meds: {source.visits} is empty; nothing to export")
+    _check_times(con, source)
+
+
+def _check_times(con, source: MedsSource) -> None:
+    """Every non-static event's time comes from `visits.intime` / `outtime` (plus `measurements.hours`):
+    a NULL there would give untimed events, which MEDS readers cannot order, so refuse up front."""
+    n, no_in, no_out = con.sql(
+        f"select count(*), count(*) - count(intime), count(*) - count(outtime) from {source.visits}").fetchall()[0]
+    no_hours = con.sql(f"select count(*) - count(hours) from {source.measurements}").fetchall()[0][0]
+    problems = [f"{k} of {n} rows of {source.visits} have a NULL {c}" for k, c in ((no_in, "intime"),
+                                                                                  (no_out, "outtime")) if k]
+    if no_hours:
+        problems.append(f"{no_hours} rows of {source.measurements} have a NULL hours")
+    if problems:
+        raise MedsExportError(
+            "export_meds: " + "; ".join(problems) + ". Every event but gender is timed from the ICU stay's "
+            "intime/outtime; an export with untimed events loses their order (MEDS readers and task "
+            "extractors cannot use it)")
 
 
 def _check_replaceable(out_dir: Path) -> None:
