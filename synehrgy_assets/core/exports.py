@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-FORMATS = ("parquet", "mimic-csv", "meds")
+FORMATS = ("parquet", "mimic-csv", "mimic-csv-plain", "meds")
 MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
 SYNTHETIC_DATASET_NAME = "synehrgy synthetic cohort"
 
@@ -64,14 +64,23 @@ def write_parquet(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> Ex
 
 
 def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
-                    header_case: str = "lower", compress: bool = True) -> ExportResult:
-    """The MIMIC-III v1.4 CSV layout (`TABLE.csv.gz`, demo-style lowercase headers by default), which
-    `core/mimic_layout.resolve_mimic_dir` and the dbt staging read like a real MIMIC folder."""
-    from synehrgy_assets.core.mimic_tables import write_mimic_tables
+                    header_case: str = "upper", compress: bool = True) -> ExportResult:
+    """The MIMIC-III v1.4 CSV layout as the full release ships it: `TABLE.csv.gz` (`compress=False`: plain
+    `TABLE.csv`, what mimic3-benchmarks opens), UPPERCASE quoted headers and quoted strings
+    (`header_case="lower"`: the demo's style), all 26 tables, those the cohort has no rows for (OUTPUTEVENTS,
+    INPUTEVENTS_*, NOTEEVENTS, ...) header-only. `core/mimic_layout.resolve_mimic_dir` and the dbt staging
+    read it like a real MIMIC folder."""
+    from synehrgy_assets.core.mimic_tables import MIMIC_TABLES, table_columns, write_mimic_tables
 
-    paths = write_mimic_tables(mimic_tables, out_dir, header_case=header_case, compress=compress)
-    rows = {paths[t].name: int(len(frame)) for t, frame in mimic_tables.items()}
-    return ExportResult("mimic-csv", Path(out_dir), rows)
+    unknown = sorted(set(mimic_tables) - set(MIMIC_TABLES))
+    if unknown:
+        raise ValueError(f"mimic-csv: unknown MIMIC-III table(s) {unknown}; expected names from {list(MIMIC_TABLES)}")
+    tables = {t: mimic_tables[t] if t in mimic_tables else pd.DataFrame({c: [] for c in table_columns(t)})
+              for t in MIMIC_TABLES}
+    paths = write_mimic_tables(tables, out_dir, header_case=header_case, compress=compress)
+    rows = {paths[t].name: int(len(frame)) for t, frame in tables.items()}
+    return ExportResult("mimic-csv", Path(out_dir), rows,
+                        details={"header_only": sorted(t for t in MIMIC_TABLES if t not in mimic_tables)})
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -164,12 +173,15 @@ def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
 def export_cohort(fmt: str, out_dir: str | Path, marts: Mapping[str, pd.DataFrame],
                   mimic_tables: Mapping[str, pd.DataFrame], **kwargs) -> ExportResult:
     """Write a cohort in one of FORMATS: `parquet` (the marts- and MIMIC-shaped tables, one file each, as
-    in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout) or `meds` (MEDS 0.4)."""
+    in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout of the full release, `TABLE.csv.gz`),
+    `mimic-csv-plain` (the same as plain `TABLE.csv`) or `meds` (MEDS 0.4)."""
     if fmt == "parquet":
         _check_marts(marts)
         return write_parquet({**mimic_tables, **{t: marts[t] for t in MART_TABLES}}, out_dir)
     if fmt == "mimic-csv":
         return write_mimic_csv(mimic_tables, out_dir, **kwargs)
+    if fmt == "mimic-csv-plain":
+        return write_mimic_csv(mimic_tables, out_dir, compress=False, **kwargs)
     if fmt == "meds":
         return write_meds(marts, out_dir, mimic_tables=mimic_tables, **kwargs)
     raise ValueError(f"unknown export format {fmt!r}; expected one of {list(FORMATS)}")
