@@ -75,8 +75,8 @@ def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Pat
     unknown = sorted(set(mimic_tables) - set(MIMIC_TABLES))
     if unknown:
         raise ValueError(f"mimic-csv: unknown MIMIC-III table(s) {unknown}; expected names from {list(MIMIC_TABLES)}")
-    tables = {t: mimic_tables[t] if t in mimic_tables else pd.DataFrame({c: [] for c in table_columns(t)})
-              for t in MIMIC_TABLES}
+    empty = {t: pd.DataFrame({c: pd.Series([], dtype=object) for c in table_columns(t)}) for t in MIMIC_TABLES}
+    tables = {t: mimic_tables[t] if t in mimic_tables else empty[t] for t in MIMIC_TABLES}
     paths = write_mimic_tables(tables, out_dir, header_case=header_case, compress=compress)
     rows = {paths[t].name: int(len(frame)) for t, frame in tables.items()}
     return ExportResult("mimic-csv", Path(out_dir), rows,
