@@ -81,7 +81,7 @@ def test_meds_clients_on_the_real_and_the_synthetic_export(released_workspace, t
     real_figures = run_clients(real, tmp_path / "real", "real (built-in hospital)")
 
     mlflow.set_tracking_uri(ws.tracking_uri)
-    version = ws.mats["synthetic_release"]["release_version"]
+    version = ws.metadata("synthetic_release")["release_version"].value
     release = Path(mlflow.artifacts.download_artifacts(f"models:/{ws.mlflow.release_name}/{version}",
                                                        dst_path=str(tmp_path / "release"))) / "artifacts"
     synthetic_figures = run_clients(release / "meds", tmp_path / "synthetic", "synthetic (release)")
