@@ -82,6 +82,58 @@ def test_released_exports_are_timed_and_their_flags_hold(release, released_works
     assert mimic.rows["OUTPUTEVENTS"] == 0
 
 
+# What mimic3-benchmarks' extraction reads (its scripts extract_subjects, validate_events and
+# extract_episodes_from_subjects): plain TABLE.csv files read with the first column as the index, these
+# UPPERCASE columns, and the events of three tables read row by row by these field names.
+BENCHMARK_COLUMNS = {
+    "PATIENTS": ["SUBJECT_ID", "GENDER", "DOB", "DOD"],
+    "ADMISSIONS": ["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ETHNICITY", "DIAGNOSIS"],
+    "ICUSTAYS": ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREUNIT", "FIRST_WARDID",
+                 "LAST_WARDID", "DBSOURCE", "INTIME", "OUTTIME", "LOS"],
+    "D_ICD_DIAGNOSES": ["ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"],
+    "DIAGNOSES_ICD": ["SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+}
+BENCHMARK_EVENT_FIELDS = ["SUBJECT_ID", "HADM_ID", "CHARTTIME", "ITEMID", "VALUE", "VALUEUOM"]
+
+
+@pytest.mark.integration
+def test_released_mimic_csv_opens_as_mimic3_benchmarks_opens_it(release, tmp_path):
+    """The release as plain CSV (`mimic-csv-plain`) read the way mimic3-benchmarks reads it: its
+    columns are there, its stay selection (no transfer, one ICU stay per admission, adult) keeps
+    stays, every kept subject has event rows (its validate_events needs them), and its in-hospital
+    mortality (DOD or DEATHTIME inside the admission) agrees with HOSPITAL_EXPIRE_FLAG."""
+    import csv
+
+    marts, mimic = read_parquet_cohort(release / "tables")
+    export_cohort("mimic-csv-plain", tmp_path / "plain", marts, mimic)
+    folder = tmp_path / "plain"
+    read = {t: pd.read_csv(folder / f"{t}.csv", header=0, index_col=0) for t in BENCHMARK_COLUMNS}
+    for table, columns in BENCHMARK_COLUMNS.items():
+        assert set(columns) <= set(read[table].columns), table
+    assert read["DIAGNOSES_ICD"]["SEQ_NUM"].notna().all()
+    subjects_with_events = set()
+    for table in ("CHARTEVENTS", "LABEVENTS", "OUTPUTEVENTS"):
+        with open(folder / f"{table}.csv", newline="") as fh:
+            reader = csv.DictReader(fh)
+            assert set(BENCHMARK_EVENT_FIELDS) <= set(reader.fieldnames), table
+            subjects_with_events |= {int(row["SUBJECT_ID"]) for row in reader}
+    stays = read["ICUSTAYS"]
+    stays = stays[(stays["FIRST_WARDID"] == stays["LAST_WARDID"]) & (stays["FIRST_CAREUNIT"] == stays["LAST_CAREUNIT"])]
+    stays = stays.merge(read["ADMISSIONS"], on=["SUBJECT_ID", "HADM_ID"]).merge(read["PATIENTS"], on="SUBJECT_ID")
+    stays = stays[stays.groupby("HADM_ID")["ICUSTAY_ID"].transform("count") == 1]
+    for column in ("INTIME", "OUTTIME", "DOB", "DOD", "ADMITTIME", "DISCHTIME", "DEATHTIME"):
+        stays[column] = pd.to_datetime(stays[column])
+    age = (stays["INTIME"] - stays["DOB"]).dt.total_seconds() / (365 * 86400)
+    stays = stays[age.where(age >= 0, 90) >= 18]
+    assert len(stays) > 0
+    assert set(stays["SUBJECT_ID"]) <= subjects_with_events
+    inside = (stays["ADMITTIME"] <= stays["DOD"]) & (stays["DOD"] <= stays["DISCHTIME"])
+    died = inside | ((stays["ADMITTIME"] <= stays["DEATHTIME"]) & (stays["DEATHTIME"] <= stays["DISCHTIME"]))
+    assert died.astype(int).tolist() == stays["HOSPITAL_EXPIRE_FLAG"].tolist()
+    print(f"\nmimic3-benchmarks selection on the release: {stays['SUBJECT_ID'].nunique()} subjects, "
+          f"{len(stays)} ICU stays of {len(read['ICUSTAYS'])}")
+
+
 @pytest.mark.integration
 def test_registry_descriptions_hold_the_datacards(released_workspace):
     ws = released_workspace
