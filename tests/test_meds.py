@@ -382,6 +382,7 @@ def test_export_passes_the_meds_package_and_its_own_checks(marts, tmp_path):
     check = check_meds_dir(out)
     assert check.passed, check.problems
     assert check.untimed == 0 and check.out_of_order_rows == 0 and check.shards > 1 and check.subjects == 4
+    assert check.subjects_with_several_genders == 0
 
 
 def _rewrite_first_shard(out: Path, change) -> None:
@@ -429,8 +430,12 @@ def test_check_fails_on_a_subject_in_two_shards_and_a_wrong_type(marts, tmp_path
     pq.write_table(t.slice(3), out / "data" / "0001.parquet")
     check = check_meds_dir(out)
     assert check.subjects_in_several_shards == 1 and not check.passed
-    pq.write_table(t.set_column(3, "numeric_value", t["numeric_value"].cast(pa.float64())), only)
+    female = t.slice(0, 1).set_column(2, pa.field("code", pa.string(), nullable=False),
+                                       pa.array(["GENDER//F"], pa.string()))
+    pq.write_table(pa.concat_tables([female, t]), only)
     (out / "data" / "0001.parquet").unlink()
+    assert check_meds_dir(out).subjects_with_several_genders == 1
+    pq.write_table(t.set_column(3, "numeric_value", t["numeric_value"].cast(pa.float64())), only)
     check = check_meds_dir(out)
     assert any("data/0000.parquet does not match meds.DataSchema" in p for p in check.problems)
 

@@ -29,6 +29,8 @@ class MedsCheck:
     untimed_events: dict[str, int] = field(default_factory=dict)  # code family -> events without time
     out_of_order_rows: int = 0
     subjects_in_several_shards: int = 0
+    # Reported, not judged here (the patient rules judge it): subjects with more than one GENDER code.
+    subjects_with_several_genders: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -114,6 +116,9 @@ def check_meds_dir(root: str | Path) -> MedsCheck:
         ).fetchall()[0][0]
         if out.subjects_in_several_shards:
             out.problems.append(f"{out.subjects_in_several_shards} subjects span more than one shard")
+        out.subjects_with_several_genders = con.sql(
+            "select count(*) from (select subject_id from ev where code like 'GENDER//%' group by subject_id "
+            "having count(distinct code) > 1)").fetchall()[0][0]
         codes = str(metadata["codes.parquet"]).replace("'", "''")
         undescribed = con.sql(f"select count(distinct code) from ev anti join read_parquet('{codes}') c using (code)"
                               ).fetchall()[0][0]

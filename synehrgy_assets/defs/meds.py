@@ -87,6 +87,7 @@ def meds_export_readable(workspace: WorkspaceResource) -> dg.AssetCheckResult:
             "untimed_non_static_events": check.untimed,
             "out_of_order_events": check.out_of_order_rows,
             "subjects_in_several_shards": check.subjects_in_several_shards,
+            "subjects_with_several_genders": check.subjects_with_several_genders,
             "problems": len(check.problems),
         },
     )
