@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--batch-size", type=int, default=64, help="rows sampled together")
     g.add_argument("--max-tokens-per-patient", type=int, default=0,
                    help="cap on each patient's tokens (0 = the cap stored with the generator)")
-    g.add_argument("--format", default="parquet", choices=["parquet", "mimic-csv", "meds"], dest="fmt")
+    g.add_argument("--format", default="parquet", choices=["parquet", "mimic-csv", "mimic-csv-plain", "meds"],
+                   dest="fmt", help="mimic-csv: TABLE.csv.gz as the full MIMIC-III release; mimic-csv-plain: TABLE.csv")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
             release.synthetic_release,
         ],
         asset_checks=[*staging_checks.staging_loss_checks, *tokens.token_sequences_checks, *validation.gx_checks, *evaluation.evaluation_checks,
-                      *synthesis.synthesis_checks],
+                      *synthesis.synthesis_checks, *meds.meds_checks],
         jobs=[end_to_end_job, retrain_job, generate_shards_job],
         schedules=[weekly_retraining_schedule],
         sensors=[mimic_files_sensor, release_announcement_sensor],

@@ -17,7 +17,10 @@ import pytest
 from synehrgy_assets.core.datacard import release_datacard
 from synehrgy_assets.core.exports import MART_TABLES, export_cohort, read_parquet_cohort, write_meds
 from synehrgy_assets.core.meds import MedsExportError
+from synehrgy_assets.core.meds_checks import check_meds_dir
+from synehrgy_assets.core.mimic_csv_checks import check_mimic_csv
 from synehrgy_assets.core.mimic_layout import resolve_mimic_dir
+from synehrgy_assets.core.mimic_tables import HEADER_ONLY_TABLES, MIMIC_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 DBT_DIR = REPO / "dbt_mimic"
@@ -46,14 +49,16 @@ def test_release_carries_parquet_mimic_csv_meds_and_datacard(release):
     tables = release / "tables"
     assert {p.stem for p in tables.glob("*.parquet")} >= {"PATIENTS", "CHARTEVENTS", *MART_TABLES}
     csvs = sorted(p.name for p in (release / "mimic_csv").iterdir())
-    assert "PATIENTS.csv.gz" in csvs and "D_ICD_DIAGNOSES.csv.gz" in csvs, csvs
-    for name in csvs:  # every CSV holds the same rows as its Parquet twin
+    assert csvs == sorted(f"{t}.csv.gz" for t in MIMIC_TABLES), csvs
+    for name in csvs:  # every CSV holds the same rows as its Parquet twin; the others are header-only
         table = name.split(".")[0]
-        assert len(pd.read_csv(release / "mimic_csv" / name, dtype=str)) == pq.read_metadata(
-            tables / f"{table}.parquet").num_rows, name
+        twin = tables / f"{table}.parquet"
+        want = pq.read_metadata(twin).num_rows if twin.exists() else 0
+        assert (table in HEADER_ONLY_TABLES) == (not twin.exists()), table
+        assert len(pd.read_csv(release / "mimic_csv" / name, dtype=str)) == want, name
     meds = release / "meds"
     dataset = json.loads((meds / "metadata" / "dataset.json").read_text())
-    assert dataset["meds_version"] == "0.4.0" and dataset["dataset_name"].startswith("synehrgy synthetic cohort")
+    assert dataset["meds_version"].startswith("0.4.") and dataset["dataset_name"].startswith("synehrgy synthetic cohort")
     events = pd.concat([pd.read_parquet(p) for p in sorted((meds / "data").glob("*.parquet"))])
     patients = pd.read_parquet(tables / "visits.parquet")["subject_id"].nunique()
     assert events["subject_id"].nunique() == patients
@@ -61,6 +66,72 @@ def test_release_carries_parquet_mimic_csv_meds_and_datacard(release):
     assert set(splits["split"]) == {"train"} and len(splits) == patients
     text = next(release.rglob("datacard.md")).read_text()
     assert "## Gate results" in text and "PASSED" in text and "mimic_csv/" in text
+
+
+@pytest.mark.integration
+def test_released_exports_are_timed_and_their_flags_hold(release, released_workspace):
+    """What the graph wrote: every non-static MEDS event has a time and the events are in order (the
+    decoded visits carry no times of their own: they come from the cohort's ICU stays), and the MIMIC-III
+    CSV flags agree with the rows."""
+    meds = check_meds_dir(release / "meds")
+    assert meds.passed, meds.problems
+    assert meds.untimed == 0 and meds.out_of_order_rows == 0 and meds.events > meds.subjects > 0
+    mimic = check_mimic_csv(release / "mimic_csv")
+    assert mimic.passed, mimic.problems
+    assert mimic.rows["ADMISSIONS"] == pq.read_metadata(release / "tables" / "visits.parquet").num_rows
+    assert mimic.rows["OUTPUTEVENTS"] == 0
+
+
+# What mimic3-benchmarks' extraction reads (its scripts extract_subjects, validate_events and
+# extract_episodes_from_subjects): plain TABLE.csv files read with the first column as the index, these
+# UPPERCASE columns, and the events of three tables read row by row by these field names.
+BENCHMARK_COLUMNS = {
+    "PATIENTS": ["SUBJECT_ID", "GENDER", "DOB", "DOD"],
+    "ADMISSIONS": ["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ETHNICITY", "DIAGNOSIS"],
+    "ICUSTAYS": ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREUNIT", "FIRST_WARDID",
+                 "LAST_WARDID", "DBSOURCE", "INTIME", "OUTTIME", "LOS"],
+    "D_ICD_DIAGNOSES": ["ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"],
+    "DIAGNOSES_ICD": ["SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+}
+BENCHMARK_EVENT_FIELDS = ["SUBJECT_ID", "HADM_ID", "CHARTTIME", "ITEMID", "VALUE", "VALUEUOM"]
+
+
+@pytest.mark.integration
+def test_released_mimic_csv_opens_as_mimic3_benchmarks_opens_it(release, tmp_path):
+    """The release as plain CSV (`mimic-csv-plain`) read the way mimic3-benchmarks reads it: its
+    columns are there, its stay selection (no transfer, one ICU stay per admission, adult) keeps
+    stays, every kept subject has event rows (its validate_events needs them), and its in-hospital
+    mortality (DOD or DEATHTIME inside the admission) agrees with HOSPITAL_EXPIRE_FLAG."""
+    import csv
+
+    marts, mimic = read_parquet_cohort(release / "tables")
+    export_cohort("mimic-csv-plain", tmp_path / "plain", marts, mimic)
+    folder = tmp_path / "plain"
+    read = {t: pd.read_csv(folder / f"{t}.csv", header=0, index_col=0) for t in BENCHMARK_COLUMNS}
+    for table, columns in BENCHMARK_COLUMNS.items():
+        assert set(columns) <= set(read[table].columns), table
+    assert read["DIAGNOSES_ICD"]["SEQ_NUM"].notna().all()
+    subjects_with_events = set()
+    for table in ("CHARTEVENTS", "LABEVENTS", "OUTPUTEVENTS"):
+        with open(folder / f"{table}.csv", newline="") as fh:
+            reader = csv.DictReader(fh)
+            assert set(BENCHMARK_EVENT_FIELDS) <= set(reader.fieldnames), table
+            subjects_with_events |= {int(row["SUBJECT_ID"]) for row in reader}
+    stays = read["ICUSTAYS"]
+    stays = stays[(stays["FIRST_WARDID"] == stays["LAST_WARDID"]) & (stays["FIRST_CAREUNIT"] == stays["LAST_CAREUNIT"])]
+    stays = stays.merge(read["ADMISSIONS"], on=["SUBJECT_ID", "HADM_ID"]).merge(read["PATIENTS"], on="SUBJECT_ID")
+    stays = stays[stays.groupby("HADM_ID")["ICUSTAY_ID"].transform("count") == 1]
+    for column in ("INTIME", "OUTTIME", "DOB", "DOD", "ADMITTIME", "DISCHTIME", "DEATHTIME"):
+        stays[column] = pd.to_datetime(stays[column])
+    age = (stays["INTIME"] - stays["DOB"]).dt.total_seconds() / (365 * 86400)
+    stays = stays[age.where(age >= 0, 90) >= 18]
+    assert len(stays) > 0
+    assert set(stays["SUBJECT_ID"]) <= subjects_with_events
+    inside = (stays["ADMITTIME"] <= stays["DOD"]) & (stays["DOD"] <= stays["DISCHTIME"])
+    died = inside | ((stays["ADMITTIME"] <= stays["DEATHTIME"]) & (stays["DEATHTIME"] <= stays["DISCHTIME"]))
+    assert died.astype(int).tolist() == stays["HOSPITAL_EXPIRE_FLAG"].tolist()
+    print(f"\nmimic3-benchmarks selection on the release: {stays['SUBJECT_ID'].nunique()} subjects, "
+          f"{len(stays)} ICU stays of {len(read['ICUSTAYS'])}")
 
 
 @pytest.mark.integration
@@ -100,7 +171,7 @@ def test_released_mimic_csv_restages_through_dbt_like_real_data(release, tmp_pat
     """The released CSV folder is a MIMIC folder: our layout resolver accepts it and our dbt project
     stages every row of it (synthetic data re-staged like real data)."""
     files = resolve_mimic_dir(release / "mimic_csv")
-    assert files.header_case == "lower"
+    assert files.header_case == "upper"
     seeded = _dbt(["seed"], tmp_path)
     assert seeded.returncode == 0, seeded.stdout[-3000:]
     built = _dbt(["run", "--vars", json.dumps(files.dbt_vars())], tmp_path)
@@ -173,6 +244,117 @@ def test_meds_of_a_synthetic_cohort_names_a_broken_table(tmp_path):
     assert not (tmp_path / "meds").exists()  # nothing half-written
     with pytest.raises(ValueError, match="unknown export format 'csv'"):
         export_cohort("csv", tmp_path / "x", marts, {})
+
+
+def _untimed(marts: dict) -> dict:
+    """The cohort as the token decoder gives it: visits without intime/outtime."""
+    visits = marts["visits"].assign(intime=pd.NaT, outtime=pd.NaT)
+    return dict(marts, visits=visits)
+
+
+def test_meds_takes_the_times_of_untimed_visits_from_icustays(tmp_path):
+    from synehrgy_assets.core.cohort import StagedCohort
+    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.meds_checks import check_meds_dir
+
+    marts = _untimed(_tiny_cohort())
+    mimic = cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
+    result = write_meds(marts, tmp_path / "meds", mimic_tables=mimic)
+    check = check_meds_dir(tmp_path / "meds")
+    assert check.passed and check.untimed == 0, check.problems
+    data = pd.read_parquet(tmp_path / "meds" / "data")
+    assert data["time"].isna().sum() == 2 and set(data.loc[data["time"].isna(), "code"]) == {"GENDER//M", "GENDER//F"}
+    stays = mimic["ICUSTAYS"].sort_values("intime")
+    icu_in = data.loc[data["code"].str.startswith("ICU_ADMISSION//"), "time"].sort_values().tolist()
+    assert icu_in == pd.to_datetime(stays["intime"]).tolist()
+    from synehrgy_assets.core.mimic_dictionaries import CANONICAL_ITEMS
+
+    chart = mimic["CHARTEVENTS"]
+    heart = chart.loc[chart["itemid"] == CANONICAL_ITEMS["heart_rate"].itemid, "charttime"]
+    meas = data.loc[data["code"] == "MEASUREMENT//heart_rate", "time"].sort_values().tolist()
+    assert meas == pd.to_datetime(heart).sort_values().tolist() and len(meas) == 2
+    assert result.details["events"] == len(data)
+
+
+def test_meds_refuses_untimed_visits_it_cannot_time(tmp_path):
+    from synehrgy_assets.core.cohort import StagedCohort
+    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+
+    marts = _untimed(_tiny_cohort())
+    with pytest.raises(ValueError, match=r"3 of 3 rows of `visits` have no intime/outtime, and no ICUSTAYS"):
+        write_meds(marts, tmp_path / "meds")
+    mimic = cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
+    other = dict(mimic, ICUSTAYS=mimic["ICUSTAYS"].iloc[:2])
+    with pytest.raises(ValueError, match=r"does not pair with them \(3 visits of 2 patients\)"):
+        write_meds(marts, tmp_path / "meds", mimic_tables=other)
+    stretched = mimic["ICUSTAYS"].assign(outtime=pd.to_datetime(mimic["ICUSTAYS"]["outtime"]) + pd.Timedelta(hours=2))
+    with pytest.raises(ValueError, match=r"3 stays differ from `visits.los_hours`"):
+        write_meds(marts, tmp_path / "meds", mimic_tables=dict(mimic, ICUSTAYS=stretched))
+    assert not (tmp_path / "meds").exists()
+
+
+def _tiny_mimic(marts: dict) -> dict:
+    from synehrgy_assets.core.cohort import StagedCohort
+    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+
+    return cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
+
+
+@pytest.mark.parametrize("fmt", ["mimic-csv", "mimic-csv-plain"])
+def test_mimic_csv_is_the_full_release_layout(tmp_path, fmt):
+    import gzip
+
+    from synehrgy_assets.core.mimic_csv_checks import check_mimic_csv
+    from synehrgy_assets.core.mimic_tables import HEADER_ONLY_TABLES, MIMIC_TABLES
+
+    marts = _tiny_cohort()
+    mimic = _tiny_mimic(marts)
+    result = export_cohort(fmt, tmp_path / "csv", marts, mimic)
+    suffix = ".csv.gz" if fmt == "mimic-csv" else ".csv"
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == sorted(t + suffix for t in MIMIC_TABLES)
+    assert len(MIMIC_TABLES) == 26 and "OUTPUTEVENTS" in HEADER_ONLY_TABLES
+    assert result.details["header_only"] == sorted(HEADER_ONLY_TABLES)
+    opener = gzip.open if suffix == ".csv.gz" else open
+    with opener(tmp_path / "csv" / f"OUTPUTEVENTS{suffix}", "rt") as fh:
+        assert fh.read() == ('"ROW_ID","SUBJECT_ID","HADM_ID","ICUSTAY_ID","CHARTTIME","ITEMID","VALUE","VALUEUOM",'
+                             '"STORETIME","CGID","STOPPED","NEWBOTTLE","ISERROR"\n')
+    assert resolve_mimic_dir(tmp_path / "csv").header_case == "upper"
+    check = check_mimic_csv(tmp_path / "csv")
+    assert check.passed, check.problems
+    assert check.rows["ADMISSIONS"] == 3 and check.rows["OUTPUTEVENTS"] == 0 and check.icu_stays_without_events == 0
+    admissions = pd.read_csv(tmp_path / "csv" / f"ADMISSIONS{suffix}", index_col=0)  # as mimic3-benchmarks reads
+    assert {"SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ETHNICITY", "DIAGNOSIS"} <= set(admissions)
+    assert admissions["HOSPITAL_EXPIRE_FLAG"].tolist() == [0, 0, 1]
+    patients = pd.read_csv(tmp_path / "csv" / f"PATIENTS{suffix}", index_col=0)
+    assert patients["EXPIRE_FLAG"].tolist() == patients["DOD"].notna().astype(int).tolist() == [0, 1]
+
+
+def test_mimic_csv_check_fails_on_flags_that_disagree_with_the_rows(tmp_path):
+    from synehrgy_assets.core.mimic_csv_checks import check_mimic_csv
+
+    marts = _tiny_cohort()
+    mimic = _tiny_mimic(marts)
+    chart = mimic["CHARTEVENTS"]
+    first_hadm = mimic["ADMISSIONS"]["hadm_id"].iloc[0]
+    no_chart = chart[chart["hadm_id"] != first_hadm].reset_index(drop=True)
+    assert len(no_chart) < len(chart)
+    # The decoder's flag follows the rows: the admission without chart events is flagged 0 ...
+    mimic_ok = _tiny_mimic(dict(marts, measurements=marts["measurements"][marts["measurements"]["icustay_id"] != 100]))
+    assert mimic_ok["ADMISSIONS"]["has_chartevents_data"].tolist() == [0, 1, 1]
+    # ... and a folder whose flags disagree with the rows fails the check, naming the table and the flag.
+    patients = mimic["PATIENTS"].assign(expire_flag=0)
+    admissions = mimic["ADMISSIONS"].assign(deathtime=pd.NaT)
+    write = dict(mimic, CHARTEVENTS=no_chart, PATIENTS=patients, ADMISSIONS=admissions)
+    export_cohort("mimic-csv", tmp_path / "bad", marts, write)
+    check = check_mimic_csv(tmp_path / "bad")
+    assert not check.passed
+    text = " | ".join(check.problems)
+    assert "ADMISSIONS: 1 admissions have HAS_CHARTEVENTS_DATA that disagrees" in text
+    assert "PATIENTS: 1 patients have EXPIRE_FLAG that disagrees with DOD" in text
+    assert "ADMISSIONS: 1 admissions have a DEATHTIME that disagrees with HOSPITAL_EXPIRE_FLAG" in text
+    (tmp_path / "bad" / "OUTPUTEVENTS.csv.gz").unlink()
+    assert check_mimic_csv(tmp_path / "bad").problems == [
+        f"OUTPUTEVENTS: no OUTPUTEVENTS.csv.gz or OUTPUTEVENTS.csv in {tmp_path / 'bad'}"]
 
 
 def test_parquet_export_round_trips(tmp_path):

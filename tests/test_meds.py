@@ -10,9 +10,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import meds
 import pytest
 
 from synehrgy_assets.core.meds import MedsExportError, export_meds
+from synehrgy_assets.core.meds_checks import check_meds_dir
 
 T0 = datetime(2150, 3, 1, 8, 0, 0)
 
@@ -129,7 +131,7 @@ def test_schemas_are_meds_0_4(marts, tmp_path):
     assert splits.names == ["subject_id", "split"]
     assert splits.field("subject_id").type == pa.int64() and splits.field("split").type == pa.string()
     meta = json.loads((out / "metadata" / "dataset.json").read_text())
-    assert meta["meds_version"] == "0.4.0"
+    assert meta["meds_version"] == meds.__version__ and meds.__version__.startswith("0.4.")
     assert meta["dataset_name"] == "MIMIC-III (synehrgy staging)"
     assert {"dataset_version", "etl_name", "etl_version", "created_at"} <= meta.keys()
     datetime.fromisoformat(meta["created_at"])
@@ -351,3 +353,105 @@ def test_asset_materializes_into_private_folder(tmp_path):
     assert meta["events"] == data.num_rows and meta["shards"] == len(shards) > 1 and meta["subjects"] == 4
     assert "| `MEASUREMENT` | 49 |" in meta["events_by_code_family"]
     assert meta["subjects/tuning"] == 1
+
+    from synehrgy_assets.defs.meds import meds_export_readable
+
+    def run_check():
+        result = dg.materialize([meds_export, meds_export_readable], resources={"workspace": workspace},
+                                selection=dg.AssetSelection.checks(meds_export_readable))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    good = run_check()
+    assert good.passed and good.metadata["untimed_non_static_events"].value == 0
+    assert good.metadata["events"].value == data.num_rows
+    _rewrite_first_shard(out, lambda t: t.set_column(1, "time", pa.nulls(t.num_rows, pa.timestamp("us"))))
+    bad = run_check()
+    assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert bad.metadata["untimed_non_static_events"].value > 0 and "have no time" in bad.description
+
+
+def test_export_passes_the_meds_package_and_its_own_checks(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out, shard_rows=10)
+    for p in sorted((out / "data").glob("*.parquet")):
+        meds.DataSchema.validate(pq.read_table(p))
+    meds.CodeMetadataSchema.validate(pq.read_table(out / "metadata" / "codes.parquet"))
+    meds.SubjectSplitSchema.validate(pq.read_table(out / "metadata" / "subject_splits.parquet"))
+    meds.DatasetMetadataSchema.validate(json.loads((out / "metadata" / "dataset.json").read_text()))
+    check = check_meds_dir(out)
+    assert check.passed, check.problems
+    assert check.untimed == 0 and check.out_of_order_rows == 0 and check.shards > 1 and check.subjects == 4
+    assert check.subjects_with_several_genders == 0
+
+
+def _rewrite_first_shard(out: Path, change) -> None:
+    first = sorted((out / "data").glob("*.parquet"))[0]
+    pq.write_table(change(pq.read_table(first)), first)
+
+
+def test_check_fails_on_an_untimed_event(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out)
+
+    def untime_icu_admission(t: pa.Table) -> pa.Table:
+        times = t["time"].to_pylist()
+        k = t["code"].to_pylist().index("ICU_ADMISSION//MICU")
+        times[k] = None
+        return t.set_column(1, pa.field("time", pa.timestamp("us")), pa.array(times, pa.timestamp("us")))
+
+    _rewrite_first_shard(out, untime_icu_admission)
+    check = check_meds_dir(out)
+    assert not check.passed and check.untimed_events == {"ICU_ADMISSION": 1}
+    assert any("1 non-static events have no time" in p for p in check.problems)
+    assert check.out_of_order_rows == 1  # an untimed row after timed ones also breaks the order
+
+
+def test_check_fails_on_events_out_of_time_order(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out)
+
+    def swap_first_two_distinct_times(t: pa.Table) -> pa.Table:
+        times = t["time"].to_pylist()
+        k = next(i for i in range(1, len(times) - 1) if times[i] is not None and times[i] < times[i + 1])
+        return pa.concat_tables([t.slice(0, k), t.slice(k + 1, 1), t.slice(k, 1), t.slice(k + 2)])
+
+    _rewrite_first_shard(out, swap_first_two_distinct_times)
+    check = check_meds_dir(out)
+    assert check.untimed == 0 and check.out_of_order_rows == 1 and not check.passed
+
+
+def test_check_fails_on_a_subject_in_two_shards_and_a_wrong_type(marts, tmp_path):
+    out = tmp_path / "meds"
+    export(marts, out)
+    only = sorted((out / "data").glob("*.parquet"))[0]
+    t = pq.read_table(only)
+    pq.write_table(t.slice(0, 3), only)
+    pq.write_table(t.slice(3), out / "data" / "0001.parquet")
+    check = check_meds_dir(out)
+    assert check.subjects_in_several_shards == 1 and not check.passed
+    female = t.slice(0, 1).set_column(2, pa.field("code", pa.string(), nullable=False),
+                                       pa.array(["GENDER//F"], pa.string()))
+    pq.write_table(pa.concat_tables([female, t]), only)
+    (out / "data" / "0001.parquet").unlink()
+    assert check_meds_dir(out).subjects_with_several_genders == 1
+    pq.write_table(t.set_column(3, "numeric_value", t["numeric_value"].cast(pa.float64())), only)
+    check = check_meds_dir(out)
+    assert any("data/0000.parquet does not match meds.DataSchema" in p for p in check.problems)
+
+
+@pytest.mark.parametrize("column", ["intime", "outtime"])
+def test_visits_without_times_are_refused(marts, tmp_path, column):
+    with duckdb.connect(str(marts)) as con:
+        con.execute(f"update main.visits set {column} = null where icustay_id = (select min(icustay_id) from main.visits)")
+    with pytest.raises(MedsExportError, match=rf"1 of {len(VISITS)} rows of main\.visits have a NULL {column}"):
+        export(marts, tmp_path / "meds")
+    assert not (tmp_path / "meds").exists()
+
+
+def test_an_untimed_birth_fails_the_export(marts, tmp_path):
+    with duckdb.connect(str(marts)) as con:
+        con.execute("update main.visits set age_years = null where subject_id = 2")
+    with pytest.raises(MedsExportError, match=r"fails its checks: 1 non-static events have no time .*MEDS_BIRTH"):
+        export(marts, tmp_path / "meds")
+    assert not (tmp_path / "meds").exists()

@@ -365,6 +365,8 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
                          f"'procedure', got {bad_types}")
 
     chart, lab = _events(cohort, visit_row, ids, t["intime"], database.to_numpy(dtype=object), rng)
+    # MIMIC's flag says whether the admission has CHARTEVENTS rows; readers trust it to find events.
+    admissions["has_chartevents_data"] = np.isin(ids["hadm"], chart["hadm_id"].to_numpy()).astype(np.int64)
     tables = {"PATIENTS": patients, "ADMISSIONS": admissions, "ICUSTAYS": icustays, **code_tables,
               "CHARTEVENTS": chart, "LABEVENTS": lab}
     if include_dictionaries:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
-FORMATS = ("parquet", "mimic-csv", "meds")
+FORMATS = ("parquet", "mimic-csv", "mimic-csv-plain", "meds")
 MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
 SYNTHETIC_DATASET_NAME = "synehrgy synthetic cohort"
 
@@ -63,14 +64,23 @@ def write_parquet(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> Ex
 
 
 def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
-                    header_case: str = "lower", compress: bool = True) -> ExportResult:
-    """The MIMIC-III v1.4 CSV layout (`TABLE.csv.gz`, demo-style lowercase headers by default), which
-    `core/mimic_layout.resolve_mimic_dir` and the dbt staging read like a real MIMIC folder."""
-    from synehrgy_assets.core.mimic_tables import write_mimic_tables
+                    header_case: str = "upper", compress: bool = True) -> ExportResult:
+    """The MIMIC-III v1.4 CSV layout as the full release ships it: `TABLE.csv.gz` (`compress=False`: plain
+    `TABLE.csv`, what mimic3-benchmarks opens), UPPERCASE quoted headers and quoted strings
+    (`header_case="lower"`: the demo's style), all 26 tables, those the cohort has no rows for (OUTPUTEVENTS,
+    INPUTEVENTS_*, NOTEEVENTS, ...) header-only. `core/mimic_layout.resolve_mimic_dir` and the dbt staging
+    read it like a real MIMIC folder."""
+    from synehrgy_assets.core.mimic_tables import MIMIC_TABLES, table_columns, write_mimic_tables
 
-    paths = write_mimic_tables(mimic_tables, out_dir, header_case=header_case, compress=compress)
-    rows = {paths[t].name: int(len(frame)) for t, frame in mimic_tables.items()}
-    return ExportResult("mimic-csv", Path(out_dir), rows)
+    unknown = sorted(set(mimic_tables) - set(MIMIC_TABLES))
+    if unknown:
+        raise ValueError(f"mimic-csv: unknown MIMIC-III table(s) {unknown}; expected names from {list(MIMIC_TABLES)}")
+    empty = {t: pd.DataFrame({c: pd.Series([], dtype=object) for c in table_columns(t)}) for t in MIMIC_TABLES}
+    tables = {t: mimic_tables[t] if t in mimic_tables else empty[t] for t in MIMIC_TABLES}
+    paths = write_mimic_tables(tables, out_dir, header_case=header_case, compress=compress)
+    rows = {paths[t].name: int(len(frame)) for t, frame in tables.items()}
+    return ExportResult("mimic-csv", Path(out_dir), rows,
+                        details={"header_only": sorted(t for t in MIMIC_TABLES if t not in mimic_tables)})
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +90,44 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(out[column].dtype, pd.CategoricalDtype):
             out[column] = out[column].astype("str").where(out[column].notna(), None)
     return out
+
+
+def visits_with_times(visits: pd.DataFrame, mimic_tables: Mapping[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """`visits` with `intime` / `outtime`: as given when every visit has them, else the ICU stay times the
+    MIMIC-shaped tables of the same cohort hold (its `ICUSTAYS`, which the decoder writes one per visit, in
+    (subject_id, visit_index) order, under fresh ids). The pairing is checked (the same visits per patient,
+    in the same order, with the same length of stay); where it cannot be made, a ValueError says why, so a
+    MEDS export never gets untimed events."""
+    if visits["intime"].notna().all() and visits["outtime"].notna().all():
+        return visits
+    lacking = int((visits["intime"].isna() | visits["outtime"].isna()).sum())
+    why = f"synthetic cohort: {lacking} of {len(visits)} rows of `visits` have no intime/outtime"
+    stays = (mimic_tables or {}).get("ICUSTAYS")
+    if stays is None:
+        raise ValueError(f"{why}, and no ICUSTAYS table was given to take them from; MEDS needs a time on every "
+                         "event")
+    ordered = visits.sort_values(["subject_id", "visit_index"], kind="stable")
+    stays = stays.sort_values(["subject_id", "intime", "icustay_id"], kind="stable")
+    per_visit = ordered.groupby("subject_id", sort=True).size().to_numpy()
+    per_stay = stays.groupby("subject_id", sort=True).size().to_numpy()
+    if len(stays) != len(visits) or list(per_visit) != list(per_stay):
+        raise ValueError(f"{why}, and ICUSTAYS ({len(stays)} stays of {len(per_stay)} patients) does not pair with "
+                         f"them ({len(visits)} visits of {len(per_visit)} patients)")
+    intime = pd.to_datetime(stays["intime"]).to_numpy()
+    outtime = pd.to_datetime(stays["outtime"]).to_numpy()
+    if pd.isna(intime).any() or pd.isna(outtime).any():
+        raise ValueError(f"{why}, and ICUSTAYS has NULL intime/outtime too")
+    los = pd.to_numeric(ordered["los_hours"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    stay_hours = (outtime - intime) / np.timedelta64(1, "h")
+    # The decoder rounds times to the second and replaces a missing or non-positive length of stay.
+    off = (los > 0) & (np.abs(stay_hours - los) > 1 / 60)
+    if off.any():
+        raise ValueError(f"{why}, and ICUSTAYS does not pair with them: {int(off.sum())} stays differ from "
+                         "`visits.los_hours` by more than a minute")
+    out = ordered.copy()
+    out["intime"] = pd.Series(intime, index=out.index).astype("datetime64[us]")
+    out["outtime"] = pd.Series(outtime, index=out.index).astype("datetime64[us]")
+    return out.loc[visits.index]
 
 
 def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
@@ -93,6 +141,7 @@ def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
     from synehrgy_assets.core.meds import MedsSource, export_meds
 
     _check_marts(marts)
+    marts = dict(marts, visits=visits_with_times(marts["visits"], mimic_tables))
     con = duckdb.connect()
     try:
         con.execute("create schema synthetic")
@@ -124,12 +173,15 @@ def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
 def export_cohort(fmt: str, out_dir: str | Path, marts: Mapping[str, pd.DataFrame],
                   mimic_tables: Mapping[str, pd.DataFrame], **kwargs) -> ExportResult:
     """Write a cohort in one of FORMATS: `parquet` (the marts- and MIMIC-shaped tables, one file each, as
-    in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout) or `meds` (MEDS 0.4)."""
+    in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout of the full release, `TABLE.csv.gz`),
+    `mimic-csv-plain` (the same as plain `TABLE.csv`) or `meds` (MEDS 0.4)."""
     if fmt == "parquet":
         _check_marts(marts)
         return write_parquet({**mimic_tables, **{t: marts[t] for t in MART_TABLES}}, out_dir)
     if fmt == "mimic-csv":
         return write_mimic_csv(mimic_tables, out_dir, **kwargs)
+    if fmt == "mimic-csv-plain":
+        return write_mimic_csv(mimic_tables, out_dir, compress=False, **kwargs)
     if fmt == "meds":
         return write_meds(marts, out_dir, mimic_tables=mimic_tables, **kwargs)
     raise ValueError(f"unknown export format {fmt!r}; expected one of {list(FORMATS)}")

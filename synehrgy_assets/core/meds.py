@@ -30,33 +30,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+import meds
+
 from synehrgy_assets.core.cohort import SEEDS_DIR
 
-MEDS_VERSION = "0.4.0"
+MEDS_VERSION = meds.__version__
 ETL_NAME = "synehrgy.meds"
 DEFAULT_DATASET_NAME = "MIMIC-III (synehrgy staging)"
 
-# The MEDS 0.4 schemas (meds/schema.py of that release), written out so we need not install `meds`.
-# text_value is large_string there, and subject_id / code are declared non-null.
-DATA_SCHEMA = pa.schema(
-    [
-        pa.field("subject_id", pa.int64(), nullable=False),
-        pa.field("time", pa.timestamp("us"), nullable=True),  # null = static event
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("numeric_value", pa.float32(), nullable=True),
-        pa.field("text_value", pa.large_string(), nullable=True),
-    ]
-)
-CODES_SCHEMA = pa.schema(
-    [
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("description", pa.string()),
-        pa.field("parent_codes", pa.list_(pa.string())),
-    ]
-)
-SUBJECT_SPLITS_SCHEMA = pa.schema(
-    [pa.field("subject_id", pa.int64(), nullable=False), pa.field("split", pa.string(), nullable=False)]
-)
+# The MEDS 0.4 schemas, from the `meds` package itself. `meds.DataSchema.schema()` leaves every field
+# nullable; the package declares subject_id and code non-null (its validation rejects nulls there), so the
+# files say so too.
+_NON_NULL = {"subject_id", "code", "split"}
+
+
+def _meds_schema(schema_cls) -> pa.Schema:
+    return pa.schema([f.with_nullable(f.name not in _NON_NULL) for f in schema_cls.schema()])
+
+
+DATA_SCHEMA = _meds_schema(meds.DataSchema)
+CODES_SCHEMA = _meds_schema(meds.CodeMetadataSchema)
+SUBJECT_SPLITS_SCHEMA = _meds_schema(meds.SubjectSplitSchema)
+# The only events the export writes without a time: facts of the person, not of a visit.
+STATIC_FAMILIES = ("GENDER",)
 
 # Our patient_split names → the MEDS sentinel split names.
 SPLIT_NAMES = {"train": "train", "val": "tuning", "test": "held_out"}
@@ -263,6 +259,11 @@ def export_meds(
             (tmp / "metadata").mkdir()
             summary = _write_export(con, tmp, shard_rows=shard_rows, dataset_name=dataset_name,
                                     variables_csv=Path(variables_csv), source=source)
+            from synehrgy_assets.core.meds_checks import check_meds_dir
+
+            check = check_meds_dir(tmp)
+            if not check.passed:
+                raise MedsExportError("export_meds: the written dataset fails its checks: " + "; ".join(check.problems))
             _swap_into_place(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -318,6 +319,24 @@ def _check_inputs(con, source: MedsSource) -> None:
         raise MedsExportError("export_meds: " + "; ".join(problems))
     if con.sql(f"select count(*) from {source.visits}").fetchall()[0][0] == 0:
         raise MedsExportError(f"export_meds: {source.visits} is empty; nothing to export")
+    _check_times(con, source)
+
+
+def _check_times(con, source: MedsSource) -> None:
+    """Every non-static event's time comes from `visits.intime` / `outtime` (plus `measurements.hours`):
+    a NULL there would give untimed events, which MEDS readers cannot order, so refuse up front."""
+    n, no_in, no_out = con.sql(
+        f"select count(*), count(*) - count(intime), count(*) - count(outtime) from {source.visits}").fetchall()[0]
+    no_hours = con.sql(f"select count(*) - count(hours) from {source.measurements}").fetchall()[0][0]
+    problems = [f"{k} of {n} rows of {source.visits} have a NULL {c}" for k, c in ((no_in, "intime"),
+                                                                                  (no_out, "outtime")) if k]
+    if no_hours:
+        problems.append(f"{no_hours} rows of {source.measurements} have a NULL hours")
+    if problems:
+        raise MedsExportError(
+            "export_meds: " + "; ".join(problems) + ". Every event but gender is timed from the ICU stay's "
+            "intime/outtime; an export with untimed events loses their order (MEDS readers and task "
+            "extractors cannot use it)")
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -404,7 +423,9 @@ def _write_export(con, root: Path, *, shard_rows: int, dataset_name: str, variab
         )
 
     subjects_by_split = _write_subject_splits(con, subject_ids, root / "metadata" / "subject_splits.parquet", source)
-    icd_sources = _write_codes(con, code_names, variables_csv, root / "metadata" / "codes.parquet", source)
+    from synehrgy_assets.core.meds_codes import write_codes
+
+    icd_sources = write_codes(con, code_names, variables_csv, root / "metadata" / "codes.parquet", source)
 
     families: dict[str, int] = {}
     for code, n in code_counts.items():
@@ -541,100 +562,6 @@ def _write_subject_splits(con, subject_ids: np.ndarray, path: Path, source: Meds
     pq.write_table(table, path, compression="zstd")
     names, n = np.unique(table["split"].to_numpy(zero_copy_only=False), return_counts=True)
     return {str(a): int(b) for a, b in zip(names, n)}
-
-
-def _icd_titles(con, source: MedsSource) -> tuple[pa.Table, list[str]]:
-    """ICD-9 long titles from the source's dictionaries (for the real marts: the staging views over the raw
-    files), where present and readable."""
-    existing = _existing_relations(con)
-    parts, used = [], []
-    for code_type, view in source.icd_titles:
-        if not _exists(existing, view):
-            continue
-        try:
-            parts.append(
-                con.sql(
-                    f"select '{code_type}' as code_type, icd9_code, any_value(long_title) as long_title "
-                    f"from {view} where icd9_code is not null group by icd9_code"
-                ).to_arrow_table()
-            )
-            used.append(view)
-        except Exception:  # noqa: BLE001 - a view over a raw file that moved: descriptions fall back
-            continue
-    schema = pa.schema([("code_type", pa.string()), ("icd9_code", pa.string()), ("long_title", pa.string())])
-    tables = [t.select(["code_type", "icd9_code", "long_title"]).cast(schema) for t in parts]
-    return (pa.concat_tables(tables) if tables else schema.empty_table()), used
-
-
-def _write_codes(con, code_names: list[str], variables_csv: Path, path: Path, source: MedsSource) -> list[str]:
-    titles, used = _icd_titles(con, source)
-    if not variables_csv.is_file():
-        raise MedsExportError(f"export_meds: variables seed {variables_csv} not found (columns variable,label,kind,unit)")
-    codes = pa.table({"code": pa.array(sorted(code_names), pa.string())})
-    con.register("_meds_codes", codes)
-    con.register("_meds_icd_titles", titles)
-    try:
-        table = con.sql(
-            f"""
-            with c as (
-                select code, split_part(code, '//', 1) as family,
-                       case when contains(code, '//') then substr(code, strpos(code, '//') + 2) end as rest
-                from _meds_codes
-            ),
-            var as (
-                select variable, label, kind, unit
-                from read_csv('{_sql_literal(variables_csv)}', header = true, all_varchar = true)
-            )
-            select c.code,
-                case c.family
-                    when 'MEDS_BIRTH' then 'Birth; time derived from the age at the first ICU admission. text_value '
-                        || 'AGE_CAPPED_AT_90 when MIMIC shifted the date of birth (true age > 89 unknown)'
-                    when 'MEDS_DEATH' then 'In-hospital death; time = ICU discharge of the last ICU stay of the admission'
-                    when 'GENDER' then 'Gender ' || c.rest
-                    when 'ETHNICITY' then 'Ethnicity group ' || c.rest || ' (recorded per hospital admission)'
-                    when 'INSURANCE' then 'Insurance ' || c.rest || ' (recorded per hospital admission)'
-                    when 'HOSPITAL_ADMISSION' then 'Hospital admission of type ' || c.rest
-                        || '; time = first ICU admission of the hospital stay'
-                    when 'ICU_ADMISSION' then 'ICU admission, first care unit ' || c.rest
-                    when 'ICU_DISCHARGE' then 'ICU discharge'
-                    when 'ICD9CM' then coalesce(d.long_title, 'ICD-9-CM diagnosis ' || c.rest)
-                        || ' (coded at hospital discharge; time = last ICU discharge of the admission)'
-                    when 'ICD9PROC' then coalesce(p.long_title, 'ICD-9-CM procedure ' || c.rest)
-                        || ' (coded at hospital discharge; time = last ICU discharge of the admission)'
-                    when 'PHENOTYPE' then 'HCUP CCS benchmark phenotype ' || c.rest
-                        || ' (from the admission''s diagnoses; time = last ICU discharge of the admission)'
-                    when 'MEASUREMENT' then coalesce(
-                        var.label || ' (' || var.unit || case when var.kind = 'categorical'
-                            then '; numeric_value = score, text_value = category)' else ')' end,
-                        c.rest)
-                    else c.code
-                end as description,
-                case c.family
-                    when 'ICD9CM' then ['ICD9CM/' || case
-                        when c.rest like 'E%' and length(c.rest) > 4 then left(c.rest, 4) || '.' || substr(c.rest, 5)
-                        when c.rest not like 'E%' and length(c.rest) > 3 then left(c.rest, 3) || '.' || substr(c.rest, 4)
-                        else c.rest end]
-                    when 'ICD9PROC' then ['ICD9Proc/' || case
-                        when length(c.rest) > 2 then left(c.rest, 2) || '.' || substr(c.rest, 3) else c.rest end]
-                end as parent_codes
-            from c
-            left join _meds_icd_titles d on c.family = 'ICD9CM' and d.code_type = 'diagnosis' and d.icd9_code = c.rest
-            left join _meds_icd_titles p on c.family = 'ICD9PROC' and p.code_type = 'procedure' and p.icd9_code = c.rest
-            left join var on c.family = 'MEASUREMENT' and var.variable = c.rest
-            order by c.code
-            """
-        ).to_arrow_table()
-    finally:
-        con.unregister("_meds_codes")
-        con.unregister("_meds_icd_titles")
-    if table.num_rows != len(code_names):
-        raise RuntimeError(f"export_meds: codes.parquet has {table.num_rows} rows for {len(code_names)} codes")
-    pq.write_table(table.cast(CODES_SCHEMA), path, compression="zstd")
-    return used
-
-
-def _sql_literal(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _content_version(paths: list[Path]) -> str:

@@ -82,8 +82,75 @@ MIMIC_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
-MIMIC_TABLES = tuple(MIMIC_SCHEMAS)
-HOSPITAL_TABLES = MIMIC_TABLES  # the synthetic hospital writes all of them
+HOSPITAL_TABLES = tuple(MIMIC_SCHEMAS)  # the synthetic hospital writes all of these
+
+# The other tables of the full release, by their official columns. Nothing generates their rows: a release
+# ships them header-only, because pipelines written for MIMIC-III open them (mimic3-benchmarks reads
+# OUTPUTEVENTS beside CHARTEVENTS and LABEVENTS). Kinds follow MIMIC-III's column types.
+_OTHER_TABLE_COLUMNS = {
+    "OUTPUTEVENTS": "row_id subject_id hadm_id icustay_id charttime itemid value valueuom storetime cgid stopped "
+                    "newbottle iserror",
+    "INPUTEVENTS_CV": "row_id subject_id hadm_id icustay_id charttime itemid amount amountuom rate rateuom storetime "
+                      "cgid orderid linkorderid stopped newbottle originalamount originalamountuom originalroute "
+                      "originalrate originalrateuom originalsite",
+    "INPUTEVENTS_MV": "row_id subject_id hadm_id icustay_id starttime endtime itemid amount amountuom rate rateuom "
+                      "storetime cgid orderid linkorderid ordercategoryname secondaryordercategoryname "
+                      "ordercomponenttypedescription ordercategorydescription patientweight totalamount "
+                      "totalamountuom isopenbag continueinnextdept cancelreason statusdescription comments_editedby "
+                      "comments_canceledby comments_date originalamount originalrate",
+    "PROCEDUREEVENTS_MV": "row_id subject_id hadm_id icustay_id starttime endtime itemid value valueuom location "
+                          "locationcategory storetime cgid orderid linkorderid ordercategoryname "
+                          "secondaryordercategoryname ordercategorydescription isopenbag continueinnextdept "
+                          "cancelreason statusdescription comments_editedby comments_canceledby comments_date",
+    "DATETIMEEVENTS": "row_id subject_id hadm_id icustay_id itemid charttime storetime cgid value valueuom warning "
+                      "error resultstatus stopped",
+    "MICROBIOLOGYEVENTS": "row_id subject_id hadm_id chartdate charttime spec_itemid spec_type_desc org_itemid "
+                          "org_name isolate_num ab_itemid ab_name dilution_text dilution_comparison dilution_value "
+                          "interpretation",
+    "PRESCRIPTIONS": "row_id subject_id hadm_id icustay_id startdate enddate drug_type drug drug_name_poe "
+                     "drug_name_generic formulary_drug_cd gsn ndc prod_strength dose_val_rx dose_unit_rx "
+                     "form_val_disp form_unit_disp route",
+    "TRANSFERS": "row_id subject_id hadm_id icustay_id dbsource eventtype prev_careunit curr_careunit prev_wardid "
+                 "curr_wardid intime outtime los",
+    "SERVICES": "row_id subject_id hadm_id transfertime prev_service curr_service",
+    "CALLOUT": "row_id subject_id hadm_id submit_wardid submit_careunit curr_wardid curr_careunit callout_wardid "
+               "callout_service request_tele request_resp request_cdiff request_mrsa request_vre callout_status "
+               "callout_outcome discharge_wardid acknowledge_status createtime updatetime acknowledgetime "
+               "outcometime firstreservationtime currentreservationtime",
+    "CPTEVENTS": "row_id subject_id hadm_id costcenter chartdate cpt_cd cpt_number cpt_suffix ticket_id_seq "
+                 "sectionheader subsectionheader description",
+    "DRGCODES": "row_id subject_id hadm_id drg_type drg_code description drg_severity drg_mortality",
+    "NOTEEVENTS": "row_id subject_id hadm_id chartdate charttime storetime category description cgid iserror text",
+    "CAREGIVERS": "row_id cgid label description",
+    "D_CPT": "row_id category sectionrange sectionheader subsectionrange subsectionheader codesuffix "
+             "mincodeinsubsection maxcodeinsubsection",
+}
+_INT_COLUMNS = {"row_id", "subject_id", "hadm_id", "icustay_id", "itemid", "cgid", "orderid", "linkorderid",
+                "spec_itemid", "org_itemid", "isolate_num", "ab_itemid", "prev_wardid", "curr_wardid",
+                "submit_wardid", "callout_wardid", "discharge_wardid", "request_tele", "request_resp",
+                "request_cdiff", "request_mrsa", "request_vre", "cpt_number", "ticket_id_seq", "drg_severity",
+                "drg_mortality", "iserror", "newbottle", "warning", "error", "isopenbag", "continueinnextdept",
+                "cancelreason", "mincodeinsubsection", "maxcodeinsubsection"}
+_FLOAT_COLUMNS = {"amount", "rate", "originalamount", "originalrate", "patientweight", "totalamount", "los",
+                  "dilution_value"}
+
+
+def _kind(column: str) -> str:
+    if column in _INT_COLUMNS:
+        return INT
+    if column in _FLOAT_COLUMNS:
+        return FLOAT
+    if column.endswith(("time", "date")) or column == "comments_date":
+        return TS
+    return STR
+
+
+MIMIC_SCHEMAS.update({table: tuple((c, _kind(c)) for c in columns.split())
+                      for table, columns in _OTHER_TABLE_COLUMNS.items()})
+for _table in ("OUTPUTEVENTS", "PROCEDUREEVENTS_MV"):  # their `value` is a number, unlike CHARTEVENTS'
+    MIMIC_SCHEMAS[_table] = tuple((c, FLOAT if c == "value" else k) for c, k in MIMIC_SCHEMAS[_table])
+HEADER_ONLY_TABLES = tuple(_OTHER_TABLE_COLUMNS)
+MIMIC_TABLES = tuple(MIMIC_SCHEMAS)  # the 26 tables of MIMIC-III v1.4
 
 
 def table_columns(table: str) -> list[str]:

@@ -61,3 +61,36 @@ def meds_export(
             "icd_descriptions_from": ", ".join(summary.icd_descriptions_from) or "none (ICD codes described by number)",
         }
     )
+
+
+@dg.asset_check(
+    asset=meds_export,
+    name="meds_export_readable",
+    description=(
+        "Re-reads the MEDS folder as a MEDS reader would: the `meds` package's schemas, every non-static "
+        "event timed, each subject's events in one shard and in time order, every code and subject in the "
+        "metadata. Fails on any of these; only counts go to the metadata."
+    ),
+)
+def meds_export_readable(workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    from synehrgy_assets.core.meds_checks import check_meds_dir
+
+    check = check_meds_dir(meds_dir(workspace))
+    return dg.AssetCheckResult(
+        passed=check.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(check.problems) or "readable: every non-static event timed and in order",
+        metadata={
+            "events": check.events,
+            "subjects": check.subjects,
+            "shards": check.shards,
+            "untimed_non_static_events": check.untimed,
+            "out_of_order_events": check.out_of_order_rows,
+            "subjects_in_several_shards": check.subjects_in_several_shards,
+            "subjects_with_several_genders": check.subjects_with_several_genders,
+            "problems": len(check.problems),
+        },
+    )
+
+
+meds_checks = [meds_export_readable]
