@@ -3,12 +3,19 @@
 Pre-LN transformer blocks, learned absolute positions, causal self-attention through
 `F.scaled_dot_product_attention` (flash/fused kernels on CUDA) and an output head tied to the
 token embedding. Checkpoints are `model.safetensors` + `config.json`: nothing is ever pickled.
+
+Packed rows (several windows per row, `segments`) need document-masked causal attention. On CUDA
+it runs through FlexAttention with a block mask, which skips the blocks between two windows and
+keeps a fused kernel; elsewhere (and where FlexAttention is missing) SDPA gets an explicit
+boolean [B, 1, T, T] mask, which is the faster of the two on CPU. `SYNEHRGY_PACKED_ATTENTION`
+(`auto`, `flex`, `sdpa`) overrides the choice, e.g. to compare both on one GPU.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # torch >= 2.5 (2.11 and 2.13 both have it); the dense-mask path needs nothing more
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - older torch
+    BlockMask = create_block_mask = flex_attention = None
 
 IGNORE_INDEX = -100
 WEIGHTS_FILE = "model.safetensors"
@@ -25,6 +37,47 @@ CHECKPOINT_VERSION = 1
 # The head shares the embedding matrix, so only the embedding is written to disk.
 _TIED_KEY = "lm_head.weight"
 _TIED_SOURCE_KEY = "tok_emb.weight"
+PACKED_ATTENTION_ENV = "SYNEHRGY_PACKED_ATTENTION"
+_compiled_flex = None
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
+def packed_attention_backend(device: torch.device | str) -> str:
+    """'flex' (FlexAttention block mask) or 'sdpa' (dense boolean mask) for packed rows on `device`."""
+    choice = os.environ.get(PACKED_ATTENTION_ENV, "auto") or "auto"
+    if choice not in ("auto", "flex", "sdpa"):
+        raise ValueError(f"{PACKED_ATTENTION_ENV}={choice!r}: expected 'auto', 'flex' or 'sdpa'")
+    if choice == "auto":
+        return "flex" if torch.device(device).type == "cuda" and flex_attention is not None else "sdpa"
+    if choice == "flex" and flex_attention is None:
+        raise RuntimeError(f"{PACKED_ATTENTION_ENV}=flex but torch {torch.__version__} has no FlexAttention")
+    return choice
+
+
+def document_block_mask(segments: torch.Tensor):
+    """The FlexAttention block mask of packed rows: query q of row b sees key k <= q of its own segment."""
+
+    def same_window_causal(b, h, q, k):
+        return (segments[b, q] == segments[b, k]) & (k <= q)
+
+    B, T = segments.shape
+    # Outside torch.compile the mask is built by a compiled kernel too: the eager build materializes
+    # B x T x T index tensors.
+    return create_block_mask(same_window_causal, B, None, T, T, device=segments.device, _compile=not _compiling())
+
+
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """FlexAttention through its compiled kernel (the uncompiled one is a dense reference)."""
+    global _compiled_flex
+    if _compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
 
 
 @dataclass
@@ -147,6 +200,9 @@ class KVCache:
         self.max_len = max_len
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.condition = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # An optional host copy of `lengths` that the owner keeps equal to it (the sampler does):
+        # with it, a forward needs no device-to-host read to size its mask and check n_ctx.
+        self.host_lengths: Any = None  # numpy int64 [B] or None
         self._write_pos: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._span = 0
@@ -180,6 +236,12 @@ class KVCache:
     def batch_size(self) -> int:
         return self.kv.shape[2]
 
+    def max_length(self) -> int:
+        """The longest row's fill length (from the host copy when there is one)."""
+        if self.host_lengths is not None:
+            return int(self.host_lengths.max())
+        return int(self.lengths.max())
+
     @property
     def length(self) -> int:
         """The common fill length when every row is at the same position (else an error)."""
@@ -191,7 +253,7 @@ class KVCache:
     def begin(self, t: int) -> torch.Tensor:
         """Prepare a forward of t tokens per row: the positions it writes ([B, t]) and its mask."""
         pos = self.lengths[:, None] + torch.arange(t, device=self.lengths.device)[None, :]
-        span = int(self.lengths.max()) + t
+        span = self.max_length() + t
         if span > self.max_len:
             raise ValueError(f"KVCache overflow: {span} positions needed, {self.max_len} allocated")
         self._write_pos, self._span = pos, span
@@ -213,6 +275,8 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.lengths += n
+        if self.host_lengths is not None:
+            self.host_lengths += n
         self._write_pos = self._mask = None
 
     def reset(self, rows: torch.Tensor | None = None) -> None:
@@ -221,7 +285,11 @@ class KVCache:
             self.lengths.zero_()
             self.condition.zero_()
             self.clocks.zero_()
+            if self.host_lengths is not None:
+                self.host_lengths[:] = 0
         else:
+            if self.host_lengths is not None:
+                self.host_lengths[rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows] = 0
             self.lengths[rows] = 0
             self.condition[rows] = 0
             self.clocks[rows] = 0.0
@@ -246,8 +314,9 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`attn_mask` (bool [B, 1, T, T], True = may attend) replaces the causal mask, e.g. the
-        block-diagonal causal mask of packed rows; with a cache, the cache's mask is used."""
+        """`attn_mask` (bool [B, 1, T, T], True = may attend, or a FlexAttention BlockMask) replaces
+        the causal mask, e.g. the block-diagonal causal mask of packed rows; with a cache, the
+        cache's mask is used."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, H, T, D]
@@ -262,6 +331,9 @@ class CausalSelfAttention(nn.Module):
             k, v = k.to(q.dtype), v.to(q.dtype)
         elif attn_mask is None:
             is_causal = T > 1
+        elif BlockMask is not None and isinstance(attn_mask, BlockMask):
+            y = _flex(q, k, v, attn_mask).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_drop(self.proj(y))
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -417,16 +489,18 @@ class GPT(nn.Module):
                                  "segments or positions_offset)")
             if kv_cache.batch_size != B:
                 raise ValueError(f"GPT.forward: batch {B} but the KV cache holds {kv_cache.batch_size} rows")
-            if int(kv_cache.lengths.max()) + T > self.config.n_ctx:
+            longest = kv_cache.max_length()
+            if longest + T > self.config.n_ctx:
                 raise ValueError(
-                    f"GPT.forward: positions up to {int(kv_cache.lengths.max()) + T - 1} exceed "
-                    f"n_ctx={self.config.n_ctx}"
+                    f"GPT.forward: positions up to {longest + T - 1} exceed n_ctx={self.config.n_ctx}"
                 )
             pos = kv_cache.begin(T)
         elif positions is not None:
             if positions.shape != idx.shape:
                 raise ValueError(f"GPT.forward: positions shape {tuple(positions.shape)} != idx shape {tuple(idx.shape)}")
-            if int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0:
+            # Two device-to-host reads: checked outside torch.compile only, where they would
+            # break the graph (the trainer's positions come from the packing, in range by construction).
+            if not _compiling() and (int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0):
                 raise ValueError(f"GPT.forward: positions must lie in [0, n_ctx={self.config.n_ctx})")
             pos = positions
         else:
@@ -439,8 +513,12 @@ class GPT(nn.Module):
         if segments is not None:
             if segments.shape != idx.shape:
                 raise ValueError(f"GPT.forward: segments shape {tuple(segments.shape)} != idx shape {tuple(idx.shape)}")
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+            # FlexAttention has no attention dropout: with it on, training keeps the dense mask.
+            if packed_attention_backend(idx.device) == "flex" and not (self.training and self.config.attn_dropout):
+                attn_mask = document_block_mask(segments)
+            else:
+                causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+                attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
         x = self.tok_emb(idx) + self.pos_emb(pos)
         if self.cond_emb is not None:
