@@ -38,13 +38,14 @@ def imported_from(tree: Path) -> str:
     return path
 
 
-def run(tree: Path, threads: int) -> dict:
+def run(tree: Path, threads: int, parts: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, str(tree / "benchmarks" / "bench_model.py"), *BENCH_ARGS, "--threads", str(threads)]
+    skip = [f"--skip-{p}" for p in ("train", "sample") if p not in parts]
+    cmd = [sys.executable, str(tree / "benchmarks" / "bench_model.py"), *BENCH_ARGS, *skip, "--threads", str(threads)]
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
-    return {"train_tokens_per_s": report["train"]["tokens_per_second"],
-            "sample_tokens_per_s": report["sample"]["tokens_per_second"], "load_1m": round(os.getloadavg()[0], 2)}
+    row = {f"{p}_tokens_per_s": report[p]["tokens_per_second"] for p in parts}
+    return {**row, "load_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -52,7 +53,9 @@ def main() -> None:
     p.add_argument("--base", default="fbd3779")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--parts", default="train,sample", help="train, sample or both")
     args = p.parse_args()
+    parts = [x for x in args.parts.split(",") if x]
     base_sha = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
     head_sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -61,7 +64,7 @@ def main() -> None:
                                 capture_output=True, text=True).stdout.strip())
     print(f"command: python {' '.join(sys.argv)}")
     print(f"base {base_sha} vs this tree (HEAD {head_sha}{', with uncommitted changes' if dirty else ''}); "
-          f"bench_model.py {' '.join(BENCH_ARGS)} --threads {args.threads}")
+          f"bench_model.py {' '.join(BENCH_ARGS)} --threads {args.threads}, parts {parts}")
     rows: dict[str, list[dict]] = {"base": [], "this": []}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
@@ -72,10 +75,10 @@ def main() -> None:
             print(f"core imported from {imported_from(tree)}")
         for r in range(args.rounds):
             for name, tree in (("base", base), ("this", REPO)):
-                rows[name].append(run(tree, args.threads))
+                rows[name].append(run(tree, args.threads, parts))
                 print(f"round {r + 1} {name}: {rows[name][-1]}", flush=True)
     summary = {}
-    for key in ("train_tokens_per_s", "sample_tokens_per_s"):
+    for key in (f"{p}_tokens_per_s" for p in parts):
         b = float(np.median([x[key] for x in rows["base"]]))
         t = float(np.median([x[key] for x in rows["this"]]))
         summary[key] = {"base": round(b, 1), "this": round(t, 1), "ratio": round(t / b, 3)}

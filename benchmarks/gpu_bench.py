@@ -426,6 +426,8 @@ def generate_ours(model, vocab, device, n: int, batch: int, max_length: int) -> 
     constraint = GrammarConstraint(vocab, device=device)
     sample(model, min(4, n), constraint=constraint, seed=1, **{**kw, "batch_size": min(4, n)})
     sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     res = sample(model, n, constraint=constraint, seed=0, **kw)
     sync(device)
