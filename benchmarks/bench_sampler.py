@@ -1,4 +1,4 @@
-"""Sampler throughput on CPU: the old batch-synchronous sampler (commit 9051ca9) against the
+"""Sampler throughput (CPU, or `--device cuda`): the old batch-synchronous sampler (commit 9051ca9) against the
 continuous-batching one, on the same model and vocabulary, side by side in one run.
 
     PYTHONPATH=. python benchmarks/bench_sampler.py
