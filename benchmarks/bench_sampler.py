@@ -1,5 +1,5 @@
-"""Sampler throughput (CPU, or `--device cuda`): the old batch-synchronous sampler (commit 9051ca9) against the
-continuous-batching one, on the same model and vocabulary, side by side in one run.
+"""Sampler throughput (CPU, or `--device cuda`): the old batch-synchronous sampler (commit
+9051ca9) against the continuous-batching one, on the same model and vocabulary, side by side in one run.
 
     PYTHONPATH=. python benchmarks/bench_sampler.py
 
