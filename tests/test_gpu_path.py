@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn.attention import flex_attention as flex_mod
 
+from synehrgy_assets.core import attention
 from synehrgy_assets.core import model as model_mod
 from synehrgy_assets.core.model import KVCache
 from synehrgy_assets.core.packing import OneAhead, collate_packed, pack_rows
@@ -55,9 +56,9 @@ def packed_batch(conditioned: bool):
 @pytest.fixture
 def eager_flex(monkeypatch):
     """FlexAttention without compilation (its reference path; CPU inductor would take tens of seconds)."""
-    build = model_mod.create_block_mask
-    monkeypatch.setattr(model_mod, "create_block_mask", lambda *a, **kw: build(*a, **{**kw, "_compile": False}))
-    monkeypatch.setattr(model_mod, "_compiled_flex", flex_mod.flex_attention)
+    build = attention.create_block_mask
+    monkeypatch.setattr(attention, "create_block_mask", lambda *a, **kw: build(*a, **{**kw, "_compile": False}))
+    monkeypatch.setattr(attention, "_compiled_flex", flex_mod.flex_attention)
 
 
 @pytest.mark.parametrize("conditioned", [False, True])

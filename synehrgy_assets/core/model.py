@@ -4,18 +4,14 @@ Pre-LN transformer blocks, learned absolute positions, causal self-attention thr
 `F.scaled_dot_product_attention` (flash/fused kernels on CUDA) and an output head tied to the
 token embedding. Checkpoints are `model.safetensors` + `config.json`: nothing is ever pickled.
 
-Packed rows (several windows per row, `segments`) need document-masked causal attention. On CUDA
-it runs through FlexAttention with a block mask, which skips the blocks between two windows and
-keeps a fused kernel; elsewhere (and where FlexAttention is missing) SDPA gets an explicit
-boolean [B, 1, T, T] mask, which is the faster of the two on CPU. `SYNEHRGY_PACKED_ATTENTION`
-(`auto`, `flex`, `sdpa`) overrides the choice, e.g. to compare both on one GPU.
+Packed rows (several windows per row, `segments`) attend within their window: through
+FlexAttention block masks on CUDA, a dense boolean mask to SDPA elsewhere (`core/attention.py`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,10 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:  # torch >= 2.5 (2.11 and 2.13 both have it); the dense-mask path needs nothing more
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # pragma: no cover - older torch
-    BlockMask = create_block_mask = flex_attention = None
+from synehrgy_assets.core.attention import (  # noqa: F401 (re-exported for callers of the model)
+    PACKED_ATTENTION_ENV,
+    BlockMask,
+    document_block_mask,
+    flex,
+    flex_attention,
+    is_compiling,
+    packed_attention_backend,
+)
 
 IGNORE_INDEX = -100
 WEIGHTS_FILE = "model.safetensors"
@@ -37,47 +38,6 @@ CHECKPOINT_VERSION = 1
 # The head shares the embedding matrix, so only the embedding is written to disk.
 _TIED_KEY = "lm_head.weight"
 _TIED_SOURCE_KEY = "tok_emb.weight"
-PACKED_ATTENTION_ENV = "SYNEHRGY_PACKED_ATTENTION"
-_compiled_flex = None
-
-
-def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)
-    return bool(is_compiling and is_compiling())
-
-
-def packed_attention_backend(device: torch.device | str) -> str:
-    """'flex' (FlexAttention block mask) or 'sdpa' (dense boolean mask) for packed rows on `device`."""
-    choice = os.environ.get(PACKED_ATTENTION_ENV, "auto") or "auto"
-    if choice not in ("auto", "flex", "sdpa"):
-        raise ValueError(f"{PACKED_ATTENTION_ENV}={choice!r}: expected 'auto', 'flex' or 'sdpa'")
-    if choice == "auto":
-        return "flex" if torch.device(device).type == "cuda" and flex_attention is not None else "sdpa"
-    if choice == "flex" and flex_attention is None:
-        raise RuntimeError(f"{PACKED_ATTENTION_ENV}=flex but torch {torch.__version__} has no FlexAttention")
-    return choice
-
-
-def document_block_mask(segments: torch.Tensor):
-    """The FlexAttention block mask of packed rows: query q of row b sees key k <= q of its own segment."""
-
-    def same_window_causal(b, h, q, k):
-        return (segments[b, q] == segments[b, k]) & (k <= q)
-
-    B, T = segments.shape
-    # Outside torch.compile the mask is built by a compiled kernel too: the eager build materializes
-    # B x T x T index tensors.
-    return create_block_mask(same_window_causal, B, None, T, T, device=segments.device, _compile=not _compiling())
-
-
-def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
-    """FlexAttention through its compiled kernel (the uncompiled one is a dense reference)."""
-    global _compiled_flex
-    if _compiling():
-        return flex_attention(q, k, v, block_mask=block_mask)
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask)
 
 
 @dataclass
@@ -332,7 +292,7 @@ class CausalSelfAttention(nn.Module):
         elif attn_mask is None:
             is_causal = T > 1
         elif BlockMask is not None and isinstance(attn_mask, BlockMask):
-            y = _flex(q, k, v, attn_mask).transpose(1, 2).contiguous().view(B, T, C)
+            y = flex(q, k, v, attn_mask).transpose(1, 2).contiguous().view(B, T, C)
             return self.resid_drop(self.proj(y))
         y = F.scaled_dot_product_attention(
             q,
@@ -500,7 +460,7 @@ class GPT(nn.Module):
                 raise ValueError(f"GPT.forward: positions shape {tuple(positions.shape)} != idx shape {tuple(idx.shape)}")
             # Two device-to-host reads: checked outside torch.compile only, where they would
             # break the graph (the trainer's positions come from the packing, in range by construction).
-            if not _compiling() and (int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0):
+            if not is_compiling() and (int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0):
                 raise ValueError(f"GPT.forward: positions must lie in [0, n_ctx={self.config.n_ctx})")
             pos = positions
         else:
