@@ -1,5 +1,5 @@
-"""Sampler throughput on CPU: the old batch-synchronous sampler (commit 9051ca9) against the
-continuous-batching one, on the same model and vocabulary, side by side in one run.
+"""Sampler throughput (CPU, or `--device cuda`): the old batch-synchronous sampler (commit
+9051ca9) against the continuous-batching one, on the same model and vocabulary, side by side in one run.
 
     PYTHONPATH=. python benchmarks/bench_sampler.py
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _machine import cpu_model  # noqa: E402
 from synehrgy_assets.core.model import GPT, GPTConfig  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
+from synehrgy_assets.core.trainer import resolve_device  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenType, TokenVocabulary, VocabularyConfig  # noqa: E402
 
 OLD_COMMIT = "9051ca9"
@@ -106,6 +107,7 @@ def main() -> None:
                         "timings noisy on a shared box); 0 = torch's default")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per sampler; the fastest is reported")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the masks live on this device too)")
     parser.add_argument("--vocabulary", default=None, help="a token_vocabulary.json; default: fit on the tests' cohort")
     args = parser.parse_args()
     if args.threads:
@@ -115,6 +117,7 @@ def main() -> None:
     print(f"command: {command}")
     print(f"cpu: {cpu_model()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}")
 
+    device = resolve_device(args.device)
     vocab = vocabulary(args.vocabulary)
     model = build_model(vocab, args)
     old = load_old_sampler()
@@ -122,7 +125,7 @@ def main() -> None:
     long_cap = args.long_cap or 4 * args.n_ctx
     n = args.patients
     common = dict(bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id, batch_size=args.batch_size,
-                  seed=args.seed, top_k=args.top_k or None, device="cpu")
+                  seed=args.seed, top_k=args.top_k or None, device=device)
     try:
         from synehrgy_assets.core.tokens.context import ContextFormat
 
@@ -149,8 +152,8 @@ def main() -> None:
                     row_util=None))
     variants = [
         ("new, numpy masks", cap, None, GrammarConstraint(vocab)),
-        ("new, torch masks", cap, None, GrammarConstraint(vocab, device=torch.device("cpu"))),
-        (f"new, torch masks, roll ({roll_name})", long_cap, roll, GrammarConstraint(vocab, device=torch.device("cpu"))),
+        ("new, torch masks", cap, None, GrammarConstraint(vocab, device=device)),
+        (f"new, torch masks, roll ({roll_name})", long_cap, roll, GrammarConstraint(vocab, device=device)),
     ]
     for name, c, r, constraint in variants:
         res, s = timed(lambda: sample(model, n, max_tokens_per_patient=c, constraint=constraint, roll=r, **common))

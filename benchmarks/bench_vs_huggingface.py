@@ -14,7 +14,7 @@ Training (tokens/s and MFU, same token windows, same shape: 4 layers, 4 heads, w
 Tokens/s counts supervised target tokens (no padding) per second of optimizer steps, after
 untimed warm-up steps. MFU = (6 N + 12 L d T) x tokens/s / peak, N = weights in matmuls
 (blocks + head), T = n_ctx (PaLM's accounting, the same formula for both); peak = `--peak-tflops`
-or the device's bf16 dense peak when known (H100/H200 989, A100 312); on CPU the peak is a
+or the device's bf16 dense peak when known (`_machine.gpu_bf16_peak`: H100 SXM 989, PCIe 756, NVL 835); on CPU the peak is a
 measured fp32 matmul rate (`cpu_matmul_tflops`), so CPU MFU reads "share of this CPU's GEMM speed".
 
 Generation (patients/s, from the same trained weights): our trained GPT (no outcome conditioning
@@ -48,14 +48,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, gpu_bf16_peak  # noqa: E402
 from synehrgy_assets.core.model import GPT, GPTConfig  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary  # noqa: E402
 from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, resolve_precision, train  # noqa: E402
-
-KNOWN_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
-
 
 # ---------------------------------------------------------------- data
 
@@ -103,11 +100,7 @@ def peak_flops(device: torch.device, args) -> tuple[float, str]:
     if args.peak_tflops:
         return args.peak_tflops * 1e12, "--peak-tflops"
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, tflops in KNOWN_PEAK_TFLOPS.items():
-            if key in name:
-                return tflops * 1e12, f"{name} bf16 dense peak"
-        return float("nan"), f"{name}: unknown peak (pass --peak-tflops)"
+        return gpu_bf16_peak(torch.cuda.get_device_name(device))
     a = torch.randn(1024, 1024)
     b = torch.randn(1024, 1024)
     for _ in range(3):

@@ -1,4 +1,5 @@
-"""torchrun DDP: two CPU processes (gloo) train to the same loss as one with the same global batch."""
+"""torchrun DDP: two CPU processes (gloo) train to the same loss as one with the same global batch
+(batch_size is rows per process: two processes of 3 rows make the global batch of one process of 6)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def test_two_processes_reach_the_loss_of_one(tmp_path):
     data = tmp_path / "data"
     write_window_arrays(data, "train", train_w)
     write_window_arrays(data, "val", val_w)
+    per_rank = dataclasses.replace(config, batch_size=config.batch_size // 2)
     spec = write_spec(tmp_path / "spec.json", model_config=cfg.to_dict(), init_seed=5,
-                      train_config=config.to_dict(), data={"kind": "arrays", "path": data}, pad_id=PAD,
+                      train_config=per_rank.to_dict(), data={"kind": "arrays", "path": data}, pad_id=PAD,
                       output_dir=tmp_path / "out", token_types=TOKEN_TYPES)
     records, lines = [], []
     two = init_model(cfg, 99)  # other weights: the trained ones must come back from rank 0

@@ -136,7 +136,8 @@ def run_spec(spec_path: str | Path, emit: Callable[[str], None] = print) -> None
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     emit(f"ddp: rank {rank} of {world} processes, {len(windows['train'][0])} train / "
-         f"{len(windows['val'][0])} val windows, global batch {spec['train_config']['batch_size']} rows")
+         f"{len(windows['val'][0])} val windows, {spec['train_config']['batch_size']} rows per process "
+         f"(global batch {spec['train_config']['batch_size'] * world})")
 
     result = train(
         model, windows["train"][0], windows["val"][0], TrainConfig(**spec["train_config"]),

@@ -4,7 +4,9 @@
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT in every process. When WORLD_SIZE > 1 the trainer calls
 `setup()` and trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA):
 
-- the global batch stays `batch_size` packed rows: rank r takes rows r, r + N, r + 2N, ... of it;
+- `batch_size` is packed rows *per rank*: the global batch is batch_size x N rows and rank r takes
+  rows r, r + N, r + 2N, ... of it, so each GPU's work stays fixed as GPUs are added (the learning
+  rate is not rescaled: raise it with the global batch if wanted);
 - each rank's loss is its targets' summed loss over the *global* target count (times N, since DDP
   averages gradients), so the gradient equals the single-process one up to float summation order;
 - validation batches are split the same way and the summed losses and counts all-reduced, so every

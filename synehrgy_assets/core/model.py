@@ -3,6 +3,9 @@
 Pre-LN transformer blocks, learned absolute positions, causal self-attention through
 `F.scaled_dot_product_attention` (flash/fused kernels on CUDA) and an output head tied to the
 token embedding. Checkpoints are `model.safetensors` + `config.json`: nothing is ever pickled.
+
+Packed rows (several windows per row, `segments`) attend within their window: through
+FlexAttention block masks on CUDA, a dense boolean mask to SDPA elsewhere (`core/attention.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from synehrgy_assets.core.attention import (  # noqa: F401 (re-exported for callers of the model)
+    PACKED_ATTENTION_ENV,
+    BlockMask,
+    document_block_mask,
+    flex,
+    flex_attention,
+    is_compiling,
+    packed_attention_backend,
+)
 
 IGNORE_INDEX = -100
 WEIGHTS_FILE = "model.safetensors"
@@ -147,6 +160,9 @@ class KVCache:
         self.max_len = max_len
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.condition = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # An optional host copy of `lengths` that the owner keeps equal to it (the sampler does):
+        # with it, a forward needs no device-to-host read to size its mask and check n_ctx.
+        self.host_lengths: Any = None  # numpy int64 [B] or None
         self._write_pos: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._span = 0
@@ -180,6 +196,12 @@ class KVCache:
     def batch_size(self) -> int:
         return self.kv.shape[2]
 
+    def max_length(self) -> int:
+        """The longest row's fill length (from the host copy when there is one)."""
+        if self.host_lengths is not None:
+            return int(self.host_lengths.max())
+        return int(self.lengths.max())
+
     @property
     def length(self) -> int:
         """The common fill length when every row is at the same position (else an error)."""
@@ -191,7 +213,7 @@ class KVCache:
     def begin(self, t: int) -> torch.Tensor:
         """Prepare a forward of t tokens per row: the positions it writes ([B, t]) and its mask."""
         pos = self.lengths[:, None] + torch.arange(t, device=self.lengths.device)[None, :]
-        span = int(self.lengths.max()) + t
+        span = self.max_length() + t
         if span > self.max_len:
             raise ValueError(f"KVCache overflow: {span} positions needed, {self.max_len} allocated")
         self._write_pos, self._span = pos, span
@@ -213,6 +235,8 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.lengths += n
+        if self.host_lengths is not None:
+            self.host_lengths += n
         self._write_pos = self._mask = None
 
     def reset(self, rows: torch.Tensor | None = None) -> None:
@@ -221,7 +245,11 @@ class KVCache:
             self.lengths.zero_()
             self.condition.zero_()
             self.clocks.zero_()
+            if self.host_lengths is not None:
+                self.host_lengths[:] = 0
         else:
+            if self.host_lengths is not None:
+                self.host_lengths[rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows] = 0
             self.lengths[rows] = 0
             self.condition[rows] = 0
             self.clocks[rows] = 0.0
@@ -246,8 +274,9 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`attn_mask` (bool [B, 1, T, T], True = may attend) replaces the causal mask, e.g. the
-        block-diagonal causal mask of packed rows; with a cache, the cache's mask is used."""
+        """`attn_mask` (bool [B, 1, T, T], True = may attend, or a FlexAttention BlockMask) replaces
+        the causal mask, e.g. the block-diagonal causal mask of packed rows; with a cache, the
+        cache's mask is used."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, H, T, D]
@@ -262,6 +291,9 @@ class CausalSelfAttention(nn.Module):
             k, v = k.to(q.dtype), v.to(q.dtype)
         elif attn_mask is None:
             is_causal = T > 1
+        elif BlockMask is not None and isinstance(attn_mask, BlockMask):
+            y = flex(q, k, v, attn_mask).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_drop(self.proj(y))
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -417,16 +449,18 @@ class GPT(nn.Module):
                                  "segments or positions_offset)")
             if kv_cache.batch_size != B:
                 raise ValueError(f"GPT.forward: batch {B} but the KV cache holds {kv_cache.batch_size} rows")
-            if int(kv_cache.lengths.max()) + T > self.config.n_ctx:
+            longest = kv_cache.max_length()
+            if longest + T > self.config.n_ctx:
                 raise ValueError(
-                    f"GPT.forward: positions up to {int(kv_cache.lengths.max()) + T - 1} exceed "
-                    f"n_ctx={self.config.n_ctx}"
+                    f"GPT.forward: positions up to {longest + T - 1} exceed n_ctx={self.config.n_ctx}"
                 )
             pos = kv_cache.begin(T)
         elif positions is not None:
             if positions.shape != idx.shape:
                 raise ValueError(f"GPT.forward: positions shape {tuple(positions.shape)} != idx shape {tuple(idx.shape)}")
-            if int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0:
+            # Two device-to-host reads: checked outside torch.compile only, where they would
+            # break the graph (the trainer's positions come from the packing, in range by construction).
+            if not is_compiling() and (int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0):
                 raise ValueError(f"GPT.forward: positions must lie in [0, n_ctx={self.config.n_ctx})")
             pos = positions
         else:
@@ -439,8 +473,12 @@ class GPT(nn.Module):
         if segments is not None:
             if segments.shape != idx.shape:
                 raise ValueError(f"GPT.forward: segments shape {tuple(segments.shape)} != idx shape {tuple(idx.shape)}")
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+            # FlexAttention has no attention dropout: with it on, training keeps the dense mask.
+            if packed_attention_backend(idx.device) == "flex" and not (self.training and self.config.attn_dropout):
+                attn_mask = document_block_mask(segments)
+            else:
+                causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+                attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
         x = self.tok_emb(idx) + self.pos_emb(pos)
         if self.cond_emb is not None:

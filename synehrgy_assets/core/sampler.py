@@ -172,6 +172,7 @@ def prefill_rows(
         ids[i, : len(context)] = context
     x = torch.from_numpy(ids).to(device)
     tmp = KVCache.for_model(model, len(contexts), max_len=width, dtype=cache.kv.dtype)
+    tmp.host_lengths = np.zeros(len(contexts), dtype=np.int64)
     with autocast_context(device, precision):
         logits, _ = model(x, kv_cache=tmp)
     last = torch.from_numpy(lengths - 1).to(device)
@@ -346,8 +347,16 @@ class _Run:
         self._next_report = self._report_every
 
     # ---- helpers
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device. On CUDA through page-locked memory and without blocking: a
+        copy from pageable memory would wait for the stream, a host sync in every decode step."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def _rows(self, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
+        return self._upload(np.asarray(rows, dtype=np.int64))
 
     def _constraint_rows(self, rows: np.ndarray) -> Any:
         return self._rows(rows) if self.on_device else rows
@@ -412,6 +421,7 @@ class _Run:
         self.buf[:, :P] = self.prefix
         self.n_gen = np.zeros(B, dtype=np.int64)      # tokens generated for the row's patient
         cache_len = np.full(B, P, dtype=np.int64)     # host copy of cache.lengths
+        cache.host_lengths = cache_len                # the model's forward advances both
         self.patient = all_rows.copy()                # the patient of each row (-1 = idle)
         busy = np.ones(B, dtype=bool)
         busy_t = torch.ones(B, dtype=torch.bool, device=device)
@@ -436,7 +446,7 @@ class _Run:
                 if near.any():
                     # Did the budget change what this row may sample? (= a forced closure)
                     free = _as_mask(constraint.allowed(state, None), B, self.vocab, device)
-                    differs = ((free ^ allowed) & ~self.banned).any(dim=-1) & torch.from_numpy(near).to(device)
+                    differs = ((free ^ allowed) & ~self.banned).any(dim=-1) & self._upload(near)
                 logits = logits.masked_fill(~allowed, float("-inf"))
             dead = ~torch.isfinite(logits).any(dim=-1) & busy_t
             # Idle (and dead) rows draw from finite logits so the draw stays valid; idle rows emit pad.
@@ -455,7 +465,6 @@ class _Run:
                 cache_len[reset] = 0
             with autocast_context(device, self.precision):
                 out, _ = model(nxt[:, None], kv_cache=cache)
-            cache_len += 1
 
             host = report.cpu().numpy()
             tokens = host[0]
@@ -503,7 +512,7 @@ class _Run:
             if len(idle):
                 self.patient[idle] = -1
                 busy[idle] = False
-                busy_t = torch.from_numpy(busy).to(device)
+                busy_t = self._upload(busy)
 
             # Full windows slide: re-prefill with the rolled context (same last token, same phase).
             rolled = np.flatnonzero(full & busy & ~done)
@@ -534,6 +543,7 @@ class _Run:
                 if constraint is not None:
                     state = constraint.take(state, self._constraint_rows(keep))
                 self.buf, self.n_gen, cache_len = self.buf[keep], self.n_gen[keep], cache_len[keep]
+                cache.host_lengths = cache_len
                 self.patient, busy = self.patient[keep], busy[keep]
                 busy_t = torch.ones(B, dtype=torch.bool, device=device)
                 pad, no_flag = pad[:B], no_flag[:B]

@@ -10,7 +10,11 @@
   type) with add-one smoothed train frequencies: a model that knows the grammar and nothing else).
 - Early stopping after `patience` evaluations without improvement; the best weights are restored.
 - Data parallel: under torchrun (WORLD_SIZE > 1) the same call trains with DDP over the
-  processes, the global batch unchanged (`core/distributed.py`); only rank 0 logs and saves.
+  processes; `batch_size` is rows per process, so the global batch is batch_size x WORLD_SIZE and
+  each GPU's work stays the same as GPUs are added (`core/distributed.py`); only rank 0 logs and saves.
+- CUDA: `torch.compile` on by default (`compile=None`), and the next batch is collated (and pinned)
+  on a background thread while the current step runs (`prefetch=None`); both stay off on CPU,
+  where they bring nothing, unless asked for.
 - Resume: with `checkpoint_dir`, a training state (weights, optimizer, RNG, position in the epoch,
   best weights, history) is written atomically every `checkpoint_every` steps and at the end, as
   plain tensors/containers loaded with `weights_only=True`. The batch order is a pure function of
@@ -39,6 +43,7 @@ from synehrgy_assets.core.distributed import Dist
 from synehrgy_assets.core.model import GPT, IGNORE_INDEX, GPTConfig
 from synehrgy_assets.core.packing import (
     DEFAULT_POOL_WINDOWS,
+    OneAhead,
     PackedBatch,
     batches_of,
     collate_packed,
@@ -72,7 +77,7 @@ class TrainConfig:
     epochs: float = 10.0
     max_tokens: int | None = None  # supervised targets; replaces `epochs` when set
     max_steps: int | None = None  # a cap on the steps from epochs/max_tokens; 0/None = no cap
-    batch_size: int = 16  # packed rows of n_ctx positions per step
+    batch_size: int = 16  # packed rows of n_ctx positions per step (per process under DDP)
     learning_rate: float = 3e-4
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -89,7 +94,8 @@ class TrainConfig:
     precision: str = "auto"
     num_threads: int | None = None
     log_every: int = 10
-    compile: bool = False
+    compile: bool | None = None  # torch.compile the model; None = on CUDA only
+    prefetch: bool | None = None  # collate the next batch on a background thread; None = on CUDA only
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "log_every", "pack_pool_windows"):
@@ -348,6 +354,13 @@ def _batch_tensors(batch: PackedBatch, device: torch.device) -> dict[str, torch.
     }
 
 
+def _host_tensors(batch: PackedBatch, pin: bool) -> dict[str, torch.Tensor]:
+    """The batch as CPU tensors, page-locked with `pin` so the copy to the GPU can overlap compute."""
+    arrays = {"idx": batch.inputs, "targets": batch.targets, "positions": batch.positions,
+              "segments": batch.segments}
+    return {k: torch.from_numpy(a).pin_memory() if pin else torch.from_numpy(a) for k, a in arrays.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: GPT,
@@ -409,7 +422,7 @@ def _state_fingerprint(
 ) -> str:
     """What a resumed run must share with the saved one: config, data, initial weights."""
     cfg = config.to_dict()
-    for name in ("device", "precision", "num_threads", "checkpoint_every"):
+    for name in ("device", "precision", "num_threads", "checkpoint_every", "compile", "prefetch"):
         cfg.pop(name)
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"train": cfg, "model": model.config.to_dict(), "device": device.type,
@@ -540,12 +553,13 @@ def _train(
     start = time.perf_counter()
     n_ctx, pool = model.config.n_ctx, config.pack_pool_windows
     epoch_cache: dict[int, list[list[np.ndarray]]] = {}
+    global_batch = config.batch_size * dist.world_size  # batch_size rows on every rank
 
     def epoch_batches(epoch: int) -> list[list[np.ndarray]]:
         if epoch not in epoch_cache:
             epoch_cache.clear()
             epoch_cache[epoch] = batches_of(epoch_rows(train_set.lengths, n_ctx, config.seed, epoch, pool),
-                                            config.batch_size)
+                                            global_batch)
         return epoch_cache[epoch]
 
     # The plan: epoch 0's packing gives the steps per epoch (later epochs differ by a row or so).
@@ -560,7 +574,7 @@ def _train(
             len(val_set.windows), config.val_max_windows, replace=False))
         val_set = val_set.subset(picked)
     val_rows = pack_rows(val_set.lengths, n_ctx, None, pool)
-    val_batches = batches_of(val_rows, config.batch_size)
+    val_batches = batches_of(val_rows, global_batch)
     val_positions = len(val_rows) * n_ctx
     val_padding = 1.0 - float((val_set.lengths - 1).sum()) / val_positions if val_rows else None
 
@@ -584,9 +598,20 @@ def _train(
     if dist.enabled:  # gradients averaged over the ranks (bucketed all-reduce overlapping backward)
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        forward = torch.compile(forward, dynamic=True)
+    if config.compile if config.compile is not None else device.type == "cuda":
+        # Automatic dynamic shapes: one graph for the full batches, one more for a short last one.
+        forward = torch.compile(forward)
     optimizer = make_optimizer(model, config, device)
+    pin = device.type == "cuda"
+
+    def host_batch(rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        return _host_tensors(collate_packed(train_set.windows, train_set.context, rows, n_ctx, pad_id), pin)
+
+    def local_share(rows: list[np.ndarray]) -> list[np.ndarray]:
+        # A rank without rows (a short last batch) runs one row with zero weight: DDP needs its backward.
+        return dist.shard(rows) or rows[:1]
+
+    prefetch = OneAhead(host_batch, enabled=config.prefetch if config.prefetch is not None else pin)
     weights_t = torch.as_tensor(loss_weights, device=device) if loss_weights is not None else None
 
     # Everything a resumed run needs, in plain containers (the checkpoint is this dict).
@@ -654,9 +679,11 @@ def _train(
         n_tokens, n_positions, n_padding = distributed.global_batch_counts(
             rows, train_set.lengths, train_set.n_targets, n_ctx)
         local_rows = dist.shard(rows)
-        # A rank without rows (a short last batch) runs one row with zero weight: DDP needs its backward.
-        batch = collate_packed(train_set.windows, train_set.context, local_rows or rows[:1], n_ctx, pad_id)
-        tensors = _batch_tensors(batch, device)
+        here = prefetch.get((st["epoch"], st["batch_in_epoch"]), local_share(rows))
+        tensors = {k: t.to(device, non_blocking=pin) for k, t in here.items()}
+        if st["batch_in_epoch"] + 1 < len(batches):  # collated while this step runs
+            following = batches[st["batch_in_epoch"] + 1]
+            prefetch.ahead((st["epoch"], st["batch_in_epoch"] + 1), local_share(following))
         with autocast_context(device, precision):
             _, per_token = forward(**tensors, reduction="none")
         targets = tensors["targets"]
@@ -735,6 +762,7 @@ def _train(
             session_other += st["checkpoint_seconds"] - before
             window_start += st["checkpoint_seconds"] - before
 
+    prefetch.close()
     st["train_seconds"] += max(time.perf_counter() - session_start - session_other, 0.0)
     st["finished"] = True
     if state_path is not None:

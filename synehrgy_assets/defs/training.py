@@ -70,7 +70,7 @@ class GptTrainingConfig(dg.Config):
     n_processes: int = Field(
         default=1, ge=1,
         description="Training processes on this node: > 1 launches torchrun (DDP: gloo on CPU, one GPU per "
-        "process with NCCL), the global batch unchanged; its output streams into this log (docs/deploy.md).")
+        "process with NCCL), batch_size rows per process (global batch x n_processes); its output streams into this log (docs/deploy.md).")
     progress_every_seconds: float = Field(
         default=10.0, description="At most one progress observation (step, epoch, losses, ETA) per this many "
         "seconds, plus one at every validation.")
