@@ -1,0 +1,197 @@
+"""k-anonymous aggregates: numbers fitted on real data that may leave the workspace.
+
+A number that leaves the workspace (a vocabulary quantile or bin edge, a histogram axis, a summary
+statistic) must be computed over at least `k` distinct patients, and must not single out fewer
+than `k` of them. Counting values is not enough: ten order statistics can all be one patient's.
+Each function here takes the values together with the patient of each value, and guarantees:
+
+1. **k patients per number.** A quantile is the mean of a window of order statistics around its
+   rank, widened until it holds values of at least `k` distinct patients; inside the window each
+   patient's values are averaged first, so every patient weighs the same (no one moves the
+   number by more than 1/k of the window's spread).
+2. **k patients on each side.** Every number lies in the sample's k-anonymous range
+   [`lo`, `hi`] (`k_anonymous_range`): at least `k` patients have a value >= `hi` and `hi` is the
+   mean of `k` patients' values; `lo` likewise from the bottom. No number sits in a tail that
+   fewer than `k` patients reach (the top quantile of a variable is not the mean of one patient's
+   highest values).
+3. **Nothing from fewer.** A sample of fewer than `k` patients gives no number (None).
+
+`tests/leak_scan.py` checks the result from the outside: for each number that leaves, how many
+real patients reach it (2.) and whether it equals one patient's value or the mean of a run of one
+patient's values (1.).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_MIN_PATIENTS = 10
+
+
+def _check(values, patients, k: int) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, dtype=np.float64)
+    patients = np.asarray(patients)
+    if values.ndim != 1 or values.shape != patients.shape:
+        raise ValueError(f"k-anonymous aggregate: values {values.shape} and patients {patients.shape} "
+                         "must be 1-D arrays of the same length")
+    if np.isnan(values).any():
+        raise ValueError(f"k-anonymous aggregate: {int(np.isnan(values).sum())} NaN value(s); "
+                         "drop missing values first")
+    if k < 1:
+        raise ValueError(f"k-anonymous aggregate: k (min_patients) must be >= 1, got {k}")
+    return values, patients
+
+
+def n_patients(patients) -> int:
+    """Distinct patients in `patients`."""
+    return int(pd.unique(np.asarray(patients)).size)
+
+
+def k_anonymous_range(values, patients, k: int = DEFAULT_MIN_PATIENTS) -> tuple[float, float] | None:
+    """(lo, hi): at least `k` patients have a value <= lo and at least `k` a value >= hi, and each
+    is the mean of `k` different patients' values.
+
+    Let M be the k-th largest per-patient maximum (k patients reach it). Each patient's largest
+    value <= M is a candidate; hi is the mean of the k largest candidates, so hi <= M, and it lies
+    close to M when patients have values near it. lo likewise from the bottom. None when the sample
+    has fewer than `k` patients, or when lo > hi (no number is k-anonymous on both sides)."""
+    values, patients = _check(values, patients, k)
+    if n_patients(patients) < k:
+        return None
+    frame = pd.DataFrame({"p": patients, "v": values})
+    hi = _tail_mean(frame, k)
+    lo = -_tail_mean(frame.assign(v=-frame["v"]), k)
+    return (lo, hi) if lo <= hi else None
+
+
+def _tail_mean(frame: pd.DataFrame, k: int) -> float:
+    """Mean of the k largest per-patient candidates: each patient's largest value <= the k-th
+    largest per-patient maximum."""
+    cap = np.sort(frame.groupby("p", sort=False)["v"].max().to_numpy())[::-1][k - 1]
+    candidates = frame[frame["v"] <= cap].groupby("p", sort=False)["v"].max().to_numpy()
+    top = np.sort(candidates)[::-1][:k]  # >= k candidates: every patient below the cap has one
+    return float(min(top.mean(), cap))
+
+
+def _window_mean(values: np.ndarray, patients: np.ndarray) -> float:
+    """Mean over patients of each patient's mean (every patient weighs the same)."""
+    _, inv = np.unique(patients, return_inverse=True)
+    per_patient = np.bincount(inv, weights=values) / np.bincount(inv)
+    return float(per_patient.mean())
+
+
+def _widen(patients: np.ndarray, start: int, width: int, k: int) -> tuple[int, int]:
+    """The narrowest symmetric widening of [start, start + width) holding >= k patients."""
+    n = len(patients)
+
+    def window(e: int) -> tuple[int, int]:
+        return max(0, start - e), min(n, start + width + e)
+
+    def enough(e: int) -> bool:
+        a, b = window(e)
+        return pd.unique(patients[a:b]).size >= k
+
+    if enough(0):
+        return window(0)
+    # Doubling, then bisection: the work grows with the window found, not with the sample.
+    # enough(n) holds: the caller checked the whole sample.
+    lo, hi = 0, 1
+    while not enough(hi):
+        lo, hi = hi, min(2 * hi, n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return window(hi)
+
+
+def k_anonymous_quantiles(
+    values,
+    patients,
+    levels,
+    k: int = DEFAULT_MIN_PATIENTS,
+    window: int = 10,
+    guard: tuple[float, float] | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> list[float] | None:
+    """Quantiles at `levels` (in [0, 1]) that each depend on >= `k` distinct patients.
+
+    Each is the patient-weighted mean (`_window_mean`) of the `window` order statistics around its
+    rank, the window widened symmetrically until it holds values of `k` patients; then clipped to
+    `guard` (default: this sample's `k_anonymous_range`) and to `bounds` (e.g. a bin's edges).
+    Nondecreasing in the level. None when the sample holds fewer than `k` patients, when it has no
+    k-anonymous range, or when `guard` and `bounds` do not overlap.
+
+    Reuse it for any distribution fitted on real data (pass one patient id per value)."""
+    values, patients = _check(values, patients, k)
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.size and (levels.min() < 0 or levels.max() > 1):
+        raise ValueError(f"k-anonymous quantiles: levels must lie in [0, 1], got {levels.tolist()}")
+    n = len(values)
+    if n == 0 or n_patients(patients) < k:
+        return None
+    if guard is None:
+        guard = k_anonymous_range(values, patients, k)
+        if guard is None:
+            return None
+    low, high = guard
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    if low > high:
+        return None
+    order = np.lexsort((patients, values))  # ties by patient: independent of the input order
+    values, patients = values[order], patients[order]
+    width = max(1, min(int(window), n))
+    out = []
+    for level in levels:
+        start = int(np.clip(np.rint(level * (n - 1) - (width - 1) / 2), 0, n - width))
+        a, b = _widen(patients, start, width, k)
+        out.append(_window_mean(values[a:b], patients[a:b]))
+    return np.maximum.accumulate(np.clip(out, low, high)).tolist()
+
+
+def patients_per_category(categories, patients) -> pd.Series:
+    """Distinct patients per category (nulls dropped), indexed by the category as text."""
+    frame = pd.DataFrame({"c": pd.Series(np.asarray(categories, dtype=object)), "p": np.asarray(patients)})
+    frame = frame[frame["c"].notna()]
+    return frame.assign(c=frame["c"].astype(str)).groupby("c", sort=True)["p"].nunique()
+
+
+def merge_bins_to_patients(sorted_values, patients, inner: list[float], k: int,
+                           min_count: int = 1) -> list[float]:
+    """Remove inner edges until every bin [e_i, e_i+1) holds values of >= k distinct patients and
+    >= `min_count` values (or one bin remains). `patients` is aligned with `sorted_values`.
+
+    The bin with the fewest patients is merged with its neighbour holding fewer patients, so the
+    top and bottom bins are treated like the others."""
+    sorted_values = np.asarray(sorted_values, dtype=np.float64)
+    patients = np.asarray(patients)
+    inner = list(inner)
+    codes = pd.factorize(patients)[0].astype(np.int64)
+    n_codes = int(codes.max()) + 1 if len(codes) else 1
+
+    def counts() -> tuple[np.ndarray, np.ndarray]:
+        bins = np.searchsorted(np.asarray(inner, dtype=np.float64), sorted_values, side="right")
+        rows = np.bincount(bins, minlength=len(inner) + 1)
+        pairs = np.unique(bins.astype(np.int64) * n_codes + codes)
+        people = np.bincount(pairs // n_codes, minlength=len(inner) + 1)
+        return people, rows
+
+    while inner:
+        people, rows = counts()
+        short = (people < k) | (rows < min_count)
+        if not short.any():
+            break
+        score = np.where(short, people, np.iinfo(np.int64).max)
+        i = int(np.argmin(score))
+        if i == 0:
+            j = 1
+        elif i == len(people) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if people[i - 1] <= people[i + 1] else i + 1
+        del inner[min(i, j)]  # the edge between bins min(i, j) and min(i, j) + 1
+    return inner
