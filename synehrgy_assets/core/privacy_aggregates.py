@@ -14,7 +14,9 @@ Each function here takes the values together with the patient of each value, and
    mean of `k` patients' values; `lo` likewise from the bottom. No number sits in a tail that
    fewer than `k` patients reach (the top quantile of a variable is not the mean of one patient's
    highest values).
-3. **Nothing from fewer.** A sample of fewer than `k` patients gives no number (None).
+3. **Nothing from fewer.** A sample of fewer than `k` patients gives no number (None), and no
+   number equals a value that fewer than `k` patients hold (a window or a range that lands on one
+   by coincidence takes one more value or patient): it could not be told from that value.
 
 `tests/leak_scan.py` checks the result from the outside: for each number that leaves, how many
 real patients reach it (2.) and whether it equals one patient's value or the mean of a run of one
@@ -27,6 +29,10 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MIN_PATIENTS = 10
+# Two numbers this close (relative) count as equal (a value read back from JSON or CSV).
+EQUAL_RTOL = 1e-9
+# The longest run of one patient's consecutive order statistics whose mean no number may equal.
+MAX_RUN = 30
 
 
 def _check(values, patients, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,18 +66,62 @@ def k_anonymous_range(values, patients, k: int = DEFAULT_MIN_PATIENTS) -> tuple[
     if n_patients(patients) < k:
         return None
     frame = pd.DataFrame({"p": patients, "v": values})
-    hi = _tail_mean(frame, k)
-    lo = -_tail_mean(frame.assign(v=-frame["v"]), k)
+    hi = _tail_mean(frame, k, _Holders(values, patients, k))
+    lo = -_tail_mean(frame.assign(v=-frame["v"]), k, _Holders(-values, patients, k))
     return (lo, hi) if lo <= hi else None
 
 
-def _tail_mean(frame: pd.DataFrame, k: int) -> float:
+class _Holders:
+    """Whether a number equals a value that fewer than k patients hold, or the mean of a run of
+    consecutive order statistics that one patient holds all of. Such a number cannot be told
+    apart from those (an order statistic, a smoothed quantile of one patient), so none is
+    stored, even by coincidence."""
+
+    def __init__(self, values: np.ndarray, patients: np.ndarray, k: int):
+        order = np.lexsort((patients, values))
+        self.values, self.patients, self.k = values[order], patients[order], k
+        self.run_means = one_patient_run_means(self.values, self.patients)
+
+    def rare(self, x: float) -> bool:
+        tol = EQUAL_RTOL * max(abs(x), 1.0)
+        a = np.searchsorted(self.values, x - tol, side="left")
+        b = np.searchsorted(self.values, x + tol, side="right")
+        if 0 < pd.unique(self.patients[a:b]).size < self.k:
+            return True
+        a = np.searchsorted(self.run_means, x - tol, side="left")
+        return bool(a < len(self.run_means) and self.run_means[a] <= x + tol)
+
+
+def one_patient_run_means(sorted_values: np.ndarray, sorted_patients: np.ndarray,
+                          max_run: int = MAX_RUN) -> np.ndarray:
+    """Sorted means of every run of 2..`max_run` consecutive order statistics (values sorted, the
+    patient of each aligned) that one patient holds all of and that are not all equal."""
+    v, p = np.asarray(sorted_values, dtype=np.float64), np.asarray(sorted_patients)
+    if len(v) < 2:
+        return np.zeros(0)
+    segment = np.concatenate([[0], np.cumsum(p[1:] != p[:-1])])
+    prefix = np.concatenate([[0.0], np.cumsum(v)])
+    out = []
+    for m in range(2, min(max_run, len(v)) + 1):
+        start = np.arange(len(v) - m + 1)
+        one = (segment[start] == segment[start + m - 1]) & (v[start] != v[start + m - 1])
+        if not (segment[start] == segment[start + m - 1]).any():
+            break  # no longer run of one patient either
+        out.append(((prefix[start + m] - prefix[start]) / m)[one])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0)
+
+
+def _tail_mean(frame: pd.DataFrame, k: int, holders: _Holders) -> float:
     """Mean of the k largest per-patient candidates: each patient's largest value <= the k-th
-    largest per-patient maximum."""
+    largest per-patient maximum (one more candidate while the mean equals a rare value)."""
     cap = np.sort(frame.groupby("p", sort=False)["v"].max().to_numpy())[::-1][k - 1]
-    candidates = frame[frame["v"] <= cap].groupby("p", sort=False)["v"].max().to_numpy()
-    top = np.sort(candidates)[::-1][:k]  # >= k candidates: every patient below the cap has one
-    return float(min(top.mean(), cap))
+    candidates = np.sort(frame[frame["v"] <= cap].groupby("p", sort=False)["v"].max().to_numpy())[::-1]
+    m = k  # >= k candidates: every patient below the cap has one
+    mean = min(float(candidates[:m].mean()), cap)
+    while holders.rare(mean) and m < len(candidates):
+        m += 1
+        mean = min(float(candidates[:m].mean()), cap)
+    return mean
 
 
 def _window_mean(values: np.ndarray, patients: np.ndarray) -> float:
@@ -145,11 +195,16 @@ def k_anonymous_quantiles(
     order = np.lexsort((patients, values))  # ties by patient: independent of the input order
     values, patients = values[order], patients[order]
     width = max(1, min(int(window), n))
+    holders = _Holders(values, patients, k)  # sorted already: the lexsort keeps the order
     out = []
     for level in levels:
         start = int(np.clip(np.rint(level * (n - 1) - (width - 1) / 2), 0, n - width))
         a, b = _widen(patients, start, width, k)
-        out.append(_window_mean(values[a:b], patients[a:b]))
+        mean = _window_mean(values[a:b], patients[a:b])
+        while holders.rare(mean) and (a > 0 or b < n):
+            a, b = max(a - 1, 0), min(b + 1, n)
+            mean = _window_mean(values[a:b], patients[a:b])
+        out.append(mean)
     return np.maximum.accumulate(np.clip(out, low, high)).tolist()
 
 
