@@ -105,6 +105,12 @@ class TokenVocabularyConfig(dg.Config):
     binning: str = Field(default="quantile", description="quantile | uniform (reference) | clinical")
     n_bins: int = Field(default=10, description="Bins per continuous variable.")
     min_code_count: int = Field(default=5, description="ICD codes seen fewer times in train go to UNK.")
+    min_patients: int = Field(
+        default=10,
+        description="Privacy: every number the vocabulary stores (bin edges, within-bin and LOS quantiles, "
+        "category scores) depends on at least this many distinct train patients, and every code, phenotype "
+        "and category with a token is held by at least this many (docs/tokens.md section 2).",
+    )
 
 
 def vocabulary_path(workspace: WorkspaceResource) -> Path:
@@ -127,7 +133,8 @@ def token_vocabulary(
     train = load_split(workspace, "train")
     vocab = TokenVocabulary.fit(
         train,
-        VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count),
+        VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count,
+                         min_patients=config.min_patients),
     )
     path = vocabulary_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,10 +64,14 @@ def _nonempty(prep: PreparedCohort) -> PreparedCohort:
 
 
 def code_prevalence_table(real: CohortLike, synthetic: CohortLike) -> pd.DataFrame:
-    """Per code over the UNION of codes: visit counts and per-visit prevalence (absent = 0)."""
+    """Per code over the UNION of codes: visit counts, real patients (`n_real_patients`, for
+    suppression) and per-visit prevalence (absent = 0)."""
     real, synthetic = _nonempty(prepare_cohort(real, "real")), _nonempty(prepare_cohort(synthetic, "synthetic"))
     counts = [pd.Series(p.code_key, dtype=object).value_counts().rename(n)
               for p, n in ((real, "n_real"), (synthetic, "n_synthetic"))]
+    subject = real.cohort.visits["subject_id"].to_numpy()[real.code_pos]
+    counts.append(pd.DataFrame({"c": real.code_key, "p": subject}).groupby("c")["p"].nunique()
+                  .rename("n_real_patients"))
     table = pd.concat(counts, axis=1).fillna(0)
     table.index = table.index.astype(str)
     table = table.rename_axis("code").reset_index().sort_values("code", kind="stable").reset_index(drop=True)
@@ -483,6 +487,9 @@ def marginal_histograms(
 
 
 def suppressed_prevalence_table(table: pd.DataFrame, min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> pd.DataFrame:
-    """Code prevalence table without codes seen in fewer than `min_cell_count` real visits (but > 0)."""
+    """Code prevalence table without codes seen in fewer than `min_cell_count` real visits or
+    real patients (but > 0)."""
     rare = (table["n_real"] > 0) & (table["n_real"] < min_cell_count)
+    if "n_real_patients" in table:
+        rare |= (table["n_real"] > 0) & (table["n_real_patients"] < min_cell_count)
     return table.loc[~rare, ["code", "code_type", "prevalence_real", "prevalence_synthetic"]].reset_index(drop=True)
