@@ -7,20 +7,19 @@ Each function here takes the values together with the patient of each value, and
 
 1. **k patients per number.** A quantile is the mean of a window of order statistics around its
    rank, widened until it holds values of at least `k` distinct patients; inside the window each
-   patient's values are averaged first, so every patient weighs the same (no one moves the
-   number by more than 1/k of the window's spread).
+   patient's values are averaged first, so every patient weighs the same (1/k or less).
 2. **k patients on each side.** Every number lies in the sample's k-anonymous range
    [`lo`, `hi`] (`k_anonymous_range`): at least `k` patients have a value >= `hi` and `hi` is the
    mean of `k` patients' values; `lo` likewise from the bottom. No number sits in a tail that
    fewer than `k` patients reach (the top quantile of a variable is not the mean of one patient's
    highest values).
 3. **Nothing from fewer.** A sample of fewer than `k` patients gives no number (None), and no
-   number equals a value that fewer than `k` patients hold (a window or a range that lands on one
-   by coincidence takes one more value or patient): it could not be told from that value.
+   number equals a value that fewer than `k` patients hold, or the mean of a run of consecutive
+   order statistics that one patient holds all of (a window or a range that lands on one by
+   coincidence takes one more value or patient): it could not be told apart from those.
 
 `tests/leak_scan.py` checks the result from the outside: for each number that leaves, how many
-real patients reach it (2.) and whether it equals one patient's value or the mean of a run of one
-patient's values (1.).
+real patients reach it (2.), hold exactly it, or fill a run of order statistics whose mean it is (3.).
 """
 
 from __future__ import annotations
