@@ -228,3 +228,14 @@ def test_structure_medians_are_no_one_patients_value():
     plain = float(np.median(real.visits["los_hours"]))
     if len(real.visits) % 2:  # an odd count: the plain median is one visit's value
         assert los.patients_behind(plain)[0] < 10
+
+
+def test_token_length_summary_is_no_patients_length():
+    from synehrgy_assets.defs.tokens import _clipped_to_k_anonymous_range, _k_anonymous_median
+
+    lengths = np.concatenate([np.arange(100, 1000, 30), [90_000]])  # one very long patient
+    real = RealSample(lengths, np.arange(len(lengths)))
+    assert real.patients_behind(_k_anonymous_median(lengths))[0] >= K
+    clipped = _clipped_to_k_anonymous_range(lengths)
+    assert min(real.patients_behind(x)[0] for x in (clipped.min(), clipped.max())) >= K
+    assert _k_anonymous_median(lengths[:5]) is None and len(_clipped_to_k_anonymous_range(lengths[:5])) == 0

@@ -232,7 +232,7 @@ def token_sequences(
         stats[split] = {
             "patients": int(len(lengths)),
             "tokens": int(lengths.sum()),
-            "tokens_per_patient_p50": float(np.median(lengths)) if len(lengths) else 0.0,
+            "tokens_per_patient_p50": _k_anonymous_median(lengths),
             "windows": int(windows.n_windows),
             "patients_longer_than_context": int(np.sum(lengths > config.n_ctx + 1)),
             "header_in_context_share": float(windows.header_in_context_share),
@@ -263,11 +263,28 @@ def token_sequences(
             "train/windows": train["windows"],
             "by_split": dg.MetadataValue.md(pd.DataFrame(stats).T.to_markdown()),
             "tokens_per_patient": png_markdown(
-                histogram_png(train_lengths, "Tokens per train patient", "tokens"), "tokens per patient"
+                histogram_png(_clipped_to_k_anonymous_range(train_lengths), "Tokens per train patient", "tokens"),
+                "tokens per patient",
             ),
         }
     )
     return dg.MaterializeResult(metadata=meta)
+
+
+def _k_anonymous_median(lengths: np.ndarray) -> float | None:
+    """A median over >= 10 patients (one length per patient), not one patient's length."""
+    from synehrgy_assets.core.privacy_aggregates import k_anonymous_quantiles
+
+    median = k_anonymous_quantiles(lengths, np.arange(len(lengths)), [0.5]) if len(lengths) else None
+    return None if median is None else round(median[0], 1)
+
+
+def _clipped_to_k_anonymous_range(lengths: np.ndarray) -> np.ndarray:
+    """Lengths clipped to their k-anonymous range, so the plot's axis ends are no patient's length."""
+    from synehrgy_assets.core.privacy_aggregates import k_anonymous_range
+
+    bounds = k_anonymous_range(lengths, np.arange(len(lengths))) if len(lengths) else None
+    return np.zeros(0) if bounds is None else np.clip(lengths, *bounds)
 
 
 def _train_summary(workspace: WorkspaceResource) -> dict:
