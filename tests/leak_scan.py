@@ -345,3 +345,30 @@ def k_anonymity_leaks(deps: pd.DataFrame, k: int = MIN_PATIENTS) -> list[str]:
     examples = "; ".join(f"{r.what} = {r.value:g} ({r.patients}: {r.why})" if r.value == r.value
                          else f"{r.what} ({r.patients}: {r.why})" for r in bad.head(5).itertuples())
     return [f"{len(bad)} stored value(s) depend on fewer than {k} real patients ({one} on one), e.g. {examples}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.leak_scan WAREHOUSE [HOME] [--file token_vocabulary.json ...]`: the stored
+    numbers behind fewer than 10 real patients, per file; exit 1 when there is any."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("warehouse", type=Path)
+    parser.add_argument("home", type=Path, nargs="?", default=Path("/nonexistent"))
+    parser.add_argument("--file", type=Path, action="append", default=[],
+                        help="a vocabulary JSON or marginal_histograms table outside HOME/mlartifacts")
+    args = parser.parse_args(argv)
+    deps = stored_number_dependencies(args.home, args.warehouse, args.file)
+    for source, part in deps.groupby("source"):
+        numbers, names = part[part["value"].notna()], part[part["value"].isna()]
+        print(f"{source}: {len(numbers)} numbers, {int((numbers['patients'] < MIN_PATIENTS).sum())} behind "
+              f"< {MIN_PATIENTS} patients ({int((numbers['patients'] <= 1).sum())} behind one); "
+              f"{len(names)} codes/categories/bins, {int((names['patients'] < MIN_PATIENTS).sum())} behind "
+              f"< {MIN_PATIENTS} ({int((names['patients'] <= 1).sum())} behind one)")
+    leaks = k_anonymity_leaks(deps)
+    print("\n".join(leaks) or "no stored value depends on fewer than 10 real patients")
+    return 1 if leaks else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
