@@ -165,7 +165,8 @@ class RealSample:
             if len(v) < m:
                 break
             start = np.arange(len(v) - m + 1)
-            one = (segment[start] == segment[start + m - 1]) & (v[start] != v[start + m - 1])
+            spread = v[start + m - 1] - v[start]
+            one = (segment[start] == segment[start + m - 1]) & (spread > _RTOL * np.maximum(np.abs(v[start]), 1.0))
             if not one.any():
                 break  # a longer run would hold a shorter one
             out.append(((prefix[start + m] - prefix[start]) / m)[one])

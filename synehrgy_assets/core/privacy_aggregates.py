@@ -45,7 +45,8 @@ def _check(values, patients, k: int) -> tuple[np.ndarray, np.ndarray]:
                          "drop missing values first")
     if k < 1:
         raise ValueError(f"k-anonymous aggregate: k (min_patients) must be >= 1, got {k}")
-    return values, patients
+    # Integer codes in id order: any id type sorts, and ties sort the same for any row order.
+    return values, pd.factorize(patients, sort=True)[0]
 
 
 def n_patients(patients) -> int:
@@ -76,25 +77,32 @@ class _Holders:
     apart from those (an order statistic, a smoothed quantile of one patient), so none is
     stored, even by coincidence."""
 
-    def __init__(self, values: np.ndarray, patients: np.ndarray, k: int):
-        order = np.lexsort((patients, values))
-        self.values, self.patients, self.k = values[order], patients[order], k
-        self.run_means = one_patient_run_means(self.values, self.patients)
+    def __init__(self, values: np.ndarray, patients: np.ndarray, k: int, presorted: bool = False):
+        if not presorted:
+            order = np.lexsort((patients, values))
+            values, patients = values[order], patients[order]
+        self.values, self.patients, self.k = values, patients, k
 
     def rare(self, x: float) -> bool:
         tol = EQUAL_RTOL * max(abs(x), 1.0)
-        a = np.searchsorted(self.values, x - tol, side="left")
-        b = np.searchsorted(self.values, x + tol, side="right")
+        a = int(np.searchsorted(self.values, x - tol, side="left"))
+        b = int(np.searchsorted(self.values, x + tol, side="right"))
         if 0 < pd.unique(self.patients[a:b]).size < self.k:
             return True
-        a = np.searchsorted(self.run_means, x - tol, side="left")
-        return bool(a < len(self.run_means) and self.run_means[a] <= x + tol)
+        if b - a > MAX_RUN:
+            return False  # a run with mean x and unequal values would span all these ties
+        # A run of at most MAX_RUN order statistics whose mean is x straddles [a, b).
+        lo, hi = max(a - MAX_RUN, 0), min(b + MAX_RUN, len(self.values))
+        means = one_patient_run_means(self.values[lo:hi], self.patients[lo:hi])
+        i = np.searchsorted(means, x - tol, side="left")
+        return bool(i < len(means) and means[i] <= x + tol)
 
 
 def one_patient_run_means(sorted_values: np.ndarray, sorted_patients: np.ndarray,
                           max_run: int = MAX_RUN) -> np.ndarray:
     """Sorted means of every run of 2..`max_run` consecutive order statistics (values sorted, the
-    patient of each aligned) that one patient holds all of and that are not all equal."""
+    patient of each aligned) that one patient holds all of and that are not all equal (within
+    EQUAL_RTOL: a run of equal values means the value itself)."""
     v, p = np.asarray(sorted_values, dtype=np.float64), np.asarray(sorted_patients)
     if len(v) < 2:
         return np.zeros(0)
@@ -103,7 +111,8 @@ def one_patient_run_means(sorted_values: np.ndarray, sorted_patients: np.ndarray
     out = []
     for m in range(2, min(max_run, len(v)) + 1):
         start = np.arange(len(v) - m + 1)
-        one = (segment[start] == segment[start + m - 1]) & (v[start] != v[start + m - 1])
+        spread = v[start + m - 1] - v[start]
+        one = (segment[start] == segment[start + m - 1]) & (spread > EQUAL_RTOL * np.maximum(np.abs(v[start]), 1.0))
         if not (segment[start] == segment[start + m - 1]).any():
             break  # no longer run of one patient either
         out.append(((prefix[start + m] - prefix[start]) / m)[one])
@@ -194,7 +203,7 @@ def k_anonymous_quantiles(
     order = np.lexsort((patients, values))  # ties by patient: independent of the input order
     values, patients = values[order], patients[order]
     width = max(1, min(int(window), n))
-    holders = _Holders(values, patients, k)  # sorted already: the lexsort keeps the order
+    holders = _Holders(values, patients, k, presorted=True)
     out = []
     for level in levels:
         start = int(np.clip(np.rint(level * (n - 1) - (width - 1) / 2), 0, n - width))
