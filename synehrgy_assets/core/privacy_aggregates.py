@@ -49,6 +49,13 @@ def _check(values, patients, k: int) -> tuple[np.ndarray, np.ndarray]:
     return values, pd.factorize(patients, sort=True)[0]
 
 
+def sort_order(values: np.ndarray, patients: np.ndarray) -> np.ndarray:
+    """Order by value, ties by patient: the same windows for any row order (two stable argsorts
+    are several times faster than np.lexsort on millions of rows)."""
+    by_patient = np.argsort(patients, kind="stable")
+    return by_patient[np.argsort(values[by_patient], kind="stable")]
+
+
 def n_patients(patients) -> int:
     """Distinct patients in `patients`."""
     return int(pd.unique(np.asarray(patients)).size)
@@ -65,9 +72,11 @@ def k_anonymous_range(values, patients, k: int = DEFAULT_MIN_PATIENTS) -> tuple[
     values, patients = _check(values, patients, k)
     if n_patients(patients) < k:
         return None
+    order = sort_order(values, patients)
+    values, patients = values[order], patients[order]
     frame = pd.DataFrame({"p": patients, "v": values})
-    hi = _tail_mean(frame, k, _Holders(values, patients, k))
-    lo = -_tail_mean(frame.assign(v=-frame["v"]), k, _Holders(-values, patients, k))
+    hi = _tail_mean(frame, k, _Holders(values, patients, k, presorted=True))
+    lo = -_tail_mean(frame.assign(v=-values), k, _Holders(-values[::-1], patients[::-1], k, presorted=True))
     return (lo, hi) if lo <= hi else None
 
 
@@ -79,7 +88,7 @@ class _Holders:
 
     def __init__(self, values: np.ndarray, patients: np.ndarray, k: int, presorted: bool = False):
         if not presorted:
-            order = np.lexsort((patients, values))
+            order = sort_order(values, patients)
             values, patients = values[order], patients[order]
         self.values, self.patients, self.k = values, patients, k
 
@@ -200,7 +209,7 @@ def k_anonymous_quantiles(
         low, high = max(low, bounds[0]), min(high, bounds[1])
     if low > high:
         return None
-    order = np.lexsort((patients, values))  # ties by patient: independent of the input order
+    order = sort_order(values, patients)  # ties by patient: independent of the input order
     values, patients = values[order], patients[order]
     width = max(1, min(int(window), n))
     holders = _Holders(values, patients, k, presorted=True)

@@ -20,6 +20,7 @@ from synehrgy_assets.core.privacy_aggregates import (
     k_anonymous_range,
     merge_bins_to_patients,
     patients_per_category,
+    sort_order,
 )
 from synehrgy_assets.core.cohort import StagedCohort
 from synehrgy_assets.core.tokens.columns import (
@@ -214,7 +215,7 @@ def _fit_bins(
     patient of each value. With `merge`, inner edges are removed until every bin holds values of
     `min_patients` patients and `min_bin_count` values; fixed scales keep their (public) edges."""
     values, patients = np.asarray(values, dtype=np.float64), np.asarray(patients)
-    order = np.lexsort((patients, values))
+    order = sort_order(values, patients)
     values, patients = values[order], patients[order]
     edges = [float(e) for e in edges]
     inner = edges[1:-1]
