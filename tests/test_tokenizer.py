@@ -32,6 +32,7 @@ from synehrgy_assets.core.tokens import (
     encode,
     load_variables,
 )
+from tests.leak_scan import RealSample
 
 VARIABLES = load_variables()
 CATEGORIES = {  # categorical variable -> (value_text, score) pairs used by the generator
@@ -201,9 +202,12 @@ def test_code_vocabulary_respects_min_count(train):
     vocab = TokenVocabulary.fit(train, cfg)
     codes = train.visit_codes
     for code_type in ("diagnosis", "procedure"):
-        counts = codes.loc[codes["code_type"] == code_type, "icd9_code"].value_counts()
-        assert vocab.codes[code_type] == sorted(counts.index[counts >= 20])
-        kept = counts[counts >= 20].sum() / counts.sum()
+        part = codes[codes["code_type"] == code_type]
+        counts = part["icd9_code"].value_counts()
+        people = part.groupby("icd9_code")["subject_id"].nunique().reindex(counts.index)
+        ok = (counts >= 20) & (people >= cfg.min_patients)
+        assert vocab.codes[code_type] == sorted(counts.index[ok])
+        kept = counts[ok].sum() / counts.sum()
         assert vocab.fit_stats[f"{code_type}_coverage"] == pytest.approx(kept)
 
 
@@ -219,25 +223,26 @@ def test_bin_edges_increasing_and_bins_populated(train, binning):
         edges = var.bins.edges
         assert np.all(np.diff(edges) > 0), var.name
         assert edges[0] == var.valid_low and edges[-1] == var.valid_high
-        values = meas.loc[meas["variable"] == var.name, "value"].to_numpy()
-        values = np.clip(values[~np.isnan(values)], var.valid_low, var.valid_high)
+        part = meas[(meas["variable"] == var.name) & meas["value"].notna()]
+        values = np.clip(part["value"].to_numpy(), var.valid_low, var.valid_high)
         counts = np.bincount(var.bins.assign(values), minlength=var.bins.n_bins)
-        low, high = var.bins.bounds()
-        if len(values) >= cfg.min_bin_count:
-            # Sparse bins were merged: every bin is non-empty and big enough to describe.
-            assert counts.min() >= cfg.min_bin_count, (var.name, counts)
         bin_of = var.bins.assign(values)
+        people = pd.Series(part["subject_id"].to_numpy()).groupby(bin_of).nunique().reindex(
+            range(var.bins.n_bins), fill_value=0).to_numpy()
+        low, high = var.bins.bounds()
+        if len(values) >= cfg.min_bin_count and part["subject_id"].nunique() >= cfg.min_patients:
+            # Sparse bins were merged: every bin holds values of min_patients patients.
+            assert counts.min() >= cfg.min_bin_count and people.min() >= cfg.min_patients, (var.name, people)
+        real = RealSample(values, part["subject_id"].to_numpy())
         for i, (q, lo, hi, n) in enumerate(zip(var.bins.quantiles, low, high, counts)):
-            if n < max(cfg.min_bin_count, 2 * cfg.tail_count + 1):
-                assert q is None  # no quantiles of a handful of patients
-            else:
+            if n < max(cfg.min_bin_count, 2 * cfg.tail_count + 1) or people[i] < cfg.min_patients:
+                assert q is None  # no quantiles of a handful of values or patients
+            elif q is not None:
                 q = np.asarray(q)
                 assert len(q) == cfg.within_bin_quantiles
                 assert np.all(np.diff(q) >= 0) and lo <= q[0] and q[-1] <= hi
-                # No real extreme: tail_count values lie below the lowest stored quantile, as many above.
-                inside = values[bin_of == i]
-                assert q[0] > inside.min() or (inside == inside.min()).sum() >= cfg.tail_count
-                assert q[-1] < inside.max() or (inside == inside.max()).sum() >= cfg.tail_count
+                # No real extreme, no one patient's value: each depends on min_patients patients.
+                assert min(real.patients_behind(x)[0] for x in q) >= cfg.min_patients
         if binning == "clinical":
             clinical = VARIABLES.set_index("variable").loc[var.name, "clinical_edges"]  # parsed floats
             assert set(edges[1:-1]) <= set(clinical)
@@ -247,26 +252,37 @@ def test_bin_edges_increasing_and_bins_populated(train, binning):
 
 def test_fixed_scales_keep_bins_but_no_small_quantiles(train, vocab):
     visits = train.visits
-    later = visits["hours_since_previous_visit"].dropna().to_numpy()
-    age = visits.loc[~visits["age_is_capped"], "age_years"].to_numpy()
-    for name, values in (("AGE", age), ("GAP_VISIT", later)):
+    later = visits["hours_since_previous_visit"].notna()
+    young = ~visits["age_is_capped"]
+    for name, values, who in (("AGE", visits.loc[young, "age_years"], visits.loc[young, "subject_id"]),
+                              ("GAP_VISIT", visits.loc[later, "hours_since_previous_visit"],
+                               visits.loc[later, "subject_id"])):
         bins = vocab.scales[name]
-        counts = np.bincount(bins.assign(values), minlength=bins.n_bins)
+        bin_of = bins.assign(values.to_numpy())
+        counts = np.bincount(bin_of, minlength=bins.n_bins)
+        people = pd.Series(who.to_numpy()).groupby(bin_of).nunique().reindex(range(bins.n_bins), fill_value=0)
         assert any(c < 5 for c in counts), "the test needs a sparse bin"
-        for q, c in zip(bins.quantiles, counts):
-            cfg = vocab.config
-            assert (q is None) == (c < max(cfg.min_bin_count, 2 * cfg.tail_count + 1)), (name, c)
+        cfg = vocab.config
+        for q, c, p in zip(bins.quantiles, counts, people):
+            if c < max(cfg.min_bin_count, 2 * cfg.tail_count + 1) or p < cfg.min_patients:
+                assert q is None, (name, c, p)
 
 
 def test_vocabulary_stores_no_real_extreme_and_no_rare_category(train, tmp_path):
-    """The JSON logged to MLflow: no variable's train minimum or maximum, no LOS extreme, and no
-    covariate category seen fewer than min_code_count times (it becomes UNK)."""
+    """The JSON logged to MLflow: no variable's train minimum or maximum, no LOS extreme, no
+    covariate category seen fewer than min_code_count times, and none held by fewer than
+    min_patients patients however many visits (they become UNK)."""
     visits = train.visits.copy()
     visits.loc[visits.index[:2], "insurance"] = "Rare plan"  # 2 visits < min_code_count
+    many = visits["subject_id"].value_counts().index[:3]  # 3 patients, >= min_code_count visits
+    few = visits["subject_id"].isin(many)
+    assert few.sum() >= VocabularyConfig().min_code_count
+    visits.loc[few, "first_careunit"] = "Few patients unit"
     cohort = StagedCohort(visits, train.visit_codes, train.visit_phenotypes, train.measurements)
     vocab = TokenVocabulary.fit(cohort)
     text = vocab.to_json(tmp_path / "vocabulary.json").read_text()
-    assert "Rare plan" not in text and vocab.fit_stats["n_rare_categories_dropped"] >= 1
+    assert "Rare plan" not in text and vocab.fit_stats["n_rare_categories_dropped"] >= 2
+    assert "Few patients unit" not in text
     assert vocab.covariate_id("insurance", "Rare plan") == vocab.covariate_id("insurance", None)
     stored = json.loads(text)
     meas = train.measurements

@@ -106,6 +106,12 @@ class TokenVocabularyConfig(dg.Config):
     binning: str = Field(default="quantile", description="quantile | uniform (reference) | clinical")
     n_bins: int = Field(default=10, description="Bins per continuous variable.")
     min_code_count: int = Field(default=5, description="ICD codes seen fewer times in train go to UNK.")
+    min_patients: int = Field(
+        default=10,
+        description="Privacy: every number the vocabulary stores (bin edges, within-bin and LOS quantiles, "
+        "category scores) depends on at least this many distinct train patients, and every code, phenotype "
+        "and category with a token is held by at least this many (docs/tokens.md section 2).",
+    )
 
 
 def vocabulary_path(workspace: WorkspaceResource) -> Path:
@@ -128,7 +134,8 @@ def token_vocabulary(
     train = load_split(workspace, "train")
     vocab = TokenVocabulary.fit(
         train,
-        VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count),
+        VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count,
+                         min_patients=config.min_patients),
     )
     path = vocabulary_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +233,7 @@ def token_sequences(
         stats[split] = {
             "patients": int(len(lengths)),
             "tokens": int(lengths.sum()),
-            "tokens_per_patient_p50": float(np.median(lengths)) if len(lengths) else 0.0,
+            "tokens_per_patient_p50": _k_anonymous_median(lengths),
             "windows": int(windows.n_windows),
             "patients_longer_than_context": int(np.sum(lengths > config.n_ctx + 1)),
             "header_in_context_share": float(windows.header_in_context_share),
@@ -258,11 +265,28 @@ def token_sequences(
             "train/windows": train["windows"],
             "by_split": dg.MetadataValue.md(pd.DataFrame(stats).T.to_markdown()),
             "tokens_per_patient": png_markdown(
-                histogram_png(train_lengths, "Tokens per train patient", "tokens"), "tokens per patient"
+                histogram_png(_clipped_to_k_anonymous_range(train_lengths), "Tokens per train patient", "tokens"),
+                "tokens per patient",
             ),
         }
     )
     return dg.MaterializeResult(metadata=meta)
+
+
+def _k_anonymous_median(lengths: np.ndarray) -> float | None:
+    """A median over >= 10 patients (one length per patient), not one patient's length."""
+    from synehrgy_assets.core.privacy_aggregates import k_anonymous_quantiles
+
+    median = k_anonymous_quantiles(lengths, np.arange(len(lengths)), [0.5]) if len(lengths) else None
+    return None if median is None else round(median[0], 1)
+
+
+def _clipped_to_k_anonymous_range(lengths: np.ndarray) -> np.ndarray:
+    """Lengths clipped to their k-anonymous range, so the plot's axis ends are no patient's length."""
+    from synehrgy_assets.core.privacy_aggregates import k_anonymous_range
+
+    bounds = k_anonymous_range(lengths, np.arange(len(lengths))) if len(lengths) else None
+    return np.zeros(0) if bounds is None else np.clip(lengths, *bounds)
 
 
 def _train_summary(workspace: WorkspaceResource) -> dict:

@@ -26,6 +26,7 @@ from synehrgy_assets.core.metrics.common import (
     _suppress,
     resolve_variables,
 )
+from synehrgy_assets.core.privacy_aggregates import k_anonymous_quantiles, n_patients
 from synehrgy_assets.core.metrics.features import (
     CohortLike,
     PreparedCohort,
@@ -63,10 +64,14 @@ def _nonempty(prep: PreparedCohort) -> PreparedCohort:
 
 
 def code_prevalence_table(real: CohortLike, synthetic: CohortLike) -> pd.DataFrame:
-    """Per code over the UNION of codes: visit counts and per-visit prevalence (absent = 0)."""
+    """Per code over the UNION of codes: visit counts, real patients (`n_real_patients`, for
+    suppression) and per-visit prevalence (absent = 0)."""
     real, synthetic = _nonempty(prepare_cohort(real, "real")), _nonempty(prepare_cohort(synthetic, "synthetic"))
     counts = [pd.Series(p.code_key, dtype=object).value_counts().rename(n)
               for p, n in ((real, "n_real"), (synthetic, "n_synthetic"))]
+    subject = real.cohort.visits["subject_id"].to_numpy()[real.code_pos]
+    counts.append(pd.DataFrame({"c": real.code_key, "p": subject}).groupby("c")["p"].nunique()
+                  .rename("n_real_patients"))
     table = pd.concat(counts, axis=1).fillna(0)
     table.index = table.index.astype(str)
     table = table.rename_axis("code").reset_index().sort_values("code", kind="stable").reset_index(drop=True)
@@ -207,6 +212,19 @@ def _compute_values_by_variable(prep: PreparedCohort, names: list[str]) -> tuple
     return [sorted_vals[bounds[i]:bounds[i + 1]] for i in range(len(names))], visits_with
 
 
+def _patients_by_variable(prep: PreparedCohort, names: list[str]) -> list[np.ndarray]:
+    """The patient (subject_id) of each value of `_values_by_variable`, aligned with it."""
+    key = ("patients_by_variable", tuple(names))
+    if key not in prep.cache:
+        var = prep.variable_positions(names).astype(np.int16)
+        keep = (var >= 0) & ~np.isnan(prep.m_value)
+        subject = prep.cohort.visits["subject_id"].to_numpy()[prep.m_pos[keep]]
+        order = np.argsort(var[keep], kind="stable")  # the same order as the values
+        bounds = np.searchsorted(var[keep][order], np.arange(len(names) + 1))
+        prep.cache[key] = [subject[order][bounds[i]:bounds[i + 1]] for i in range(len(names))]
+    return prep.cache[key]
+
+
 def _histogram_edges(row: pd.Series, real_values: np.ndarray) -> np.ndarray:
     edges = np.asarray(row["clinical_edges"], dtype=float)
     return edges if len(edges) else np.unique(np.quantile(real_values, np.linspace(0.1, 0.9, 9)))
@@ -307,15 +325,18 @@ def summarize_marginals(table: pd.DataFrame) -> dict[str, MetricValue]:
 # --------------------------------------------------------------------------------------------
 
 
-def _structure_samples(prep: PreparedCohort) -> dict[str, np.ndarray]:
+def _structure_samples(prep: PreparedCohort) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each quantity's values and the patient of each value."""
     n, visits, origin = prep.n_visits, prep.cohort.visits, prep.origin
+    subject = visits["subject_id"].to_numpy()
     is_diag = prep.is_diagnosis
     distinct = _distinct_times(prep.m_pos, prep.m_hours)
     same_visit = prep.m_pos[1:] == prep.m_pos[:-1]
-    gaps = np.diff(prep.m_hours)[same_visit & distinct[1:]] if len(distinct) > 1 else np.empty(0)
+    gap_rows = same_visit & distinct[1:] if len(distinct) > 1 else np.zeros(0, bool)
+    gaps = np.diff(prep.m_hours)[gap_rows] if len(distinct) > 1 else np.empty(0)
     prev = _numeric(visits, "hours_since_previous_visit", "visits", origin, allow_null=True)
-    return {
-        "visits_per_patient": visits.groupby("subject_id").size().to_numpy(dtype=float),
+    per_patient = visits.groupby("subject_id").size()
+    per_visit = {
         "codes_per_visit": np.bincount(prep.code_pos, minlength=n).astype(float),
         "diagnoses_per_visit": np.bincount(prep.code_pos[is_diag], minlength=n).astype(float),
         "procedures_per_visit": np.bincount(prep.code_pos[~is_diag], minlength=n).astype(float),
@@ -323,8 +344,12 @@ def _structure_samples(prep: PreparedCohort) -> dict[str, np.ndarray]:
         "measurement_rows_per_visit": np.bincount(prep.m_pos, minlength=n).astype(float),
         "measurement_times_per_visit": np.bincount(prep.m_pos[distinct], minlength=n).astype(float),
         "los_hours": _numeric(visits, "los_hours", "visits", origin, allow_null=False),
-        "hours_between_visits": prev[~np.isnan(prev)],
-        "measurement_gap_hours": gaps,
+    }
+    return {
+        "visits_per_patient": (per_patient.to_numpy(dtype=float), per_patient.index.to_numpy()),
+        **{q: (v, subject) for q, v in per_visit.items()},
+        "hours_between_visits": (prev[~np.isnan(prev)], subject[~np.isnan(prev)]),
+        "measurement_gap_hours": (gaps, subject[prep.m_pos[1:][gap_rows]] if len(gaps) else np.empty(0, np.int64)),
     }
 
 
@@ -342,15 +367,18 @@ def structure_stats(
     KS and normalized Wasserstein-1 per quantity; failures in the `error` column.
 
     Small cells: the mean and median of a real sample are given only when it holds at least
-    2 x `min_cell_count` values (a median of a handful is one patient's value); `other_is_real`
-    applies the same to the second cohort (the real-test baseline). KS and W1 are kept."""
+    2 x `min_cell_count` values of at least `min_cell_count` patients, and the median is a
+    k-anonymous one (`privacy_aggregates.k_anonymous_quantiles`, k = `min_cell_count`: a plain
+    median is one patient's value); `other_is_real` applies the same to the second cohort (the
+    real-test baseline). KS and W1 are kept."""
     rng = np.random.default_rng(seed)
     real_s = _structure_samples(_nonempty(prepare_cohort(real, "real")))
     syn_s = _structure_samples(_nonempty(prepare_cohort(synthetic, "synthetic")))
     rows = []
     for quantity in real_s:
-        r, s = _sample(real_s[quantity], max_values, rng), _sample(syn_s[quantity], max_values, rng)
-        rec = {"quantity": quantity, "n_real": len(real_s[quantity]), "n_synthetic": len(syn_s[quantity]),
+        (r_all, r_who), (s_all, s_who) = real_s[quantity], syn_s[quantity]
+        r, s = _sample(r_all, max_values, rng), _sample(s_all, max_values, rng)
+        rec = {"quantity": quantity, "n_real": len(r_all), "n_synthetic": len(s_all),
                "mean_real": np.nan, "mean_synthetic": np.nan, "median_real": np.nan, "median_synthetic": np.nan,
                "ks_statistic": np.nan, "wasserstein_normalized": np.nan, "error": ""}
         if len(r) == 0 or len(s) == 0:
@@ -365,11 +393,14 @@ def structure_stats(
             rows.append(rec)
             continue
         ks, w1 = _ks_and_wasserstein(r, s)
-        rec.update(mean_real=float(r.mean()), mean_synthetic=float(s.mean()), median_real=float(np.median(r)),
-                   median_synthetic=float(np.median(s)), ks_statistic=ks)
-        for side, n, is_real in (("real", len(r), True), ("synthetic", len(s), other_is_real)):
-            if is_real and n < 2 * min_cell_count:
-                rec[f"mean_{side}"] = rec[f"median_{side}"] = np.nan
+        rec["ks_statistic"] = ks
+        for side, values, who, is_real in (("real", r_all, r_who, True), ("synthetic", s_all, s_who, other_is_real)):
+            if not is_real:
+                rec[f"mean_{side}"], rec[f"median_{side}"] = float(values.mean()), float(np.median(values))
+            elif len(values) >= 2 * min_cell_count and n_patients(who) >= min_cell_count:
+                median = k_anonymous_quantiles(values, who, [0.5], k=min_cell_count)
+                rec[f"mean_{side}"] = float(values.mean())
+                rec[f"median_{side}"] = np.nan if median is None else median[0]
         scale, _ = _robust_scale(r)
         if scale > 0:
             rec["wasserstein_normalized"] = w1 / scale
@@ -397,36 +428,57 @@ def marginal_histograms(
 ) -> pd.DataFrame:
     """Binned value fractions per variable, real vs synthetic (aggregates only).
 
-    Continuous bins span the real 0.5–99.5th percentiles (values outside fall in the edge bins,
-    so no individual extreme appears on an axis); real bins with fewer than `min_cell_count`
-    values are blanked (`real_suppressed`).
+    Continuous bins span the real 0.5–99.5th percentiles, each a k-anonymous quantile
+    (`privacy_aggregates.k_anonymous_quantiles`, k = `min_cell_count`: it depends on that many
+    patients and at least that many reach beyond it; values outside fall in the edge bins), so no
+    individual value or extreme sets an axis. Real bins with fewer than `min_cell_count` values or
+    values of fewer than `min_cell_count` patients are blanked (`real_suppressed`). A variable
+    whose real values give no such range (too few patients) has its real side blanked and its axis
+    from the synthetic values; a category only real and blanked is left out.
     """
     real, synthetic = prepare_cohort(real, "real"), prepare_cohort(synthetic, "synthetic")
     table = resolve_variables(variables)
     names = table["variable"].tolist()
     real_vals, _ = _values_by_variable(real, names)
+    real_who = _patients_by_variable(real, names)
     syn_vals, _ = _values_by_variable(synthetic, names)
     parts = []
     for i, row in table.iterrows():
-        r, s = real_vals[i], syn_vals[i]
+        r, s, who = real_vals[i], syn_vals[i], real_who[i]
         if len(r) == 0 and len(s) == 0:
             continue
         if row["kind"] == "categorical":
             cats = np.unique(np.round(np.concatenate([r, s]), 6))
-            rc = np.bincount(np.searchsorted(cats, np.round(r, 6)), minlength=len(cats))
+            bin_of = np.searchsorted(cats, np.round(r, 6))
             sc = np.bincount(np.searchsorted(cats, np.round(s, 6)), minlength=len(cats))
-            left = right = cats
-            labels = [f"{c:g}" for c in cats]
         else:
-            lo, hi = np.quantile(r if len(r) else s, [0.005, 0.995])
+            axis = k_anonymous_quantiles(r, who, [0.005, 0.995], k=min_cell_count) if len(r) else None
+            if axis is None:  # no k-anonymous real range: the real side is blanked below
+                if len(s) == 0:
+                    continue
+                axis = np.quantile(s, [0.005, 0.995])
+                who = np.full(len(r), -1)  # counts as one patient: every real bin is blanked
+            lo, hi = axis
             if hi <= lo:
                 lo, hi = lo - 0.5, hi + 0.5
             edges = np.linspace(lo, hi, bins + 1)
-            rc = np.histogram(np.clip(r, lo, hi), edges)[0]
+            bin_of = np.clip(np.searchsorted(edges, np.clip(r, lo, hi), side="right") - 1, 0, bins - 1)
             sc = np.histogram(np.clip(s, lo, hi), edges)[0]
+            cats = edges[:-1]
+        rc = np.bincount(bin_of, minlength=len(cats))
+        rc_kept, small = _suppress(rc, min_cell_count)
+        people = pd.DataFrame({"b": bin_of, "p": who}).groupby("b")["p"].nunique().reindex(
+            range(len(cats)), fill_value=0).to_numpy()
+        few = (rc > 0) & (people < min_cell_count)
+        rc_kept, small = np.where(few, 0, rc_kept), small | few
+        if row["kind"] == "categorical":
+            shown = ~(small & (sc == 0))
+            cats, rc_kept, small, sc = cats[shown], rc_kept[shown], small[shown], sc[shown]
+            left = right = cats
+            labels = [f"{c:g}" for c in cats]
+        else:
             left, right = edges[:-1], edges[1:]
             labels = [f"[{a:.4g}, {b:.4g})" for a, b in zip(left, right)]
-        rc_kept, small = _suppress(rc, min_cell_count)
         parts.append(pd.DataFrame({
             "variable": row["variable"], "label": row["label"], "kind": row["kind"], "unit": row["unit"],
             "bin": np.arange(len(left)), "bin_label": labels, "left": left, "right": right,
@@ -437,6 +489,9 @@ def marginal_histograms(
 
 
 def suppressed_prevalence_table(table: pd.DataFrame, min_cell_count: int = DEFAULT_MIN_CELL_COUNT) -> pd.DataFrame:
-    """Code prevalence table without codes seen in fewer than `min_cell_count` real visits (but > 0)."""
+    """Code prevalence table without codes seen in fewer than `min_cell_count` real visits or
+    real patients (but > 0)."""
     rare = (table["n_real"] > 0) & (table["n_real"] < min_cell_count)
+    if "n_real_patients" in table:
+        rare |= (table["n_real"] > 0) & (table["n_real_patients"] < min_cell_count)
     return table.loc[~rare, ["code", "code_type", "prevalence_real", "prevalence_synthetic"]].reset_index(drop=True)

@@ -15,6 +15,13 @@ import numpy as np
 import pandas as pd
 
 from synehrgy_assets.core import variables as _variables
+from synehrgy_assets.core.privacy_aggregates import (
+    k_anonymous_quantiles,
+    k_anonymous_range,
+    merge_bins_to_patients,
+    patients_per_category,
+    sort_order,
+)
 from synehrgy_assets.core.cohort import StagedCohort
 from synehrgy_assets.core.tokens.columns import (
     _distinct_text,
@@ -30,6 +37,9 @@ from synehrgy_assets.core.tokens.grammar import TokenType
 
 T = TokenType
 FORMAT = "synehrgy-token-vocabulary/2"
+# Format 1 stored quantiles that could be means of one patient's values, and had no ICU_DATABASE
+# covariate: it is refused, not read.
+_FORMAT_BEFORE_MIN_PATIENTS = "synehrgy-token-vocabulary/1"
 UNK = "UNK"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "</covar>", "</label>", "</code>", "</ts>", "</adm>")
 # The context markers of the long-patient format (docs/tokens.md section 6) close the id space.
@@ -88,13 +98,16 @@ class VocabularyConfig:
     min_code_count: int = 5
     within_bin_quantiles: int = 11
     min_bin_count: int = 5
-    # Privacy: no stored quantile is one record's value. Each is the mean of the `tail_count` order
-    # statistics around its rank (so the outer ones are the means of the smallest / largest
-    # `tail_count` values, not the extremes), and a bin of fewer than 2 x tail_count + 1 values
-    # stores none (decoding samples it uniformly). The
-    # same holds for categories: a covariate or measurement category seen fewer than
-    # `min_code_count` times in train gets no token (covariates become UNK).
+    # Privacy (core/privacy_aggregates.py): every stored number depends on >= `min_patients`
+    # distinct train patients. A quantile (bin edge, within-bin, LOS) is the patient-weighted mean
+    # of the `tail_count` order statistics around its rank, the window widened until it holds
+    # values of `min_patients` patients, and lies inside the variable's k-anonymous range (>=
+    # `min_patients` patients on each side). Quantile bins are merged until each holds values of
+    # `min_patients` patients; a bin of fewer patients (or fewer than 2 x tail_count + 1 values)
+    # stores no quantiles (decoding samples it uniformly). A code, phenotype, covariate or
+    # measurement category needs `min_code_count` rows and `min_patients` patients for a token.
     tail_count: int = 10
+    min_patients: int = 10
 
     def __post_init__(self):
         if self.binning not in ("quantile", "uniform", "clinical"):
@@ -113,6 +126,8 @@ class VocabularyConfig:
             raise ValueError(f"VocabularyConfig.min_bin_count must be >= 1, got {self.min_bin_count}")
         if self.tail_count < 0:
             raise ValueError(f"VocabularyConfig.tail_count must be >= 0, got {self.tail_count}")
+        if self.min_patients < 1:
+            raise ValueError(f"VocabularyConfig.min_patients must be >= 1, got {self.min_patients}")
 
 
 # The variables seed has one loader, shared with the metrics: core/variables.py (column contract,
@@ -193,64 +208,48 @@ class NumericBins:
         return cls(np.asarray(d["edges"], dtype=np.float64), list(d["quantiles"]), d.get("top_bucket"))
 
 
-def _merge_small_bins(inner: list[float], counts: list[int], min_count: int):
-    """Remove inner edges until every bin holds >= min_count values (or one bin remains)."""
-    inner, counts = list(inner), list(counts)
-    while len(counts) > 1 and min(counts) < min_count:
-        i = int(np.argmin(counts))
-        if i == 0:
-            j = 1
-        elif i == len(counts) - 1:
-            j = i - 1
-        else:
-            j = i - 1 if counts[i - 1] <= counts[i + 1] else i + 1
-        lo = min(i, j)
-        counts[lo] = counts[i] + counts[j]
-        del counts[lo + 1]
-        del inner[lo]  # the edge between bins lo and lo+1
-    return inner, counts
-
-
 def _fit_bins(
-    sorted_values: np.ndarray,
+    values: np.ndarray,
+    patients: np.ndarray,
     edges: Sequence[float],
     config: VocabularyConfig,
     merge: bool,
     top_bucket: float | None = None,
 ) -> NumericBins:
-    """Bins with within-bin quantiles from sorted training values (already inside the edges)."""
+    """Bins with within-bin quantiles from training values (already inside the edges) and the
+    patient of each value. With `merge`, inner edges are removed until every bin holds values of
+    `min_patients` patients and `min_bin_count` values; fixed scales keep their (public) edges."""
+    values, patients = np.asarray(values, dtype=np.float64), np.asarray(patients)
+    order = sort_order(values, patients)
+    values, patients = values[order], patients[order]
     edges = [float(e) for e in edges]
     inner = edges[1:-1]
-    n = len(sorted_values)
-    cut = np.searchsorted(sorted_values, inner, side="left")
-    counts = np.diff(np.concatenate([[0], cut, [n]])).tolist()
     if merge:
-        inner, counts = _merge_small_bins(inner, counts, config.min_bin_count)
+        inner = merge_bins_to_patients(values, patients, inner, config.min_patients, config.min_bin_count)
     full_edges = [edges[0], *inner, edges[-1]]
-    cut = np.concatenate([[0], np.searchsorted(sorted_values, inner, side="left"), [n]])
+    cut = np.concatenate([[0], np.searchsorted(values, inner, side="left"), [len(values)]])
+    # The tails are guarded over the whole variable: no stored number lies beyond the values of all
+    # but fewer than min_patients patients.
+    guard = k_anonymous_range(values, patients, config.min_patients)
     levels = np.linspace(0.0, 1.0, config.within_bin_quantiles)
-    quantiles = [clipped_quantiles(sorted_values[a:b], levels, config) for a, b in zip(cut[:-1], cut[1:])]
+    quantiles = [clipped_quantiles(values[a:b], patients[a:b], levels, config, guard, (lo, hi))
+                 for a, b, lo, hi in zip(cut[:-1], cut[1:], full_edges[:-1], full_edges[1:])]
     if top_bucket is not None:
         quantiles.append(None)  # a point bucket: low == high
     return NumericBins(np.asarray(full_edges), quantiles, top_bucket)
 
 
-def clipped_quantiles(sorted_values: np.ndarray, levels: np.ndarray, config: VocabularyConfig) -> list | None:
-    """Smoothed quantiles at `levels`: each is the mean of the `tail_count` order statistics around
-    its rank (the window clipped to the sample), so no stored number is one record's value; the
-    lowest is the mean of the `tail_count` smallest values, not the minimum. Nondecreasing in the
-    level. None when the bin has fewer than max(min_bin_count, 2 x tail_count + 1) values."""
-    n, t = len(sorted_values), config.tail_count
-    if n < max(config.min_bin_count, 2 * t + 1):
+def clipped_quantiles(values: np.ndarray, patients: np.ndarray, levels: np.ndarray,
+                      config: VocabularyConfig, guard: tuple[float, float] | None = None,
+                      bounds: tuple[float, float] | None = None) -> list | None:
+    """k-anonymous quantiles at `levels` (`privacy_aggregates.k_anonymous_quantiles`, window
+    `tail_count`, k = `min_patients`), clipped to `guard` and `bounds`. None when the sample has
+    fewer than max(min_bin_count, 2 x tail_count + 1) values, fewer than `min_patients` patients,
+    or no k-anonymous range."""
+    if len(values) < max(config.min_bin_count, 2 * config.tail_count + 1) or guard is None:
         return None
-    if t <= 1:
-        return np.quantile(sorted_values, levels).tolist()
-    prefix = np.concatenate([[0.0], np.cumsum(sorted_values, dtype=np.float64)])
-    start = np.clip(np.rint(np.asarray(levels) * (n - 1) - (t - 1) / 2).astype(np.int64), 0, n - t)
-    means = (prefix[start + t] - prefix[start]) / t
-    # Running sums round: keep each mean inside its window (and so inside the bin).
-    means = np.clip(means, sorted_values[start], sorted_values[start + t - 1])
-    return np.maximum.accumulate(means).tolist()
+    return k_anonymous_quantiles(values, patients, levels, k=config.min_patients,
+                                 window=max(config.tail_count, 1), guard=guard, bounds=bounds)
 
 
 def _visit_column(visits: pd.DataFrame, column: str) -> pd.Series:
@@ -266,7 +265,8 @@ def _hours_between(later: pd.Series, earlier: pd.Series) -> np.ndarray:
 
 
 def _fit_stay_offsets(visits: pd.DataFrame, levels: np.ndarray, config: "VocabularyConfig") -> dict:
-    """Quantiles of admission -> ICU in and ICU out -> discharge (by outcome) over train visits.
+    """Quantiles of admission -> ICU in and ICU out -> discharge (by outcome) over train visits,
+    each over at least `min_patients` patients (like the LOS quantiles).
 
     Negative offsets (an ICU stay charted before its admission, a death after ICU out) count as 0.
     """
@@ -275,13 +275,17 @@ def _fit_stay_offsets(visits: pd.DataFrame, levels: np.ndarray, config: "Vocabul
     before = _hours_between(visits["intime"], visits["admittime"])
     after = _hours_between(visits["dischtime"], visits["outtime"])
     died = pd.to_numeric(visits["mortality_inhospital"], errors="coerce").to_numpy(dtype=float, na_value=np.nan) == 1
+    subject = _int_column(visits, "visits", "subject_id")
 
-    def q(values):
-        values = values[~np.isnan(values)]
-        return clipped_quantiles(np.sort(np.maximum(values, 0.0)), levels, config)
+    def q(values, keep):
+        keep = keep & ~np.isnan(values)
+        values, patients = np.maximum(values[keep], 0.0), subject[keep]
+        guard = k_anonymous_range(values, patients, config.min_patients)
+        return clipped_quantiles(values, patients, levels, config, guard)
 
-    return {"admit_to_icu_hours": q(before), "icu_to_discharge_hours_survived": q(after[~died]),
-            "icu_to_discharge_hours_died": q(after[died])}
+    every = np.ones(len(visits), dtype=bool)
+    return {"admit_to_icu_hours": q(before, every), "icu_to_discharge_hours_survived": q(after, ~died),
+            "icu_to_discharge_hours_died": q(after, died)}
 
 
 def _fit_variable_databases(meas_visit: np.ndarray, var: np.ndarray, names: list[str], visits: pd.DataFrame,
@@ -304,22 +308,23 @@ def _fit_variable_databases(meas_visit: np.ndarray, var: np.ndarray, names: list
     return out
 
 
-def _frequent(series: pd.Series, min_count: int) -> tuple[list[str], int]:
-    """Distinct non-null values seen at least `min_count` times (sorted), and how many rare ones
-    were left out."""
-    values = pd.Series(series).dropna().astype(str)
-    counts = values.value_counts()
-    keep = sorted(str(c) for c in counts.index[counts >= min_count])
-    return keep, int((counts < min_count).sum())
+def _frequent(series: pd.Series, patients, config: VocabularyConfig) -> tuple[list[str], int]:
+    """Distinct non-null values seen at least `min_code_count` times and held by at least
+    `min_patients` patients (sorted), and how many rarer ones were left out."""
+    series = pd.Series(series).reset_index(drop=True)
+    rows = series.dropna().astype(str).value_counts()
+    people = patients_per_category(series.to_numpy(dtype=object), patients).reindex(rows.index, fill_value=0)
+    ok = (rows >= config.min_code_count) & (people >= config.min_patients)
+    return sorted(str(c) for c in rows.index[ok]), int((~ok).sum())
 
 
-def _candidate_inner_edges(sorted_values, low, high, config, clinical_text, name) -> list[float]:
+def _candidate_inner_edges(values, patients, low, high, config, clinical_text, name) -> list[float]:
     if config.binning == "quantile":
-        if len(sorted_values) == 0:
-            inner = np.array([])
-        else:
-            levels = np.linspace(0.0, 1.0, config.n_bins + 1)[1:-1]
-            inner = np.quantile(sorted_values, levels)
+        levels = np.linspace(0.0, 1.0, config.n_bins + 1)[1:-1]
+        # Edges are stored: k-anonymous quantiles of the whole variable (none when too few patients).
+        inner = k_anonymous_quantiles(values, patients, levels, k=config.min_patients,
+                                      window=max(config.tail_count, 1)) if len(values) else None
+        inner = np.array([]) if inner is None else np.asarray(inner)
     elif config.binning == "uniform":
         inner = np.linspace(low, high, config.n_bins + 1)[1:-1]
     else:
@@ -610,43 +615,51 @@ class TokenVocabulary:
         vis = _prepare_visits(visits)
         stats["n_patients"] = int(len(vis.patient_subject))
         stats["n_visits"] = int(vis.n)
+        subject = _int_column(visits, "visits", "subject_id")
 
         # Covariates and scales.
         covariates = {}
         stats["n_rare_categories_dropped"] = 0
         for col, _ in COVARIATES:
-            kept, rare = _frequent(_visit_column(visits, col), config.min_code_count)
+            kept, rare = _frequent(_visit_column(visits, col), subject, config)
             covariates[col] = [c for c in kept if c != UNK]
             stats["n_rare_categories_dropped"] += rare
         age = _float_column(visits, "visits", "age_years", allow_null=False)
         capped = visits["age_is_capped"].to_numpy(dtype=bool, na_value=False) | (age >= AGE_CAP)
-        age_values = np.sort(np.clip(age[~capped], AGE_EDGES[0], AGE_CAP))
-        age_values = age_values[age_values < AGE_CAP]
-        scales = {"AGE": _fit_bins(age_values, AGE_EDGES, config, merge=False, top_bucket=AGE_CAP)}
+        age_values = np.clip(age[~capped], AGE_EDGES[0], AGE_CAP)
+        below = age_values < AGE_CAP
+        scales = {"AGE": _fit_bins(age_values[below], subject[~capped][below], AGE_EDGES, config,
+                                   merge=False, top_bucket=AGE_CAP)}
         gap = _float_column(visits, "visits", "hours_since_previous_visit", allow_null=True)
         gap = gap[vis.frame_order][~vis.is_first]
         if np.isnan(gap).any():
             raise ValueError("table 'visits': column 'hours_since_previous_visit' is NULL for "
                              f"{int(np.isnan(gap).sum())} visit(s) that are not a patient's first")
-        gap = np.sort(np.clip(gap, GAP_VISIT_EDGES[0], GAP_VISIT_EDGES[-1]))
-        scales["GAP_VISIT"] = _fit_bins(gap, GAP_VISIT_EDGES, config, merge=False)
+        gap = np.clip(gap, GAP_VISIT_EDGES[0], GAP_VISIT_EDGES[-1])
+        scales["GAP_VISIT"] = _fit_bins(gap, vis.subject[~vis.is_first], GAP_VISIT_EDGES, config, merge=False)
         los = _float_column(visits, "visits", "los_hours", allow_null=True)
-        los = np.sort(los[~np.isnan(los)])
-        los_quantiles = clipped_quantiles(los, k_levels, config)
-        stay_offsets = _fit_stay_offsets(visits.iloc[vis.frame_order], k_levels, config)
+        known = ~np.isnan(los)
+        los_guard = k_anonymous_range(los[known], subject[known], config.min_patients)
+        los_quantiles = clipped_quantiles(los[known], subject[known], k_levels, config, los_guard)
+        stay_offsets = _fit_stay_offsets(visits, k_levels, config)
 
         # Phenotypes and codes.
-        phenotypes = _distinct_text(train_cohort.visit_phenotypes["phenotype"],
-                                    "visit_phenotypes", "phenotype")
+        ph = train_cohort.visit_phenotypes
+        _distinct_text(ph["phenotype"], "visit_phenotypes", "phenotype")  # checks the column
+        phenotypes, rare = _frequent(ph["phenotype"], _int_column(ph, "visit_phenotypes", "subject_id"), config)
+        stats["n_rare_phenotypes_dropped"] = rare
         codes_frame = train_cohort.visit_codes
         code_type = codes_frame["code_type"]
         _check_code_types(code_type)
         codes = {}
+        code_subject = _int_column(codes_frame, "visit_codes", "subject_id")
         for name, _, _ in CODE_TYPES:
-            sub = codes_frame.loc[(code_type == name).to_numpy(dtype=bool, na_value=False),
-                                  "icd9_code"].dropna().astype(str)
-            counts = sub.value_counts()
-            keep = counts[counts >= config.min_code_count]
+            is_type = (code_type == name).to_numpy(dtype=bool, na_value=False)
+            sub = codes_frame.loc[is_type, "icd9_code"]
+            counts = sub.dropna().astype(str).value_counts()
+            people = patients_per_category(sub.to_numpy(dtype=object), code_subject[is_type])
+            keep = counts[(counts >= config.min_code_count)
+                          & (people.reindex(counts.index, fill_value=0) >= config.min_patients)]
             codes[name] = sorted(c for c in keep.index if c != UNK)
             total = int(counts.sum())
             stats[f"n_{name}_occurrences"] = total
@@ -660,6 +673,7 @@ class TokenVocabulary:
         value = _float_column(meas, "measurements", "value", allow_null=True)
         hours = _float_column(meas, "measurements", "hours", allow_null=False)
         text = meas["value_text"]
+        meas_subject = _int_column(meas, "measurements", "subject_id")
         var_specs: list[VariableSpec] = []
         n_clipped = 0
         n_values = 0
@@ -673,12 +687,12 @@ class TokenVocabulary:
             if row.kind == "continuous":
                 v = value[rows]
                 ok = ~np.isnan(v)
-                v = v[ok]
+                v, who = v[ok], meas_subject[rows[ok]]
                 present[rows[ok]] = True
                 n_clipped += int(np.sum((v < low) | (v > high)))
-                v = np.sort(np.clip(v, low, high))
-                inner = _candidate_inner_edges(v, low, high, config, row.clinical_edges, row.variable)
-                bins = _fit_bins(v, [low, *inner, high], config, merge=True)
+                v = np.clip(v, low, high)
+                inner = _candidate_inner_edges(v, who, low, high, config, row.clinical_edges, row.variable)
+                bins = _fit_bins(v, who, [low, *inner, high], config, merge=True)
                 var_specs.append(VariableSpec(row.variable, "continuous", low, high, bins))
                 n_values += len(v)
             else:
@@ -686,13 +700,11 @@ class TokenVocabulary:
                 ok = cat_text.notna().to_numpy()
                 present[rows[ok]] = True
                 frame = pd.DataFrame({"c": cat_text[ok].astype(str).to_numpy(),
-                                      "v": value[rows][ok]})
-                sizes = frame.groupby("c", sort=True)["v"].size()
-                frequent = sizes.index[sizes >= config.min_code_count]
-                stats["n_rare_categories_dropped"] += int(len(sizes) - len(frequent))
-                medians = frame[frame["c"].isin(frequent)].groupby("c", sort=True)["v"].median()
-                cats = [c for c in medians.index.tolist()]
-                vals = [None if pd.isna(x) else float(x) for x in medians.to_numpy()]
+                                      "v": value[rows][ok], "p": meas_subject[rows[ok]]})
+                scored = frame[frame["v"].notna()]
+                cats, rare = _frequent(frame["c"], frame["p"].to_numpy(), config)
+                stats["n_rare_categories_dropped"] += rare
+                vals = [_category_score(frame[frame["c"] == cat], scored, config) for cat in cats]
                 var_specs.append(VariableSpec(row.variable, "categorical", low, high, None, cats, vals))
                 n_values += int(ok.sum())
         stats["n_measurement_values"] = n_values
@@ -704,13 +716,13 @@ class TokenVocabulary:
         if not _one_sorted_run_per_visit(gv, h):
             o = np.lexsort((h, gv))
             gv, h = gv[o], h[o]
-        _, _, dt = _rows_and_gaps(gv, h)
-        dt = np.sort(np.clip(dt, DT_EDGES[0], DT_EDGES[-1]))
-        scales["DT"] = _fit_bins(dt, DT_EDGES, config, merge=False)
+        _, row_gv, dt = _rows_and_gaps(gv, h)
+        dt = np.clip(dt, DT_EDGES[0], DT_EDGES[-1])
+        scales["DT"] = _fit_bins(dt, vis.subject[row_gv], DT_EDGES, config, merge=False)
         stats["n_measurement_rows"] = int(len(dt))
         variable_databases = _fit_variable_databases(
             meas_visit[present], var[present], list(table["variable"]), visits, vis,
-            covariates["icu_database"], config.min_code_count)
+            covariates["icu_database"], config.min_patients)
         relations = _variables.load_relations(variables=list(table["variable"]))
         return cls(config=config, variables=var_specs, scales=scales, covariates=covariates,
                    phenotypes=phenotypes, codes=codes, los_quantiles=los_quantiles, fit_stats=stats,
@@ -736,6 +748,11 @@ class TokenVocabulary:
 
     @classmethod
     def from_dict(cls, d: dict, origin: str = "vocabulary") -> "TokenVocabulary":
+        if d.get("format") == _FORMAT_BEFORE_MIN_PATIENTS:
+            raise ValueError(
+                f"{origin}: format {d['format']!r} was fitted before every stored number had to "
+                f"depend on >= min_patients patients; refit it (materialize token_vocabulary) to "
+                f"get {FORMAT!r}")
         if d.get("format") != FORMAT:
             raise ValueError(f"{origin}: format {d.get('format')!r}, expected {FORMAT!r}")
         vocab = cls(
@@ -897,6 +914,20 @@ def _raise_unknown_variables(meas: pd.DataFrame, var: np.ndarray) -> None:
             f"table 'measurements': column 'variable' has {int((var < 0).sum())} value(s) not in "
             f"the variables table, e.g. {names[:5]}{' and NULL' if n_null else ''}"
         )
+
+
+def _category_score(part: pd.DataFrame, scored: pd.DataFrame, config: VocabularyConfig) -> float | None:
+    """The score decoded for a category: its one value when all its rows share it (the category
+    is held by >= min_patients patients), else a k-anonymous median guarded over the variable."""
+    values = part["v"].dropna().to_numpy(dtype=np.float64)
+    if len(values) == 0:
+        return None
+    if np.all(values == values[0]):
+        return float(values[0])
+    guard = k_anonymous_range(scored["v"].to_numpy(np.float64), scored["p"].to_numpy(), config.min_patients)
+    median = k_anonymous_quantiles(values, part.loc[part["v"].notna(), "p"].to_numpy(), [0.5],
+                                   k=config.min_patients, window=max(config.tail_count, 1), guard=guard)
+    return None if median is None else float(median[0])
 
 
 def _category_text(text: pd.Series, value: np.ndarray) -> pd.Series:
