@@ -222,6 +222,14 @@ def real_samples(warehouse: Path, train_only: bool = True) -> dict:
     out["AGE"] = RealSample(visits.loc[~capped, "age_years"], visits.loc[~capped, "subject_id"])
     out["GAP_VISIT"] = RealSample(visits["hours_since_previous_visit"].clip(0, 175200), visits["subject_id"])
     out["LOS"] = RealSample(visits["los_hours"], visits["subject_id"])
+    if {"admittime", "dischtime"} <= set(visits.columns):
+        hours = lambda a, b: ((pd.to_datetime(visits[a]) - pd.to_datetime(visits[b])).dt.total_seconds()  # noqa: E731
+                              / 3600).clip(lower=0)
+        died = visits["mortality_inhospital"] == 1
+        out["admit_to_icu_hours"] = RealSample(hours("intime", "admittime"), visits["subject_id"])
+        after = hours("dischtime", "outtime")
+        out["icu_to_discharge_hours_survived"] = RealSample(after[~died], visits.loc[~died, "subject_id"])
+        out["icu_to_discharge_hours_died"] = RealSample(after[died], visits.loc[died, "subject_id"])
     rows = meas[meas["value"].notna() | meas["value_text"].notna()][["subject_id", "icustay_id", "hours"]]
     rows = rows.drop_duplicates().sort_values(["icustay_id", "hours"])
     prev = rows.groupby("icustay_id")["hours"].shift(1).fillna(0.0)
@@ -229,7 +237,8 @@ def real_samples(warehouse: Path, train_only: bool = True) -> dict:
     out["codes"] = {t: part.groupby("icd9_code")["subject_id"].nunique() for t, part in codes.groupby("code_type")}
     out["phenotypes"] = phen.groupby("phenotype")["subject_id"].nunique()
     out["covariates"] = {c: visits.groupby(c)["subject_id"].nunique()
-                         for c in ("gender", "ethnicity_group", "insurance", "admission_type", "first_careunit")
+                         for c in ("gender", "ethnicity_group", "insurance", "admission_type", "first_careunit",
+                                   "icu_database")
                          if c in visits.columns}
     return out
 
@@ -281,6 +290,9 @@ def vocabulary_dependencies(vocab: dict, samples: dict, source: str = "vocabular
                     number(f"{scale} bin {i} quantile", x, samples[scale])
     for x in vocab.get("los_quantiles") or []:
         number("LOS quantile", x, samples["LOS"])
+    for name, quantiles in (vocab.get("stay_offsets") or {}).items():
+        for x in quantiles or []:
+            number(f"{name} quantile", x, samples[name])
     for code_type, codes in vocab["codes"].items():
         held = samples["codes"].get(code_type, pd.Series(dtype=int))
         for code in codes:
