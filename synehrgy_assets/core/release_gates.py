@@ -140,6 +140,14 @@ def mortality_rate_gate(m: dict, t: GateThresholds) -> GateVerdict:
 
 
 def utility_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    from synehrgy_assets.core.metrics.utility import utility_gate_description, utility_gate_rows
+
+    panel = utility_gate_rows(m, t.min_auroc_ratio)
+    if panel is not None:  # the task panel with intervals; without one, the single point estimate below
+        rows, notes = panel
+        verdict = _verdict("utility_gate", utility_gate_description(t.min_auroc_ratio), rows)
+        verdict.reason = "; ".join(([verdict.reason] if rows else []) + notes) or verdict.reason
+        return verdict
     rows = [_row("TSTR / TRTR AUROC", _get(m, "utility/auroc_ratio"), 1.0, t.min_auroc_ratio, ">=")]
     return _verdict("utility_gate",
                     f"A mortality model trained on synthetic keeps >= {t.min_auroc_ratio:g} of the AUROC of one "
