@@ -82,7 +82,7 @@ def patient_split(
         ids = con.sql("select subject_id from main.cohort order by subject_id").fetchnumpy()["subject_id"]
         if len(ids) < 3:
             raise ValueError(f"patient_split: main.cohort has {len(ids)} patients; at least 3 are needed")
-        n_dead = con.sql("select count(distinct subject_id) from main.visits "
+        n_dead = con.execute("select count(distinct subject_id) from main.visits "
                          "where mortality_inhospital = 1").fetchone()[0]
         train_fraction, test_fraction, why = split_fractions(config, len(ids), int(n_dead))
         if config.test_fraction or test_fraction != 1.0 - config.train_fraction - config.val_fraction:
