@@ -130,7 +130,7 @@ def test_a_task_on_fewer_than_10_real_cases_has_no_figure(cohorts):
     rep = _evaluate(cohorts["train"], StagedCohort(visits, *test.frames()[1:]), cohorts["independent"])
     task = {k: v for k, v in rep.metrics.items() if k.startswith("utility_panel/mortality_inhospital/")}
     assert task == {"utility_panel/mortality_inhospital/gated": 0.0}
-    assert "fewer than 10" in rep.errors["utility_panel/mortality_inhospital/trtr_auroc"]
+    assert "fewer than 10" in rep.errors["utility_panel/mortality_inhospital/auroc_ratio"]
     row = rep.tables["utility_panel"].set_index("task").loc["mortality_inhospital"]
     assert np.isnan(row["n_test_positive"]) and np.isnan(row["trtr_auroc"])
     rows, notes = utility_gate_rows(rep.metrics, 0.85)

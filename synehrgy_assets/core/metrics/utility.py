@@ -266,8 +266,8 @@ def _counts(y_test: np.ndarray, min_cell_count: int, min_gate: int) -> tuple[dic
 
 
 def _not_reported(why: str) -> dict[str, MetricValue]:
-    keys = ("trtr_auroc", "tstr_auroc", "auroc_ratio", "auroc_ratio_ci_low", "auroc_ratio_ci_high")
-    return {k: MetricError(k, why) for k in keys}
+    """One error entry for a task without figures (its table row says the same)."""
+    return {"auroc_ratio": MetricError("auroc_ratio", why)}
 
 
 def phenotype_slug(name: str) -> str:
@@ -366,12 +366,14 @@ def utility_panel(
     cols48 = _without(space.columns, drop_los=False)
     y_ph = {n: phenotype_labels(p, names) for n, p in preps.items()}
     macro: list[tuple[_Auroc, _Auroc]] = []
+    unreported = 0
     for j, name in enumerate(names):
         counts, why, aurocs = task(x, cols48, every,
                                    {n: y[:, j] for n, y in y_ph.items()}, f"phenotype '{name}'")
         key = f"phenotype/{phenotype_slug(name)}"
-        if why:
-            add(key, {**counts, **_not_reported(why)}, note=name)
+        if why:  # counted once below instead of one error per phenotype
+            add(key, counts, note=f"{name}: {why}")
+            unreported += 1
             continue
         add(key, {**counts, **_interval_metrics(*aurocs)}, note=name)
         if counts["gated"]:
@@ -380,6 +382,10 @@ def utility_panel(
                 tstr = _Auroc(0.5, np.full(len(weights), 0.5))
             if not trtr.error:
                 macro.append((trtr, tstr))
+    if unreported:
+        panel["phenotype/not_reported"] = MetricError(
+            "phenotype/not_reported", f"{unreported} of {len(names)} phenotypes have fewer than {min_cell_count} "
+            "positive or negative real test visits: not reported")
     if macro:
         mean = [_Auroc(float(np.mean([a.point for a in side])), np.mean([a.boots for a in side], axis=0))
                 for side in zip(*macro)]
