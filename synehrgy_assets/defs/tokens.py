@@ -83,10 +83,9 @@ def patient_split(
         if len(ids) < 3:
             raise ValueError(f"patient_split: main.cohort has {len(ids)} patients; at least 3 are needed")
         n_dead = con.execute("select count(distinct subject_id) from main.visits "
-                         "where mortality_inhospital = 1").fetchone()[0]
+                             "where mortality_inhospital = 1").fetchone()[0]
         train_fraction, test_fraction, why = split_fractions(config, len(ids), int(n_dead))
-        if config.test_fraction or test_fraction != 1.0 - config.train_fraction - config.val_fraction:
-            context.log.info(f"patient_split: test share {test_fraction:.3f}, train {train_fraction:.3f} ({why})")
+        context.log.info(f"patient_split: test share {test_fraction:.3f}, train {train_fraction:.3f} ({why})")
         split = assign_splits(ids, train_fraction, config.val_fraction, config.salt)
         frame = pd.DataFrame({"subject_id": ids.astype("int64"), "split": split})
         con.execute("create schema if not exists synehrgy")
