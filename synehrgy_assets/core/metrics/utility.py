@@ -458,7 +458,8 @@ def utility_gate_description(min_auroc_ratio: float) -> str:
     return (f"Each task of the utility panel ({', '.join(GATED_TASKS)}) with at least {MIN_GATE_POSITIVES} positive "
             f"and negative real test visits: a model trained on synthetic keeps >= {min_auroc_ratio:g} of the AUROC "
             "of one trained on real (both tested on real held-out patients), judged on the upper bound of the "
-            "95 % bootstrap interval over the test patients; a task with fewer is reported, not gated.")
+            "95 % bootstrap interval over the test patients; a task with fewer is reported, not gated. (Metrics "
+            "without a panel: the in-hospital mortality point estimate.)")
 
 
 def choose_test_fraction(n_patients: int, n_positive_patients: int, default_fraction: float,
