@@ -144,6 +144,7 @@ def _panel(ratio: float, low: float, high: float, gated: float = 1.0, n_pos: flo
     out = {}
     for task in GATED_TASKS:
         out.update({f"utility_panel/{task}/gated": 1.0, f"utility_panel/{task}/auroc_ratio": 0.97,
+                    f"utility_panel/{task}/trtr_auroc_ci_low": 0.7,
                     f"utility_panel/{task}/auroc_ratio_ci_low": 0.9, f"utility_panel/{task}/auroc_ratio_ci_high": 1.04,
                     f"utility_panel/{task}/n_test_positive": 200.0, f"utility_panel/{task}/n_test_negative": 600.0})
     out.update({"utility_panel/mortality_inhospital/gated": gated,
@@ -179,6 +180,17 @@ def test_a_task_with_too_few_positives_is_reported_not_gated():
     none = {k: (0.0 if k.endswith("/gated") else v) for k, v in _panel(0.5, 0.3, 0.7).items()}
     verdict = utility_gate(none, t)
     assert verdict.passed and verdict.rows == [] and verdict.reason.count("not gated") == len(GATED_TASKS)
+
+
+def test_a_task_real_data_cannot_predict_is_not_gated():
+    # Real train predicts the stay's length no better than chance on this test set: a TSTR/TRTR
+    # of 0.70 [0.55, 0.80] is a ratio of two coin flips, reported but not decided on.
+    m = {**_panel(0.97, 0.9, 1.04), "utility_panel/los_gt_3d/auroc_ratio": 0.70,
+         "utility_panel/los_gt_3d/auroc_ratio_ci_low": 0.55, "utility_panel/los_gt_3d/auroc_ratio_ci_high": 0.80}
+    assert not utility_gate(m, GateThresholds()).passed  # with a real signal it fails
+    verdict = utility_gate({**m, "utility_panel/los_gt_3d/trtr_auroc_ci_low": 0.46}, GateThresholds())
+    assert verdict.passed and "los_gt_3d not gated: real data does not predict it" in verdict.reason
+    assert all(not r["quantity"].startswith("los_gt_3d") for r in verdict.rows)
 
 
 def test_a_gated_task_without_an_interval_fails_as_not_measured():

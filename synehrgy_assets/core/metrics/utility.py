@@ -403,9 +403,11 @@ def utility_gate_rows(metrics: dict, min_auroc_ratio: float,
     """The utility gate on the panel: (rows, notes), or None when `metrics` hold no panel.
 
     A gated task passes unless the UPPER bound of its TSTR/TRTR interval is below `min_auroc_ratio`
-    (a row's `measured` is that bound; `point` and `ci_low` travel beside it); a task with fewer
-    than `MIN_GATE_POSITIVES` positive or negative real test visits is a note, not a decision. A
-    gated task without an interval is a row with NaN (not measured). Counts under 10 never appear.
+    (a row's `measured` is that bound; `point` and `ci_low` travel beside it). A note, not a
+    decision: a task with fewer than `MIN_GATE_POSITIVES` positive or negative real test visits,
+    and a task real data does not predict (the lower bound of the TRTR AUROC interval <= 0.5: a
+    ratio to chance is noise). A gated task without an interval is a row with NaN (not measured).
+    Counts under 10 never appear.
     """
     if not any(str(k).startswith(prefix + "/") for k in metrics):
         return None
@@ -427,6 +429,11 @@ def utility_gate_rows(metrics: dict, min_auroc_ratio: float,
             if task_name == "phenotypes_macro":
                 have = "no phenotype with enough positive and negative real test visits"
             notes.append(f"{task_name} not gated: n positives < {MIN_GATE_POSITIVES} ({have})")
+            continue
+        trtr_low = get(f"{task_name}/trtr_auroc_ci_low")
+        if trtr_low <= 0.5:  # NaN compares False: a missing interval is judged below, as not measured
+            notes.append(f"{task_name} not gated: real data does not predict it (the TRTR AUROC interval reaches "
+                         f"0.5: {trtr_low:.3f}), so its TSTR/TRTR ratio is noise")
             continue
         high = get(f"{task_name}/auroc_ratio_ci_high")
         ok = not math.isnan(high) and high >= min_auroc_ratio
