@@ -13,7 +13,7 @@ samples would otherwise demand the impossible):
 | code pairs | pair-prevalence r >= 0.8 x the real-test pair r |
 | structure | each KS <= max(0.10, 2 x the real-test KS) |
 | mortality rate | abs(synthetic - real) <= max(0.02, 1.5 x abs(real test - real train)) |
-| utility | TSTR / TRTR mortality AUROC >= 0.85 |
+| utility | per panel task with >= 30 positives: upper 95 % bound of TSTR / TRTR AUROC >= 0.85 |
 | forced closures | <= 1 % of patients closed by the length cap |
 | marginals | <= 25 % of variables have a normalized W1 over 2 x the real-test W1 |
 
@@ -185,10 +185,17 @@ def mortality_rate_gate(m: dict, t: GateThresholds) -> GateVerdict:
 
 
 def utility_gate(m: dict, t: GateThresholds) -> GateVerdict:
+    from synehrgy_assets.core.metrics.utility import utility_gate_description, utility_gate_rows
+
+    description = utility_gate_description(t.min_auroc_ratio)
+    panel = utility_gate_rows(m, t.min_auroc_ratio)
+    if panel is not None:  # the task panel with intervals; without one, the single point estimate below
+        rows, notes = panel
+        verdict = _verdict("utility_gate", description, rows)
+        verdict.reason = "; ".join(([verdict.reason] if rows else []) + notes) or verdict.reason
+        return verdict
     rows = [_row("TSTR / TRTR AUROC", _get(m, "utility/auroc_ratio"), 1.0, t.min_auroc_ratio, ">=")]
-    return _verdict("utility_gate",
-                    f"A mortality model trained on synthetic keeps >= {t.min_auroc_ratio:g} of the AUROC of one "
-                    "trained on real (both tested on real held-out patients).", rows)
+    return _verdict("utility_gate", description, rows)
 
 
 def forced_closure_gate(m: dict, t: GateThresholds) -> GateVerdict:

@@ -8,7 +8,8 @@
 - Validation: the whole val split (or a seeded sample of `val_max_windows`), packed once in a fixed
   order; the loss per group of target token types beside a unigram baseline (-log p(token | its
   type) with add-one smoothed train frequencies: a model that knows the grammar and nothing else).
-- Early stopping after `patience` evaluations without improvement; the best weights are restored.
+- Early stopping after `patience` evaluations without an improvement of more than `min_delta`
+  (a plateau counts as none); the best weights are restored.
 - Data parallel: under torchrun (WORLD_SIZE > 1) the same call trains with DDP over the
   processes; `batch_size` is rows per process, so the global batch is batch_size x WORLD_SIZE and
   each GPU's work stays the same as GPUs are added (`core/distributed.py`); only rank 0 logs and saves.
@@ -87,6 +88,7 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = once per epoch (and always after the last step)
     val_max_windows: int | None = None  # None = the whole val split; else a seeded sample
     patience: int | None = 3  # evaluations without improvement before stopping; 0/None = off
+    min_delta: float = 0.0  # an improvement of the val loss by at most this counts as none (a plateau)
     checkpoint_every: int = 100  # steps between resumable states (with a checkpoint_dir); 0 = end only
     pack_pool_windows: int = DEFAULT_POOL_WINDOWS
     seed: int = 0
@@ -112,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.max_steps must be >= 0 or None, got {self.max_steps!r}")
         if self.patience is not None and self.patience < 0:
             raise ValueError(f"TrainConfig.patience must be >= 0 or None, got {self.patience!r}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"TrainConfig.min_delta must be >= 0, got {self.min_delta!r}")
         if self.val_max_windows is not None and self.val_max_windows < 1:
             raise ValueError(f"TrainConfig.val_max_windows must be >= 1 or None, got {self.val_max_windows!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -740,7 +744,9 @@ def _train(
                     record["val_loss_by_type"] = result["by_type"]
                     record["unigram_baseline_by_type"] = dict(baseline_by_type)
                 if result["loss"] < st["best_val"]:
-                    st["best_val"], st["best_step"], st["evals_since_best"] = result["loss"], step, 0
+                    plateau = result["loss"] >= st["best_val"] - config.min_delta  # kept, but no progress
+                    st["best_val"], st["best_step"] = result["loss"], step
+                    st["evals_since_best"] = st["evals_since_best"] + 1 if plateau else 0
                     st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                     st["best_eval"] = result
                 else:

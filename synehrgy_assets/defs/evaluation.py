@@ -186,6 +186,7 @@ def evaluation(
         )
         mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in public.items()})
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    panel_metadata = utility_panel_metadata(context, report.tables)
     # Curated: verdicts, targets and plots first; every figure in the linked report and MLflow run.
     run_url = mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id)
     return dg.MaterializeResult(
@@ -194,6 +195,7 @@ def evaluation(
             "quality_targets_met": f"{n_met}/{len(targets)}",
             "release_gates": dg.MetadataValue.md(gates_md),
             "quality_targets": dg.MetadataValue.md(md_table(targets)),
+            **panel_metadata,
             **{f"plot/{name}": png_markdown(png, name) for name, png in plots.items()},
             "patient_rules": dg.MetadataValue.md(rules_md),
             "gate_thresholds": dg.MetadataValue.json(thresholds.as_dict()),
@@ -211,6 +213,24 @@ def evaluation(
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
+
+
+def utility_panel_metadata(context, tables: dict) -> dict:
+    """The utility panel (tasks, TSTR/TRTR with bootstrap intervals; no figure from fewer than 10
+    real test patients of a class) as metadata, and one log line per task."""
+    from synehrgy_assets.core.metrics.utility import panel_markdown
+
+    table = tables.get("utility_panel")
+    if table is None:
+        return {}
+    for _, row in table.iterrows():
+        if row["task"].startswith("phenotype/"):
+            continue
+        ratio = ("–" if row["auroc_ratio"] != row["auroc_ratio"] else
+                 f"{row['auroc_ratio']:.3f} [{row['auroc_ratio_ci_low']:.3f}, {row['auroc_ratio_ci_high']:.3f}]")
+        context.log.info(f"utility {row['task']}: TSTR/TRTR AUROC {ratio}, "
+                         f"{'gated' if row['gated'] else 'not gated'}{'; ' + row['note'] if row['note'] else ''}")
+    return {"utility_panel": dg.MetadataValue.md(panel_markdown(table))}
 
 
 def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: str, targets,

@@ -26,9 +26,33 @@ REFERENCE_FRACTION_AT_1024 = 0.449
 
 
 class PatientSplitConfig(dg.Config):
-    train_fraction: float = Field(default=0.8, description="Share of patients in train.")
+    train_fraction: float = Field(default=0.8, description="Share of patients in train (less when the test share "
+                                  "is raised above 1 - train_fraction - val_fraction: train gives up the difference).")
     val_fraction: float = Field(default=0.1, description="Share of patients in val; the rest is test.")
+    test_fraction: float = Field(
+        default=0.0, description="Share of patients in test; 0 = chosen from the data: 1 - train_fraction - "
+        "val_fraction, raised until the expected in-hospital deaths in test reach min_test_positives plus two "
+        "standard deviations (so the utility gate can judge mortality), at most max_test_fraction; left at the "
+        "default when even that share could not hold them. The choice and its reason are in the metadata.")
+    min_test_positives: int = Field(
+        default=30, ge=1, description="Positive real test visits a utility task needs to be gated (see test_fraction).")
+    max_test_fraction: float = Field(default=0.35, description="Cap of the test share chosen from the data.")
     salt: str = Field(default="synehrgy-v1", description="Changing it reshuffles the split.")
+
+
+def split_fractions(config: PatientSplitConfig, n_patients: int, n_dead_patients: int) -> tuple[float, float, str]:
+    """(train, test) shares and why that test share: set in the config, or chosen from the data."""
+    from synehrgy_assets.core.metrics.utility import choose_test_fraction
+
+    default_test = 1.0 - config.train_fraction - config.val_fraction
+    if config.test_fraction:
+        test, why = config.test_fraction, "set in the config"
+    elif default_test <= 0:
+        test, why = default_test, "1 - train_fraction - val_fraction"  # assign_splits names the problem
+    else:
+        test, why = choose_test_fraction(n_patients, n_dead_patients, default_test, config.max_test_fraction,
+                                         config.min_test_positives)
+    return 1.0 - config.val_fraction - test, test, why
 
 
 def assign_splits(subject_ids: np.ndarray, train_fraction: float, val_fraction: float, salt: str) -> np.ndarray:
@@ -59,7 +83,11 @@ def patient_split(
         ids = con.sql("select subject_id from main.cohort order by subject_id").fetchnumpy()["subject_id"]
         if len(ids) < 3:
             raise ValueError(f"patient_split: main.cohort has {len(ids)} patients; at least 3 are needed")
-        split = assign_splits(ids, config.train_fraction, config.val_fraction, config.salt)
+        n_dead = con.execute("select count(distinct subject_id) from main.visits "
+                             "where mortality_inhospital = 1").fetchone()[0]
+        train_fraction, test_fraction, why = split_fractions(config, len(ids), int(n_dead))
+        context.log.info(f"patient_split: test share {test_fraction:.3f}, train {train_fraction:.3f} ({why})")
+        split = assign_splits(ids, train_fraction, config.val_fraction, config.salt)
         frame = pd.DataFrame({"subject_id": ids.astype("int64"), "split": split})
         con.execute("create schema if not exists synehrgy")
         con.register("_split", frame)
@@ -80,6 +108,9 @@ def patient_split(
             "table": SPLIT_TABLE,
             **build.metadata(),
             **{f"patients/{s}": int(counts.get(s, 0)) for s in SPLITS},
+            "fractions": dg.MetadataValue.json({"train": round(train_fraction, 4), "val": config.val_fraction,
+                                                "test": round(test_fraction, 4)}),
+            "test_fraction_reason": why,
             "by_split": dg.MetadataValue.md(stats.to_markdown(index=False)),
         }
     )

@@ -1,6 +1,7 @@
 """Stage 3: train the GPT on the token windows; track the run in MLflow; register `candidate`."""
 
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -45,6 +46,16 @@ class GptTrainingConfig(dg.Config):
     patience: int = Field(
         default=3, description="Early stopping: evaluations without a better val loss before stopping; 0 = off."
     )
+    min_delta: float = Field(
+        default=0.0, ge=0.0, description="Early stopping: a val loss must beat the best by more than this "
+        "(nats) to count as better, so a plateau of tiny gains stops the run too; 0 = any gain counts.")
+    budget: str = Field(
+        default="", description="Wall-time budget for training, e.g. '30m', '1h30m', '90s': a short probe "
+        "measures this machine's seconds per step on these windows and the epochs are the most that fit "
+        "(at most budget_max_epochs; early stopping may end sooner); replaces `epochs`. Empty = `epochs`. "
+        "The choice is in the run log and the asset metadata (`budget`).")
+    budget_max_epochs: float = Field(
+        default=100.0, gt=0, description="Cap on the epochs a budget may choose (small data on a fast machine).")
     batch_size: int = Field(default=8, description="Packed rows of n_ctx positions per optimizer step.")
     learning_rate: float = Field(default=2e-3, description="Peak learning rate (after warmup; cosine decay after).")
     weight_decay: float = Field(default=0.1, description="AdamW weight decay on matrices and embeddings.")
@@ -74,6 +85,42 @@ class GptTrainingConfig(dg.Config):
     progress_every_seconds: float = Field(
         default=10.0, description="At most one progress observation (step, epoch, losses, ETA) per this many "
         "seconds, plus one at every validation.")
+
+
+def budget_plan(context, config: GptTrainingConfig, model, windows: dict, context_lengths: dict, train_config,
+                vocab, loss_weights, resume_dir):
+    """The epochs `config.budget` holds on this machine: a probe (a few steps of a copy of the model)
+    measures the throughput, `plan_epochs` picks the epochs; a resumed run reuses its first plan."""
+    from synehrgy_assets.core.training_budget import (
+        BudgetError,
+        BudgetPlan,
+        parse_budget,
+        plan_epochs,
+        probe_throughput,
+    )
+
+    seconds = parse_budget(config.budget)
+    if config.max_tokens:
+        raise BudgetError("gpt_checkpoint: set either `budget` or `max_tokens`, not both")
+    if config.n_processes > 1:
+        raise BudgetError("gpt_checkpoint: `budget` probes one process; with n_processes > 1 set `epochs`")
+    saved = resume_dir / "budget_plan.json"
+    if saved.exists():  # the same epochs, so the saved training state still matches
+        plan = BudgetPlan(**json.loads(saved.read_text()))
+        context.log.info(f"Budget {config.budget}: resuming with the plan of the first run, {plan.epochs:.3g} epochs")
+        return plan
+    probe = probe_throughput(model, windows["train"], windows["val"], train_config, vocab.pad_id,
+                             train_context=context_lengths["train"], val_context=context_lengths["val"],
+                             token_types=vocab.token_types, loss_weights=loss_weights)
+    plan = plan_epochs(seconds, probe["probe_seconds"], probe["seconds_per_step"], probe["steps_per_epoch"],
+                       probe["eval_seconds"], max_epochs=config.budget_max_epochs)
+    context.log.info(
+        f"Budget {config.budget}: a {probe['probe_steps']}-step probe ({plan.probe_seconds:.1f} s) measured "
+        f"{plan.seconds_per_step:.3f} s per step, {plan.steps_per_epoch} steps per epoch and {plan.eval_seconds:.1f} s "
+        f"per validation: {plan.epochs:.3g} epochs ({plan.reason}; epochs={config.epochs:g} without a budget)")
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(plan.to_dict()))
+    return plan
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -163,6 +210,7 @@ def gpt_checkpoint(
         eval_every=config.eval_every,
         val_max_windows=config.val_max_windows or None,
         patience=config.patience,
+        min_delta=config.min_delta,
         checkpoint_every=config.checkpoint_every,
         seed=config.seed,
         device=str(device),
@@ -180,8 +228,13 @@ def gpt_checkpoint(
         ).encode()
     ).hexdigest()[:16]
     resume_dir = workspace.artifacts_dir / "checkpoints" / "_resume" / resume_key
+    budget = None
+    if config.budget:  # the epochs that fit the time on this machine (core/training_budget.py)
+        budget = budget_plan(context, config, model, windows, context_lengths, train_config, vocab, loss_weights,
+                             resume_dir)
+        train_config = dataclasses.replace(train_config, epochs=budget.epochs)
     context.log.info(
-        f"Training GPT ({model.num_parameters():,} parameters) on {device}: {config.epochs:g} epochs"
+        f"Training GPT ({model.num_parameters():,} parameters) on {device}: {train_config.epochs:g} epochs"
         + (f" (at most {config.max_steps} steps)" if config.max_steps else "")
         + f", {len(windows['train'])} train / {len(windows['val'])} val windows, n_ctx {model_config.n_ctx}, "
         f"resumable state in {resume_dir}"
@@ -204,6 +257,8 @@ def gpt_checkpoint(
                 },
                 "model.parameters": model.num_parameters(),
                 "device": str(device),
+                **({"train.budget_epochs": budget.epochs, "train.budget_seconds_per_step": budget.seconds_per_step}
+                   if budget else {}),
             }
         )
 
@@ -213,7 +268,7 @@ def gpt_checkpoint(
             mlflow.log_metrics(step_metrics(entry), step=int(entry["step"]))
             # --- progress (AssetObservation; the CLI draws it as a bar) ---
             progress.report(
-                training_fraction(entry, config), force=entry.get("val_loss") is not None,
+                training_fraction(entry, config, train_config.epochs), force=entry.get("val_loss") is not None,
                 step=int(entry["step"]), epoch=round(float(entry["epoch"]), 3),
                 train_loss=round(float(entry["train_loss"]), 4),
                 val_loss=None if entry.get("val_loss") is None else round(float(entry["val_loss"]), 4),
@@ -320,6 +375,8 @@ def gpt_checkpoint(
             "device": str(result.device),
             "precision": str(result.precision),
             "loss_curve": png_markdown(curve, "loss curve"),
+            **({"budget": dg.MetadataValue.json(budget.to_dict()), "budget_choice": budget.reason,
+                "budget_epochs": budget.epochs} if budget else {}),
         }
     )
 
@@ -339,10 +396,12 @@ def step_metrics(entry: dict) -> dict[str, float]:
     return metrics
 
 
-def training_fraction(entry: dict, config: GptTrainingConfig) -> float:
-    """Share of the training budget a history record has reached: epochs (or max_tokens), or
-    max_steps when that cap comes first. Early stopping can end a run before 1."""
-    parts = [entry["tokens_seen"] / config.max_tokens if config.max_tokens else entry["epoch"] / config.epochs]
+def training_fraction(entry: dict, config: GptTrainingConfig, epochs: float | None = None) -> float:
+    """Share of the training budget a history record has reached: epochs (`epochs`, else the
+    config's; or max_tokens), or max_steps when that cap comes first. Early stopping can end a run
+    before 1."""
+    epochs = epochs or config.epochs
+    parts = [entry["tokens_seen"] / config.max_tokens if config.max_tokens else entry["epoch"] / epochs]
     if config.max_steps:
         parts.append(entry["step"] / config.max_steps)
     return max(parts)

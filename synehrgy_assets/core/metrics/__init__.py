@@ -9,9 +9,12 @@ docs/evaluation.md.
 Modules (each imports only the ones above it):
 * `common`: defaults, `MetricInputError`, `MetricError`/`MetricValue`, `resolve_variables` (the
   variables table comes from `core/variables.py`, shared with the tokenizer), checked columns.
-* `features`: `prepare_cohort`/`PreparedCohort`, `mortality_labels`, `FeatureSpace`, `visit_features`.
+* `features`: `prepare_cohort`/`PreparedCohort`, the labels (`mortality_labels`, `los_labels`,
+  `phenotype_labels`), `FeatureSpace`, `visit_features`.
 * `fidelity`: prevalence, mortality rates, marginal and structure distances, histogram tables.
-* `utility`: TRTR/TSTR mortality classifiers (`mortality_utility`).
+* `utility`: TRTR/TSTR mortality classifiers (`mortality_utility`), the task panel with bootstrap
+  intervals (`utility_panel`, `weighted_auroc`, `bootstrap_weights`), its gate rows
+  (`utility_gate_rows`) and the test-share rule of the patient split (`choose_test_fraction`).
 * `attacks`: privacy attacks that can fail: token copies and n-grams shared with train
   (`token_copies` over `TokenStreams`), membership inference with the real member prior
   (distance, code-set, DOMIAS density ratio), attribute inference from quasi-identifiers.
@@ -51,7 +54,9 @@ from synehrgy_assets.core.metrics.features import (
     CohortLike,
     FeatureSpace,
     PreparedCohort,
+    los_labels,
     mortality_labels,
+    phenotype_labels,
     prepare_cohort,
     visit_features,
 )
@@ -80,7 +85,19 @@ from synehrgy_assets.core.metrics.attacks import (
 )
 from synehrgy_assets.core.metrics.privacy import distance_histograms, nearest_neighbour_privacy, privacy_attacks
 from synehrgy_assets.core.metrics.report import EvaluationReport, evaluate
-from synehrgy_assets.core.metrics.utility import CLASSIFIERS, DEFAULT_MAX_FIT_RECORDS, mortality_utility
+from synehrgy_assets.core.metrics.utility import (
+    CLASSIFIERS,
+    DEFAULT_BOOTSTRAP_RESAMPLES,
+    DEFAULT_MAX_FIT_RECORDS,
+    GATED_TASKS,
+    MIN_GATE_POSITIVES,
+    bootstrap_weights,
+    choose_test_fraction,
+    mortality_utility,
+    utility_gate_rows,
+    utility_panel,
+    weighted_auroc,
+)
 from synehrgy_assets.core.variables import VARIABLE_COLUMNS, VARIABLES_CSV, load_variables
 
 # Private, but imported from the package by tests/test_metrics.py; not part of `__all__`.
@@ -94,13 +111,16 @@ __all__ = [
     # the variables seed (core/variables.py)
     "VARIABLE_COLUMNS", "VARIABLES_CSV", "load_variables",
     # features
-    "CohortLike", "FeatureSpace", "PreparedCohort", "mortality_labels", "prepare_cohort", "visit_features",
+    "CohortLike", "FeatureSpace", "PreparedCohort", "los_labels", "mortality_labels", "phenotype_labels",
+    "prepare_cohort", "visit_features",
     # fidelity
     "HISTOGRAM_COLUMNS", "MARGINAL_COLUMNS", "STRUCTURE_COLUMNS", "code_prevalence_correlation",
     "code_prevalence_table", "marginal_distances", "marginal_histograms", "mortality_rates",
     "phenotype_prevalence", "structure_stats", "summarize_marginals", "suppressed_prevalence_table",
     # utility
-    "CLASSIFIERS", "DEFAULT_MAX_FIT_RECORDS", "mortality_utility",
+    "CLASSIFIERS", "DEFAULT_BOOTSTRAP_RESAMPLES", "DEFAULT_MAX_FIT_RECORDS", "GATED_TASKS", "MIN_GATE_POSITIVES",
+    "bootstrap_weights", "choose_test_fraction", "mortality_utility", "utility_gate_rows", "utility_panel",
+    "weighted_auroc",
     # privacy
     "DEFAULT_NGRAM_LENGTH", "QUASI_IDENTIFIERS", "TokenStreams", "attribute_inference", "distance_histograms",
     "membership_attacks", "nearest_neighbour_privacy", "privacy_attacks", "token_copies",

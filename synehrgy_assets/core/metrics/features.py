@@ -1,6 +1,6 @@
 """Cohort preparation and visit features: `prepare_cohort` validates the marts contract and parses a
 cohort once into a `PreparedCohort` (arrays every metric accepts in place of the frames),
-`mortality_labels` is the utility target, and `FeatureSpace` (fitted on real train only:
+`mortality_labels`, `los_labels` and `phenotype_labels` are the utility targets, and `FeatureSpace` (fitted on real train only:
 categories, top-K codes, imputation medians, standardization) maps any cohort to one row of visit
 features (`visit_features`), from the raw per-visit covariates, code indicators and windowed
 measurement summaries (mean/min/max/last and missing indicators).
@@ -42,6 +42,26 @@ def mortality_labels(cohort: StagedCohort, origin: str = "cohort") -> np.ndarray
     if not np.isin(y, (0.0, 1.0)).all():
         raise MetricInputError(f"{origin}: table 'visits' column 'mortality_inhospital' has values other than 0/1")
     return y.astype(np.int64)
+
+
+def los_labels(cohort: StagedCohort, days: float, min_hours: float, origin: str = "cohort") -> tuple[np.ndarray, np.ndarray]:
+    """Length of stay over `days` days per visit (0/1) and the visits eligible for the task (a stay
+    of at least `min_hours`: the feature window plus the gap before the prediction counts), in
+    `visits` row order."""
+    los = _numeric(cohort.visits, "los_hours", "visits", origin, allow_null=False)
+    if (los < 0).any():
+        raise MetricInputError(f"{origin}: table 'visits' column 'los_hours' has {int((los < 0).sum())} "
+                               "negative value(s)")
+    return (los > 24.0 * days).astype(np.int64), los >= min_hours
+
+
+def phenotype_labels(prep: "PreparedCohort", names: Sequence[str]) -> np.ndarray:
+    """Visit x phenotype 0/1 matrix ([n_visits, len(names)], `visits` row order) from
+    `visit_phenotypes`; a phenotype the cohort never carries is an all-zero column."""
+    out = np.zeros((prep.n_visits, len(names)), dtype=np.int64)
+    col = pd.Index(list(names)).get_indexer(prep.ph_name)
+    out[prep.ph_pos[col >= 0], col[col >= 0]] = 1
+    return out
 
 
 @dataclass

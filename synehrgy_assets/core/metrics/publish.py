@@ -5,6 +5,7 @@ metadata and the evaluation tables get `publishable(...)`. A metric is held back
 a real cell smaller than `min_cell_count`:
 - a mortality rate (and the differences built on it) of a real sample with fewer than
   `min_cell_count` deaths or survivors: with 3 deaths among 10 test patients the rate is a count;
+  likewise the mortality AUROC/AUPRC over such a real test sample;
 - a median of real held-out distances over fewer than 2 x `min_cell_count` visits: it is one
   real record's distance to another.
 """
@@ -19,9 +20,13 @@ from synehrgy_assets.core.metrics.features import mortality_labels
 # Which metrics rest on which real sample (the synthetic side is never a small cell).
 _MORTALITY_ON = {
     "train": ("fidelity/mortality_rate_real", "fidelity/mortality_rate_abs_diff",
-              "fidelity_baseline/mortality_rate_real", "fidelity_baseline/mortality_rate_abs_diff"),
-    # The baseline compares real test (its "synthetic" side) with real train.
-    "test": ("fidelity_baseline/mortality_rate_synthetic", "fidelity_baseline/mortality_rate_abs_diff"),
+              "fidelity_baseline/mortality_rate_real", "fidelity_baseline/mortality_rate_abs_diff",
+              "utility/train_positive_rate"),
+    # The baseline compares real test (its "synthetic" side) with real train; the mortality AUROCs
+    # rank the few real test deaths (the utility panel holds such tasks back itself).
+    "test": ("fidelity_baseline/mortality_rate_synthetic", "fidelity_baseline/mortality_rate_abs_diff",
+             "utility/test_positive_rate", "utility/trtr_auroc", "utility/trtr_auprc", "utility/tstr_auroc",
+             "utility/tstr_auprc", "utility/auroc_ratio", "utility/auprc_ratio"),
 }
 _TEST_MEDIANS = ("privacy/dcr_median_test_to_train", "privacy/dcr_median_ratio",
                  "privacy/codes_hamming_median_test_to_train", "privacy/codes_jaccard_median_test_to_train",

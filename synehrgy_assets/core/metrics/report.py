@@ -40,7 +40,12 @@ from synehrgy_assets.core.metrics.privacy import (
     distance_histograms,
     privacy_attacks,
 )
-from synehrgy_assets.core.metrics.utility import DEFAULT_MAX_FIT_RECORDS, _utility_from_features
+from synehrgy_assets.core.metrics.utility import (
+    DEFAULT_BOOTSTRAP_RESAMPLES,
+    DEFAULT_MAX_FIT_RECORDS,
+    PANEL_PREFIX,
+    utility_panel,
+)
 
 
 @dataclass
@@ -102,6 +107,7 @@ def evaluate(
     tokens: TokenStreams | None = None,
     member_share: float | None = None,
     ngram_length: int = DEFAULT_NGRAM_LENGTH,
+    n_resamples: int = DEFAULT_BOOTSTRAP_RESAMPLES,
 ) -> EvaluationReport:
     """Fidelity (synthetic vs real train, plus real test vs real train as the baseline), utility
     and privacy. Input contract violations raise `MetricInputError`; a metric block that fails
@@ -118,7 +124,7 @@ def evaluate(
         "classifier": classifier, "max_fit_records": max_fit_records, "min_cell_count": min_cell_count,
         "n_variables": len(table), **{f"n_visits_{n}": p.n_visits for n, p in preps.items()},
         "member_share": default_member_share(preps) if member_share is None else member_share,
-        "ngram_length": ngram_length,
+        "ngram_length": ngram_length, "bootstrap_resamples": n_resamples,
     })
     train, test, syn = preps["real_train"], preps["real_test"], preps["synthetic"]
 
@@ -161,11 +167,15 @@ def evaluate(
     with threadpool_limits(limits=n_threads):
         labels = {n: _guarded(report, f"labels/{n}", strict, mortality_labels, p.cohort, n) for n, p in preps.items()}
         if all(v is not None for v in labels.values()):
-            utility = _guarded(report, "utility", strict, _utility_from_features,
-                               x["real_train"], labels["real_train"], x["real_test"], labels["real_test"],
-                               x["synthetic"], labels["synthetic"], seed, classifier, max_fit_records)
+            # One block: the mortality fit behind `utility/...` is the panel's mortality task, so the
+            # utility gate never judges a panel without it (or the other way round).
+            utility = _guarded(report, "utility", strict, utility_panel, preps, space, x, seed, classifier,
+                               max_fit_records, n_resamples=n_resamples, min_cell_count=min_cell_count)
             if utility is not None:
-                report.add("utility", utility)
+                mortality, panel, panel_table = utility
+                report.add("utility", mortality)
+                report.add(PANEL_PREFIX, panel)
+                report.tables["utility_panel"] = panel_table
 
         codes = _guarded(report, "privacy/code_sets", strict, _code_set_matrices, preps)
         if codes is not None:
