@@ -56,6 +56,14 @@ def test_which_patients_satisfy_a_condition(where, expected):
     assert satisfying_patients(parse_where(where), _cohort()).tolist() == expected
 
 
+def test_gender_is_a_patients_attribute_every_stay_must_satisfy():
+    cohort = _cohort()
+    cohort.visits.loc[cohort.visits["icustay_id"] == 21, "gender"] = "F"  # patient 2: M, then F
+    assert satisfying_patients(parse_where("gender=F"), cohort).tolist() == [1, 3]
+    assert satisfying_patients(parse_where("gender=M"), cohort).tolist() == []
+    assert satisfying_patients(parse_where("gender!=F"), cohort).tolist() == []
+
+
 def test_conditional_shares_are_among_the_patients_that_satisfy_the_condition():
     shares = conditional_shares(_cohort(), parse_where("admission_type=EMERGENCY"), ["died=1", "age>=65", "gender=F"])
     assert shares == {"patients": 2, "died=1": 0.5, "age>=65": 0.5, "gender=F": 1.0}

@@ -11,7 +11,9 @@ Fields (FIELDS): the header of an ICU stay (`age`, `gender`, `ethnicity`, `insur
 `admission_type`, `first_careunit`, `died`) and codes (`code`, `diagnosis`, `procedure`: an ICD-9
 code, or a prefix ending in `*`). A patient satisfies a clause when at least one of the patient's
 ICU stays does (for `!=`: a stay whose value differs; for a code: `code!=038*` = no such code),
-and a condition when it satisfies every clause; so `age>=65, died=1` = patients with a stay at 65 or over and an in-hospital death.
+except `gender`, a patient's attribute, which every stay must satisfy (a generated patient whose
+stays disagree satisfies neither `gender=F` nor `gender=M`); and a condition when it satisfies
+every clause; so `age>=65, died=1` = patients with a stay at 65 or over and an in-hospital death.
 
 The same functions judge real and synthetic cohorts (both are `StagedCohort`s), so the shares
 compared in docs/consumers.md come from one definition.
@@ -36,6 +38,7 @@ class FieldSpec:
     kind: str  # number | category | flag | code
     column: str  # visits column, or the code_type for codes ("" = either type)
     help: str
+    every_stay: bool = False  # a patient's attribute: every stay must satisfy the clause, not one
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -44,7 +47,7 @@ class FieldSpec:
 
 FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
     FieldSpec("age", "number", "age_years", "age in years at an ICU stay (>89 is written 90)"),
-    FieldSpec("gender", "category", "gender", "F or M"),
+    FieldSpec("gender", "category", "gender", "F or M", every_stay=True),
     FieldSpec("ethnicity", "category", "ethnicity_group", "WHITE, BLACK, HISPANIC, ASIAN, OTHER, UNKNOWN"),
     FieldSpec("insurance", "category", "insurance", "Medicare, Private, ..."),
     FieldSpec("admission_type", "category", "admission_type", "EMERGENCY, ELECTIVE, URGENT, NEWBORN"),
@@ -201,8 +204,12 @@ def satisfying_patients(where: Where, cohort) -> np.ndarray:
             hit = np.isin(subjects, list(with_code))
             keep &= ~hit if clause.op == "!=" else hit
         else:
-            stays = cohort.visits["subject_id"].to_numpy()[_stay_mask(clause, cohort.visits)]
-            keep &= np.isin(subjects, stays)
+            hit = _stay_mask(clause, cohort.visits)
+            stay_subjects = cohort.visits["subject_id"].to_numpy()
+            if clause.field.every_stay:
+                keep &= ~np.isin(subjects, stay_subjects[~hit])
+            else:
+                keep &= np.isin(subjects, stay_subjects[hit])
     return subjects[keep]
 
 
