@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not args.skip_sample:
         max_new = min(args.max_new_tokens, args.n_ctx - 1)
-        kwargs = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=max_new, batch_size=args.sample_batch,
+        kwargs = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=max_new, batch_size=args.sample_batch,
                       device=device, precision=precision)
-        sample(model, min(args.sample_batch, 8), **{**kwargs, "max_new_tokens": min(max_new, 16)})  # warm-up
+        sample(model, min(args.sample_batch, 8), **{**kwargs, "max_tokens_per_patient": min(max_new, 16)})  # warm-up
         t0 = time.perf_counter()
         res = sample(model, args.sample_n, seed=1, **kwargs)
         wall = time.perf_counter() - t0

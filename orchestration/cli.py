@@ -58,6 +58,10 @@ def materialize(args: argparse.Namespace) -> int:
     try:
         with workspace.lock(run_id=run_id):
             defs = build_definitions(home=str(home))
+            jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
+            if args.job not in jobs:
+                print(f"synehrgy materialize: no job {args.job!r}; jobs: {', '.join(jobs)}", file=sys.stderr)
+                return 2
             job = defs.resolve_job_def(args.job).with_logger_defs(
                 {"console": quiet_console_logger, "file": file_logger}
             )
@@ -155,7 +159,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="cap on each patient's tokens (0 = the cap stored with the generator)")
     g.add_argument("--format", default="parquet", choices=["parquet", "mimic-csv", "mimic-csv-plain", "meds"],
                    dest="fmt", help="mimic-csv: TABLE.csv.gz as the full MIMIC-III release; mimic-csv-plain: TABLE.csv")
-    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--out", required=True, help="output folder: new, empty, or an earlier output of ours with "
+                   "--overwrite; a folder holding MIMIC-III tables we did not write is always refused")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace --out whole (written beside it, then swapped in) when it holds an earlier output")
+    g.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                   help="only patients satisfying CONDITION, e.g. 'age>=65' 'died=1' 'admission_type=EMERGENCY' "
+                   "'code=038*' (repeatable, ANDed; docs/consumers.md lists the fields)")
+    g.add_argument("--max-attempts", type=int, default=None,
+                   help="with --where: patients sampled at most (default 50 per patient asked for)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
     if args.command == "generate":
@@ -164,19 +176,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
+    """Every argument is checked (numbers, --where, --out) before the model loads; every refusal is
+    one line on stderr and exit status 2."""
     from synehrgy_assets.consumer import generate_to
+    from synehrgy_assets.core.generation import SamplingParams
 
     try:
+        params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                max_tokens_per_patient=args.max_tokens_per_patient, batch_size=args.batch_size,
+                                seed=args.seed, device=args.device)
         result, stats = generate_to(
-            args.out, args.fmt, model=args.model, n_patients=args.n_patients, seed=args.seed,
-            tracking_uri=args.tracking_uri, device=args.device, temperature=args.temperature,
-            top_k=args.top_k or None, top_p=args.top_p or None, batch_size=args.batch_size,
-            max_tokens_per_patient=args.max_tokens_per_patient or None, progress=not args.no_progress)
+            args.out, args.fmt, model=args.model, n_patients=args.n_patients, params=params, where=args.where,
+            max_attempts=args.max_attempts, overwrite=args.overwrite, tracking_uri=args.tracking_uri,
+            progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"synehrgy generate: {exc}", file=sys.stderr)
         return 2
+    condition = ""
+    if "where" in stats:
+        condition = (f"; where {stats['where']}: {stats['accepted_patients']:,} of {stats['sampled_patients']:,} "
+                     f"sampled patients accepted ({stats['acceptance_rate']:.1%})")
     print(f"synehrgy generate: {stats['n_patients']} patients from {stats['model']} on {stats['device']} "
-          f"(seed {stats['seed']}; {stats['valid_sequences']} valid sequences) in "
+          f"(seed {stats['seed']}; {stats['valid_sequences']} valid sequences{condition}) in "
           f"{stats['sample_seconds'] + stats['decode_seconds'] + stats['write_seconds']:.1f} s")
     print(result.describe())
     return 0

@@ -1,10 +1,12 @@
 """Generate synthetic patients from a registered generator without the Dagster graph.
 
 Used by `python -m orchestration.cli generate` and by the generator's MLflow pyfunc
-(`mlflow_models/generator_model.py`), so both give the same tables for the same seed:
+(`mlflow_models/generator_model.py`); both run `core/generation.Generator` (as the synthesis asset
+does), so the same seed gives the same tables:
 
-    sample (KV-cached, grammar-constrained) -> decode tokens -> marts-shaped cohort
-    -> MIMIC-III-shaped tables (`core/decoder.py`) -> Parquet | MIMIC CSV | MEDS (`core/exports.py`)
+    sample (KV-cached, grammar-constrained; `--where`: rejection, core/conditions.py) -> decode tokens
+    -> marts-shaped cohort -> MIMIC-III-shaped tables (`core/decoder.py`)
+    -> Parquet | MIMIC CSV | MEDS (`core/exports.py`, into a folder `core/output_dirs.py` allows)
 
 The generator is read from any MLflow registry: `models:/synehrgy-gpt@champion`,
 `models:/synehrgy-gpt@candidate`, `models:/synehrgy-gpt/3` (or the short forms `@champion`, `3`).
@@ -17,11 +19,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
+from synehrgy_assets.core.generation import GeneratedCohort, Generator, SamplingParams  # noqa: F401  (the API)
 
 DEFAULT_GENERATOR = "synehrgy-gpt"
 
@@ -50,91 +50,38 @@ def resolve_model_uri(model: str, default_name: str = DEFAULT_GENERATOR) -> str:
     return f"models:/{default_name}@{alias}"
 
 
-@dataclass
-class GeneratedCohort:
-    """One generation: the marts-shaped tables, the MIMIC-III-shaped tables and the run's figures."""
-
-    marts: dict[str, pd.DataFrame]
-    mimic_tables: dict[str, pd.DataFrame]
-    stats: dict = field(default_factory=dict)
-
-    def table(self, name: str) -> pd.DataFrame:
-        if name in self.marts:
-            return self.marts[name]
-        if name in self.mimic_tables:
-            return self.mimic_tables[name]
-        raise ValueError(f"no table {name!r}; available: {sorted(self.marts) + sorted(self.mimic_tables)}")
-
-
-class Generator:
-    """A loaded generator: the GPT on its device, the vocabulary and the length cap it was trained with."""
-
-    def __init__(self, checkpoint_dir: str | Path, vocabulary_file: str | Path, device: str = "auto",
-                 source: str = ""):
-        from synehrgy_assets.core.model import load_checkpoint, read_checkpoint_config
-        from synehrgy_assets.core.tokens import TokenVocabulary
-        from synehrgy_assets.core.trainer import resolve_device
-
-        self.device = resolve_device(device)
-        self.model = load_checkpoint(checkpoint_dir, device=self.device)
-        extra = read_checkpoint_config(checkpoint_dir).get("extra", {})
-        self.max_tokens_per_patient = extra.get("max_tokens_per_patient")
-        self.mlflow_run_id = extra.get("mlflow_run_id")
-        self.vocabulary = TokenVocabulary.from_json(vocabulary_file)
-        self.source = source
-
-    def to(self, device: str) -> "Generator":
-        """Move the model to `device` (auto|cpu|cuda)."""
-        from synehrgy_assets.core.trainer import resolve_device
-
-        self.device = resolve_device(device)
-        self.model.to(self.device)
-        return self
-
-    @classmethod
-    def from_artifacts(cls, local_dir: str | Path, device: str = "auto", source: str = "") -> "Generator":
-        """From a downloaded model folder: the checkpoint is the folder holding `config.json` and
-        `model.safetensors`, the vocabulary is `token_vocabulary.json`."""
-        local = Path(local_dir)
-        ckpts = [p.parent for p in local.rglob("config.json") if (p.parent / "model.safetensors").is_file()]
-        vocabs = list(local.rglob("token_vocabulary.json"))
-        if not ckpts or not vocabs:
+def check_tracking_uri(tracking_uri: str) -> str:
+    """A `sqlite:///` store must exist to be read from: MLflow would create an empty one and then say
+    "model not found". Other URIs (http, databricks, ...) are taken as they are."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.is_file():
             raise FileNotFoundError(
-                f"{local}: not a synehrgy generator (expected a checkpoint folder with config.json and "
-                f"model.safetensors, and token_vocabulary.json; found {len(ckpts)} and {len(vocabs)})")
-        return cls(ckpts[0], vocabs[0], device=device, source=source)
+                f"tracking URI {tracking_uri}: no MLflow store at {path} (a mistyped path or SYNEHRGY_HOME?); "
+                "give --tracking-uri of the workspace that trained the generator, e.g. sqlite:///<home>/mlflow.db")
+    return tracking_uri
 
-    def generate(self, n_patients: int, *, seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, batch_size: int = 64, max_tokens_per_patient: int | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> GeneratedCohort:
-        """Sample `n_patients`, decode them and build every table (the synthesis assets' steps).
 
-        `max_tokens_per_patient` caps each patient's tokens (None = the cap stored with the weights: the
-        tokenizer's default the graph used); the grammar closes a patient that reaches it."""
-        from synehrgy_assets.core.decoder import cohort_to_mimic_tables
-        from synehrgy_assets.core.exports import MART_TABLES
-        from synehrgy_assets.core.generation import generate_sequences
-        from synehrgy_assets.core.tokens import decode
-
-        if n_patients < 1:
-            raise ValueError(f"n_patients must be >= 1, got {n_patients}")
-        started = time.perf_counter()
-        result = generate_sequences(
-            self.model, self.vocabulary, int(n_patients), seed=int(seed), temperature=float(temperature),
-            top_k=top_k or None, top_p=top_p or None, batch_size=int(batch_size), device=self.device,
-            max_tokens_per_patient=max_tokens_per_patient or self.max_tokens_per_patient, on_progress=on_progress,
-        )
-        sampled = time.perf_counter()
-        cohort, report = decode(result.sequences, self.vocabulary, seed=int(seed))
-        mimic_tables = cohort_to_mimic_tables(cohort, seed=int(seed))
-        stats = {
-            "n_patients": int(n_patients), "seed": int(seed), "device": str(self.device),
-            "valid_sequences": int(report.n_valid), "invalid_sequences": int(report.n_invalid),
-            "forced_closures": int(result.n_forced_closures), "sample_seconds": round(sampled - started, 2),
-            "decode_seconds": round(time.perf_counter() - sampled, 2),
-            "tokens_per_second": round(float(result.tokens_per_second), 1),
-        }
-        return GeneratedCohort(dict(zip(MART_TABLES, cohort.frames())), mimic_tables, stats)
+def registry_hint(client, name: str) -> str:
+    """What the registry holds for `name`: its versions (with validation_status) and aliases, and why
+    none is `champion` when none is; or the registered models when `name` is not one of them."""
+    try:
+        registered = client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - not registered (or the registry is unreachable): list what is
+        try:
+            names = sorted(m.name for m in client.search_registered_models())
+        except Exception:  # noqa: BLE001
+            names = []
+        return f"no registered model {name!r}; registered models: {', '.join(names) or 'none'}"
+    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    aliases = dict(getattr(registered, "aliases", {}) or {})
+    shown = ", ".join(f"{v.version} ({(v.tags or {}).get('validation_status', 'untagged')})" for v in versions)
+    lines = [f"{name} has version(s) {shown or 'none'}; aliases: "
+             + (", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none")]
+    if "champion" not in aliases and versions:
+        lines.append("none is @champion: champion moves only when a release passes every gate (validation_status "
+                     f"passed); pull a version instead, e.g. --model models:/{name}/{versions[-1].version}")
+    return "; ".join(lines)
 
 
 def load_generator(model: str, *, tracking_uri: str | None = None, device: str = "auto",
@@ -142,16 +89,18 @@ def load_generator(model: str, *, tracking_uri: str | None = None, device: str =
     """Download a registered generator (any MLflow registry) and load it on `device` (auto|cpu|cuda)."""
     import mlflow
 
-    uri = resolve_model_uri(model)
-    tracking_uri = tracking_uri or default_tracking_uri()
     from synehrgy_assets.resources import point_mlflow_at
 
+    uri = resolve_model_uri(model)
+    tracking_uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     point_mlflow_at(tracking_uri)
     try:
         local = mlflow.artifacts.download_artifacts(uri, dst_path=str(dst_path) if dst_path else None,
                                                     tracking_uri=tracking_uri)
-    except Exception as exc:  # MlflowException / RestException: say what was asked, where
-        raise ValueError(f"cannot read {uri} from {tracking_uri}: {exc}") from exc
+    except Exception as exc:  # MlflowException / RestException: say what was asked, where, and what exists
+        name = uri[len("models:/"):].split("@")[0].split("/")[0]
+        hint = registry_hint(mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), name)
+        raise ValueError(f"cannot read {uri} from {tracking_uri}: {str(exc).splitlines()[0]}. {hint}") from exc
     return Generator.from_artifacts(local, device=device, source=uri)
 
 
@@ -179,26 +128,31 @@ def progress_printer(total: int, label: str = "patients"):
     return line, lambda: print(file=sys.stderr)
 
 
-def generate_to(out_dir: str | Path, fmt: str, *, model: str, n_patients: int, seed: int = 0,
-                tracking_uri: str | None = None, device: str = "auto", temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None, batch_size: int = 64,
-                max_tokens_per_patient: int | None = None, progress: bool = True):
-    """Load the generator, generate and write `fmt` (core/exports.FORMATS) into `out_dir`.
-
-    Returns (ExportResult, stats)."""
+def generate_to(out_dir: str | Path, fmt: str, *, model: str, n_patients: int,
+                params: SamplingParams | None = None, where=None, max_attempts: int | None = None,
+                overwrite: bool = False, tracking_uri: str | None = None, progress: bool = True):
+    """Check every argument, then load the generator, generate and write `fmt` (core/exports.FORMATS)
+    into `out_dir`. Returns (ExportResult, stats)."""
+    from synehrgy_assets.core.conditions import parse_where
     from synehrgy_assets.core.exports import FORMATS, export_cohort
+    from synehrgy_assets.core.output_dirs import check_target
 
+    params = params or SamplingParams()
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {list(FORMATS)}")
-    generator = load_generator(model, tracking_uri=tracking_uri, device=device)
+    if n_patients < 1:
+        raise ValueError(f"-n/--n-patients must be >= 1, got {n_patients}")
+    if max_attempts is not None and max_attempts < n_patients:
+        raise ValueError(f"--max-attempts ({max_attempts}) must be at least the patients asked for ({n_patients})")
+    where = parse_where(where)
+    check_target(out_dir, overwrite=overwrite)  # again when writing: the folder may change meanwhile
+    generator = load_generator(model, tracking_uri=tracking_uri, device=params.device)
     callback, close = progress_printer(n_patients) if progress else (None, lambda: None)
     try:
-        cohort = generator.generate(n_patients, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    batch_size=batch_size, max_tokens_per_patient=max_tokens_per_patient,
-                                    on_progress=callback)
+        cohort = generator.generate(n_patients, params, where=where, max_attempts=max_attempts, on_progress=callback)
     finally:
         close()
     started = time.perf_counter()
-    result = export_cohort(fmt, out_dir, cohort.marts, cohort.mimic_tables)
+    result = export_cohort(fmt, out_dir, cohort.marts, cohort.mimic_tables, overwrite=overwrite)
     stats = {**cohort.stats, "model": generator.source, "write_seconds": round(time.perf_counter() - started, 2)}
     return result, stats

@@ -3,6 +3,9 @@ each format; the same seed gives the same tables; the pyfunc gives the same tabl
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,9 @@ import pytest
 
 from orchestration.cli import main
 from synehrgy_assets.consumer import resolve_model_uri
-from synehrgy_assets.core.exports import MART_TABLES
+from synehrgy_assets.core.cohort import StagedCohort
+from synehrgy_assets.core.conditions import parse_where, satisfying_patients
+from synehrgy_assets.core.exports import FORMATS, MART_TABLES
 from synehrgy_assets.core.mimic_layout import resolve_mimic_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,10 +25,12 @@ N = 20
 CAP = "256"  # tokens per patient: a 30-step generator rarely closes a patient by itself
 
 
-def _generate(ws, out: Path, fmt: str, model: str = "models:/synehrgy-gpt@candidate", seed: int = 3) -> int:
-    return main(["generate", "--model", model, "--tracking-uri", ws.tracking_uri, "-n", str(N), "--seed", str(seed),
+def _generate(ws, out: Path, fmt: str, model: str = "models:/synehrgy-gpt@candidate", seed: int = 3,
+              extra: tuple[str, ...] = (), n: int = N) -> int:
+    tracking_uri = ws if isinstance(ws, str) else ws.tracking_uri
+    return main(["generate", "--model", model, "--tracking-uri", tracking_uri, "-n", str(n), "--seed", str(seed),
                  "--device", "cpu", "--format", fmt, "--out", str(out), "--max-tokens-per-patient", CAP,
-                 "--no-progress"])
+                 "--no-progress", *extra])
 
 
 def _same_units(frame: pd.DataFrame) -> pd.DataFrame:
@@ -105,7 +112,13 @@ def test_bad_model_or_registry_is_a_clear_error(released_workspace, tmp_path, ca
     assert _generate(released_workspace, tmp_path / "x", "parquet", model="models:/synehrgy-gpt@nosuchalias") == 2
     err = capsys.readouterr().err
     assert "models:/synehrgy-gpt@nosuchalias" in err and released_workspace.tracking_uri in err
+    version = released_workspace.mats["gpt_checkpoint"]["model_version"]
+    # the versions that exist (with their validation status) and the aliases that point at them
+    assert f"synehrgy-gpt has version(s) {version} (" in err and f"@candidate -> {version}" in err, err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    assert _generate(released_workspace, tmp_path / "x", "parquet", model="models:/nosuchmodel@champion") == 2
+    assert "no registered model 'nosuchmodel'; registered models: synehrgy-gpt" in capsys.readouterr().err
     with pytest.raises(ValueError, match="expected models:/<name>@<alias>"):
         resolve_model_uri("models:/synehrgy-gpt")
     assert resolve_model_uri("@candidate") == "models:/synehrgy-gpt@candidate"
@@ -122,3 +135,98 @@ def test_the_command_line_shows_progress_and_what_it_wrote(released_workspace, t
     assert run.returncode == 0, run.stderr[-2000:]
     assert "8/8" in run.stderr  # the tqdm bar
     assert "visits.parquet" in run.stdout and "from models:/synehrgy-gpt@candidate on cpu" in run.stdout
+
+
+# ------------------------------------------------------------------ conditional generation (--where)
+
+
+@pytest.mark.integration
+def test_where_gives_n_patients_that_all_satisfy_it(released_workspace, tmp_path, capsys):
+    out = tmp_path / "women"
+    assert _generate(released_workspace, out, "parquet", n=6, extra=("--where", "gender=F", "--batch-size", "8")) == 0
+    stdout = capsys.readouterr().out
+    assert "where gender=F:" in stdout and "sampled patients accepted" in stdout
+    tables = _tables(out)
+    cohort = StagedCohort(*(tables[t] for t in MART_TABLES))
+    assert cohort.n_patients == 6 == len(tables["PATIENTS"])
+    assert len(satisfying_patients(parse_where("gender=F"), cohort)) == 6
+    assert set(tables["PATIENTS"]["gender"]) == {"F"}
+
+    import mlflow
+
+    mlflow.set_tracking_uri(released_workspace.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/synehrgy-gpt@candidate")
+    model.unwrap_python_model().configure(device="cpu", max_tokens_per_patient=int(CAP))
+    visits = model.predict(pd.DataFrame({"n_patients": [3], "seed": [1], "where": ["gender=M"]}))
+    assert visits["subject_id"].nunique() == 3 and set(visits["gender"]) == {"M"}
+
+
+@pytest.mark.integration
+def test_an_infeasible_condition_is_refused_naming_it(released_workspace, tmp_path, capsys):
+    args = ("--where", "age<0", "--max-attempts", "24", "--batch-size", "8")
+    assert _generate(released_workspace, tmp_path / "none", "parquet", n=2, extra=args) == 2
+    err = capsys.readouterr().err
+    assert "--where age<0: 0 of 24 sampled patients satisfy it (acceptance 0.00%)" in err and "budget of 24" in err
+    assert not (tmp_path / "none").exists()
+    assert _generate(released_workspace, tmp_path / "none", "parquet", n=2, extra=("--where", "first_careunit=XICU")) == 2
+    assert "the generator knows no first_careunit XICU; known:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ arguments checked before any model loads
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_bad_arguments_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys, mimic_demo_dir):
+    # The tracking URI names no store: every refusal below comes before the registry is even opened.
+    store = tmp_path / "no-such-home" / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    real = shutil.copytree(mimic_demo_dir, tmp_path / "mimic")
+    before = _digest(real)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    cases = [
+        (["-n", "0"], tmp_path / "out", "-n/--n-patients must be >= 1, got 0"),
+        (["--where", "agee>=65"], tmp_path / "out", "unknown field 'agee'; valid fields: age, gender"),
+        (["--top-p", "2"], tmp_path / "out", "top_p must be in (0, 1]"),
+        (["--max-attempts", "3"], tmp_path / "out", "--max-attempts (3) must be at least the patients asked for"),
+        ([], tmp_path / "a-file", "exists and is a file, not a folder"),
+        ([], tmp_path / "notes", "is not empty and synehrgy did not write it"),
+        *[(["--format", fmt, "--overwrite"], real, "holds MIMIC-III tables that synehrgy did not write")
+          for fmt in FORMATS],
+    ]
+    for extra, out, message in cases:
+        assert _generate(uri, out, "parquet", extra=tuple(extra)) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert _digest(real) == before and (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    assert not (tmp_path / "out").exists()
+    # A valid call gets as far as the registry, which must exist: no empty store is created.
+    assert _generate(uri, tmp_path / "out", "parquet") == 2
+    assert f"no MLflow store at {store}" in capsys.readouterr().err
+    assert not store.exists() and not store.parent.exists()
+    with pytest.raises(SystemExit):
+        main(["generate", "--out", str(tmp_path / "out"), "--format", "csv"])  # argparse: one usage line
+
+
+@pytest.mark.integration
+def test_overwrite_replaces_an_earlier_generation(released_workspace, parquet_run, tmp_path, capsys):
+    out = tmp_path / "again"
+    shutil.copytree(parquet_run, out)
+    assert _generate(released_workspace, out, "meds") == 2
+    assert "holds an earlier output of synehrgy: pass --overwrite" in capsys.readouterr().err
+    assert _generate(released_workspace, out, "meds", extra=("--overwrite",)) == 0
+    assert (out / "metadata" / "dataset.json").is_file() and not list(out.glob("*.parquet"))
+
+
+def test_an_unknown_job_lists_the_jobs(tmp_path, capsys, monkeypatch):
+    for variable in ("DAGSTER_HOME", "SYNEHRGY_HOME", "PATH"):  # materialize exports them: restored after
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert main(["materialize", "--job", "nosuch", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "no job 'nosuch'; jobs: " in err and "synehrgy_end_to_end" in err and "Traceback" not in err

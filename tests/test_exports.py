@@ -3,8 +3,10 @@ MEDS 0.4 through the real cohort's exporter, and the datacard in the registry de
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from synehrgy_assets.core.datacard import release_datacard
-from synehrgy_assets.core.exports import MART_TABLES, export_cohort, read_parquet_cohort, write_meds
+from synehrgy_assets.core.cohort import StagedCohort
+from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+from synehrgy_assets.core.exports import FORMATS, MART_TABLES, export_cohort, read_parquet_cohort, write_meds
+from synehrgy_assets.core.output_dirs import OWNER_MARKER, OutputRefused
 from synehrgy_assets.core.meds import MedsExportError
 from synehrgy_assets.core.meds_checks import check_meds_dir
 from synehrgy_assets.core.mimic_csv_checks import check_mimic_csv
@@ -48,7 +53,7 @@ def release(released_workspace, tmp_path_factory) -> Path:
 def test_release_carries_parquet_mimic_csv_meds_and_datacard(release):
     tables = release / "tables"
     assert {p.stem for p in tables.glob("*.parquet")} >= {"PATIENTS", "CHARTEVENTS", *MART_TABLES}
-    csvs = sorted(p.name for p in (release / "mimic_csv").iterdir())
+    csvs = sorted(p.name for p in (release / "mimic_csv").iterdir() if p.name != OWNER_MARKER)
     assert csvs == sorted(f"{t}.csv.gz" for t in MIMIC_TABLES), csvs
     for name in csvs:  # every CSV holds the same rows as its Parquet twin; the others are header-only
         table = name.split(".")[0]
@@ -364,7 +369,77 @@ def test_parquet_export_round_trips(tmp_path):
     assert result.rows["visits.parquet"] == 3 and result.rows["PATIENTS.parquet"] == 1
     back_marts, back_mimic = read_parquet_cohort(tmp_path / "pq")
     assert list(back_mimic) == ["PATIENTS"] and len(back_marts["measurements"]) == 3
-    assert not [p for p in (tmp_path / "pq").iterdir() if p.name.startswith(".partial")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pq"]  # no temporary folder left beside it
+    assert (tmp_path / "pq" / OWNER_MARKER).is_file()
+
+
+# ------------------------------------------------------------------------ never write into real data
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _mimic_tables(marts):
+    return cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=0)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_writer_refuses_a_real_mimic_folder_and_leaves_it_byte_identical(fmt, mimic_demo_dir, tmp_path):
+    marts = _tiny_cohort()
+    real = shutil.copytree(mimic_demo_dir, tmp_path / "data" / "mimic-iii")
+    before = _digest(real)
+    for target in (real, real.parent):  # the MIMIC folder, and a folder holding one
+        for overwrite in (False, True):
+            with pytest.raises(OutputRefused, match=r"holds MIMIC-III tables that synehrgy did not write \("
+                                                    r".*refusing to write into real data, even with --overwrite"):
+                export_cohort(fmt, target, marts, _mimic_tables(marts), overwrite=overwrite)
+    assert _digest(real) == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mimic-iii"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_overwrite_replaces_our_own_output_whole_and_nothing_else(fmt, tmp_path):
+    marts = _tiny_cohort()
+    mimic = _mimic_tables(marts)
+    out = tmp_path / "out"
+    export_cohort(fmt, out, marts, mimic)
+    first = _digest(out)
+    with pytest.raises(OutputRefused, match=r"holds an earlier output of synehrgy: pass --overwrite"):
+        export_cohort(fmt, out, marts, mimic)
+    (out / "stale.txt").write_text("left by an earlier run")
+    one = dict(zip(MART_TABLES, StagedCohort(*(marts[t] for t in MART_TABLES)).subset([1]).frames()))
+    export_cohort(fmt, out, one, _mimic_tables(one), overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / OWNER_MARKER).is_file()  # replaced whole
+    assert _digest(out).keys() - {OWNER_MARKER} == first.keys() - {OWNER_MARKER}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(OutputRefused, match=r"is not empty and synehrgy did not write it .*--overwrite"):
+        export_cohort(fmt, foreign, marts, mimic)
+    assert (foreign / "todo.txt").read_text() == "mine"
+    export_cohort(fmt, foreign, marts, mimic, overwrite=True)  # named explicitly: replaced
+    assert not (foreign / "todo.txt").exists()
+    with pytest.raises(OutputRefused, match=r"exists and is a file, not a folder"):
+        export_cohort(fmt, foreign / OWNER_MARKER, marts, mimic, overwrite=True)
+
+
+def test_a_failed_write_leaves_the_previous_output_intact(tmp_path):
+    marts = _tiny_cohort()
+    out = tmp_path / "out"
+    export_cohort("parquet", out, marts, {})
+    before = _digest(out)
+    broken = dict(marts, measurements=marts["measurements"].assign(value=[1.0, "x", None]))
+    with pytest.raises(Exception, match="value"):
+        export_cohort("parquet", out, broken, {}, overwrite=True)
+    with pytest.raises(Exception, match="measurements"):
+        write_meds(dict(marts, measurements=marts["measurements"].drop(columns=["value_text"])), out,
+                   overwrite=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_datacard_reports_failed_gates_with_reasons_and_how_to_pull():

@@ -199,6 +199,6 @@ def test_training_learns_a_deterministic_grammar(trained):
     assert logs and {"step", "train_loss", "lr", "tokens_per_second"} <= set(logs[0])
     assert any("val_loss" in rec for rec in logs)
     # Greedy sampling from a conditioning prompt continues the grammar through the KV cache.
-    out = sample(model, 2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=24, temperature=0.0, prompt=[8])
+    out = sample(model, 2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=24, temperature=0.0, prompt=[8])
     for seq in out.sequences:
         assert seq.tolist() == [BOS, *grammar_body(8), EOS]

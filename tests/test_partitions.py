@@ -49,7 +49,8 @@ def test_two_partitions_union_equals_one_process_with_the_same_seeds(released_wo
     workspace = defs.resources["workspace"]
 
     # The same seeds in one process, shard after shard.
-    model, vocab, _ = synthesis.load_generator(defs.resources["mlflow_tracking"], "candidate", "cpu")
+    generator, _ = synthesis.load_generator(defs.resources["mlflow_tracking"], "candidate", "cpu")
+    model, vocab = generator.model, generator.vocabulary
     expected = []
     for key in ("shard-000", "shard-001"):
         out = generate_sequences(model, vocab, SHARD_CONFIG["n_patients"], seed=synthesis.shard_seed(0, key),

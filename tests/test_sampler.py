@@ -305,7 +305,7 @@ def test_lengths_beyond_the_context_need_a_roll():
     with pytest.raises(ValueError, match="exceeds the model's n_ctx=16"):
         sample(model, 1, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=16)
     with pytest.raises(ValueError, match="n_ctx=16"):
-        sample(model, 1, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=12, prompt=[5, 6, 7, 8])
+        sample(model, 1, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=12, prompt=[5, 6, 7, 8])
     sample(model, 1, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=15)  # exactly n_ctx fits
     out = sample(model, 2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_tokens_per_patient=60, roll=tail_roll(4))
     assert all(s[-1] == EOS or len(s) == 61 for s in out.sequences)

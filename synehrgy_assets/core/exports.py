@@ -3,20 +3,21 @@ MEDS 0.4. Shared by the release (`defs/release.py`) and the `generate` CLI (`syn
 
 A cohort is given as two sets of frames: the marts-shaped tables (`visits`, `visit_codes`,
 `visit_phenotypes`, `measurements`; docs/architecture.md) and the MIMIC-III-shaped tables of
-`decoder.cohort_to_mimic_tables`. Every writer is all-or-nothing: files appear together or not at all.
+`decoder.cohort_to_mimic_tables`. Every writer is all-or-nothing (the folder is replaced whole, or
+not at all) and refuses a folder holding real MIMIC tables or anything we did not write
+(`core/output_dirs.py`; `overwrite=True` replaces an earlier output).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
+
+from synehrgy_assets.core.output_dirs import replaced_dir
 
 FORMATS = ("parquet", "mimic-csv", "mimic-csv-plain", "meds")
 MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
@@ -44,27 +45,19 @@ def _check_marts(marts: Mapping[str, pd.DataFrame]) -> None:
         raise ValueError(f"synthetic cohort: missing marts-shaped table(s) {missing}; expected {list(MART_TABLES)}")
 
 
-def write_parquet(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> ExportResult:
-    """One `<name>.parquet` per table in `out_dir` (all at once: temp folder + renames)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+def write_parquet(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
+                  overwrite: bool = False) -> ExportResult:
+    """One `<name>.parquet` per table in `out_dir` (`output_dirs.replaced_dir`: all at once)."""
     rows = {}
-    try:
+    with replaced_dir(out_dir, overwrite=overwrite, what="parquet") as work:
         for name, frame in tables.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+            frame.to_parquet(work / f"{name}.parquet", index=False)
             rows[f"{name}.parquet"] = int(len(frame))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for name in rows:
-        os.replace(tmp / name, out_dir / name)
-    tmp.rmdir()
-    return ExportResult("parquet", out_dir, rows)
+    return ExportResult("parquet", Path(out_dir), rows)
 
 
 def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
-                    header_case: str = "upper", compress: bool = True) -> ExportResult:
+                    header_case: str = "upper", compress: bool = True, overwrite: bool = False) -> ExportResult:
     """The MIMIC-III v1.4 CSV layout as the full release ships it: `TABLE.csv.gz` (`compress=False`: plain
     `TABLE.csv`, what mimic3-benchmarks opens), UPPERCASE quoted headers and quoted strings
     (`header_case="lower"`: the demo's style), all 26 tables, those the cohort has no rows for (OUTPUTEVENTS,
@@ -77,7 +70,8 @@ def write_mimic_csv(mimic_tables: Mapping[str, pd.DataFrame], out_dir: str | Pat
         raise ValueError(f"mimic-csv: unknown MIMIC-III table(s) {unknown}; expected names from {list(MIMIC_TABLES)}")
     empty = {t: pd.DataFrame({c: pd.Series([], dtype=object) for c in table_columns(t)}) for t in MIMIC_TABLES}
     tables = {t: mimic_tables[t] if t in mimic_tables else empty[t] for t in MIMIC_TABLES}
-    paths = write_mimic_tables(tables, out_dir, header_case=header_case, compress=compress)
+    with replaced_dir(out_dir, overwrite=overwrite, what="mimic-csv") as work:
+        paths = write_mimic_tables(tables, work, header_case=header_case, compress=compress)
     rows = {paths[t].name: int(len(frame)) for t, frame in tables.items()}
     return ExportResult("mimic-csv", Path(out_dir), rows,
                         details={"header_only": sorted(t for t in MIMIC_TABLES if t not in mimic_tables)})
@@ -132,11 +126,13 @@ def visits_with_times(visits: pd.DataFrame, mimic_tables: Mapping[str, pd.DataFr
 
 def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
                mimic_tables: Mapping[str, pd.DataFrame] | None = None,
-               dataset_name: str = SYNTHETIC_DATASET_NAME, shard_rows: int = 1_000_000) -> ExportResult:
+               dataset_name: str = SYNTHETIC_DATASET_NAME, shard_rows: int = 1_000_000,
+               overwrite: bool = False) -> ExportResult:
     """MEDS 0.4 of a synthetic cohort through the same exporter as the real one (`core/meds.export_meds`),
     read from an in-memory DuckDB: every subject in split `train`, ICD descriptions from the cohort's
     D_ICD_* tables when `mimic_tables` holds them."""
     import duckdb
+    import pyarrow.parquet as pq
 
     from synehrgy_assets.core.meds import MedsSource, export_meds
 
@@ -158,32 +154,30 @@ def write_meds(marts: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
                 con.execute(f'create table synthetic_mimic."{name}" as select * from _frame')
                 con.unregister("_frame")
         source = MedsSource.in_schema("synthetic", dictionaries_schema=dictionaries)
-        summary = export_meds(con, Path(out_dir), shard_rows=shard_rows, dataset_name=dataset_name, source=source)
+        with replaced_dir(out_dir, overwrite=overwrite, what="meds") as work:
+            summary = export_meds(con, work, shard_rows=shard_rows, dataset_name=dataset_name, source=source)
+            rows = {str(p.relative_to(work)): int(pq.read_metadata(p).num_rows) for p in sorted(work.rglob("*.parquet"))}
     finally:
         con.close()
-    import pyarrow.parquet as pq
-
-    rows = {str(p.relative_to(summary.out_dir)): int(pq.read_metadata(p).num_rows)
-            for p in sorted(summary.out_dir.rglob("*.parquet"))}
-    return ExportResult("meds", summary.out_dir, rows, details={
+    return ExportResult("meds", Path(out_dir), rows, details={
         "dataset_version": summary.dataset_version, "events": summary.events, "subjects": summary.subjects,
         "codes": summary.codes, "shards": summary.shards})
 
 
 def export_cohort(fmt: str, out_dir: str | Path, marts: Mapping[str, pd.DataFrame],
-                  mimic_tables: Mapping[str, pd.DataFrame], **kwargs) -> ExportResult:
+                  mimic_tables: Mapping[str, pd.DataFrame], *, overwrite: bool = False, **kwargs) -> ExportResult:
     """Write a cohort in one of FORMATS: `parquet` (the marts- and MIMIC-shaped tables, one file each, as
     in the release's `tables/`), `mimic-csv` (the MIMIC-III CSV layout of the full release, `TABLE.csv.gz`),
     `mimic-csv-plain` (the same as plain `TABLE.csv`) or `meds` (MEDS 0.4)."""
     if fmt == "parquet":
         _check_marts(marts)
-        return write_parquet({**mimic_tables, **{t: marts[t] for t in MART_TABLES}}, out_dir)
+        return write_parquet({**mimic_tables, **{t: marts[t] for t in MART_TABLES}}, out_dir, overwrite=overwrite)
     if fmt == "mimic-csv":
-        return write_mimic_csv(mimic_tables, out_dir, **kwargs)
+        return write_mimic_csv(mimic_tables, out_dir, overwrite=overwrite, **kwargs)
     if fmt == "mimic-csv-plain":
-        return write_mimic_csv(mimic_tables, out_dir, compress=False, **kwargs)
+        return write_mimic_csv(mimic_tables, out_dir, compress=False, overwrite=overwrite, **kwargs)
     if fmt == "meds":
-        return write_meds(marts, out_dir, mimic_tables=mimic_tables, **kwargs)
+        return write_meds(marts, out_dir, mimic_tables=mimic_tables, overwrite=overwrite, **kwargs)
     raise ValueError(f"unknown export format {fmt!r}; expected one of {list(FORMATS)}")
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from synehrgy_assets.core.model import GPT, KVCache
-from synehrgy_assets.core.trainer import autocast_context, resolve_device, resolve_precision
+from synehrgy_assets.core.devices import autocast_context, resolve_device, resolve_precision
 
 Roll = Callable[[np.ndarray], np.ndarray]
 
@@ -206,8 +206,7 @@ def sample(
     bos_id: int,
     eos_id: int,
     pad_id: int,
-    max_tokens_per_patient: int | None = None,
-    max_new_tokens: int | None = None,
+    max_tokens_per_patient: int,
     temperature: float = 1.0,
     top_k: int | None = 50,
     top_p: float | None = None,
@@ -222,20 +221,13 @@ def sample(
 ) -> SampleResult:
     """Sample `n_samples` sequences, each `[bos] + prompt + generated` up to and including eos.
 
-    `max_tokens_per_patient` caps the generated tokens (after bos and prompt) of each patient;
-    `max_new_tokens` is its former name. `roll` (see the module docstring) lets patients run past
+    `max_tokens_per_patient` caps the generated tokens (after bos and prompt) of each patient. `roll` (see the module docstring) lets patients run past
     n_ctx. `device=None` uses the model's device, otherwise the model is moved there.
     `temperature=0` is greedy; `top_k` then `top_p` truncate the distribution (None = off).
     `on_progress(done, total)` is called as patients finish, about every 5 % of them.
     """
     cfg = model.config
     prefix = [int(bos_id)] + [int(t) for t in (prompt or [])]
-    if max_tokens_per_patient is None:
-        max_tokens_per_patient = max_new_tokens
-    elif max_new_tokens is not None and max_new_tokens != max_tokens_per_patient:
-        raise ValueError("sample: max_new_tokens is the old name of max_tokens_per_patient; pass one of them")
-    if max_tokens_per_patient is None:
-        raise ValueError("sample: max_tokens_per_patient is required")
     max_tokens = int(max_tokens_per_patient)
     if n_samples < 0:
         raise ValueError(f"sample: n_samples must be >= 0, got {n_samples}")

@@ -3,7 +3,6 @@
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from synehrgy_assets.core.exports import MART_TABLES
+from synehrgy_assets.core.output_dirs import staged_dir
 from synehrgy_assets.defs._metadata import Progress
 from synehrgy_assets.defs.gates import cohort_fingerprint
 from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
@@ -20,7 +21,6 @@ from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_j
 
 SYNTHETIC_SCHEMA = "synthetic"  # marts-shaped synthetic tables (same shape as the real marts)
 SYNTHETIC_MIMIC_SCHEMA = "synthetic_mimic"  # MIMIC-III-shaped synthetic tables
-MART_TABLES = ("visits", "visit_codes", "visit_phenotypes", "measurements")
 
 
 class SyntheticSequencesConfig(dg.Config):
@@ -35,8 +35,9 @@ class SyntheticSequencesConfig(dg.Config):
     max_tokens_per_patient: int = Field(
         default=0,
         description="Cap on each patient's generated tokens; the grammar closes a patient that reaches it (a "
-        "forced closure). 0 = the tokenizer's `max_tokens_per_patient_default` in tokens summary.json (at least "
-        "the 99.9th percentile of train lengths), else 4 * n_ctx. Patients longer than n_ctx slide the window.",
+        "forced closure). 0 = the cap stored with the generator (the tokenizer's `max_tokens_per_patient_default`, "
+        "at least the 99.9th percentile of train lengths), else 4 * n_ctx. Patients longer than n_ctx slide the "
+        "window.",
     )
     batch_size: int = Field(
         default=64, description="Rows decoded together; a row whose patient ends takes the next patient at once."
@@ -51,6 +52,13 @@ class SyntheticSequencesConfig(dg.Config):
         "synthetic_sequence_shards (shard-000 ... in key order; each must exist, from one generator and config) "
         "into these sequences, so many workers can generate one cohort (docs/architecture.md).")
 
+    def sampling_params(self, seed: int):
+        from synehrgy_assets.core.generation import SamplingParams
+
+        return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                              max_tokens_per_patient=self.max_tokens_per_patient, batch_size=self.batch_size,
+                              seed=seed, device=self.device)
+
 
 # At most this share of patients may reach the length cap before closing on their own (asset
 # check `forced_closure_rate`): more means the cap truncates the model's distribution of lengths.
@@ -62,20 +70,15 @@ def synthetic_dir(workspace: WorkspaceResource) -> Path:
 
 
 def load_generator(mlflow_tracking: MlflowResource, alias: str, device):
-    """Download the registered generator by alias and load its safetensors checkpoint."""
+    """The registered generator by alias, as `core/generation.Generator` (the CLI's and the pyfunc's
+    loader), and its model version."""
     import mlflow
 
-    from synehrgy_assets.core.model import load_checkpoint
-    from synehrgy_assets.core.tokens import TokenVocabulary
+    from synehrgy_assets.core.generation import Generator
 
-    client = mlflow_tracking.client()
-    mv = client.get_model_version_by_alias(mlflow_tracking.model_name, alias)
-    local = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{mlflow_tracking.model_name}@{alias}")
-    )
-    ckpt = next(local.rglob("config.json")).parent
-    vocab_file = next(local.rglob("token_vocabulary.json"))
-    return load_checkpoint(ckpt, device=device), TokenVocabulary.from_json(vocab_file), mv
+    mv = mlflow_tracking.client().get_model_version_by_alias(mlflow_tracking.model_name, alias)
+    uri = f"models:/{mlflow_tracking.model_name}@{alias}"
+    return Generator.from_artifacts(mlflow.artifacts.download_artifacts(uri), device=device, source=uri), mv
 
 
 @dg.asset(
@@ -105,12 +108,12 @@ def sample_to(context, config: SyntheticSequencesConfig, workspace: WorkspaceRes
               extra_provenance: dict | None = None) -> dict:
     """Sample `n` patients with `seed` and write them to `out` (tokens.npy, offsets.npy, forced.npy,
     provenance.json), atomically; returns the asset metadata."""
-    from synehrgy_assets.core.generation import flatten, generate_sequences
-    from synehrgy_assets.core.trainer import resolve_device
+    from synehrgy_assets.core.generation import flatten
 
-    device = resolve_device(config.device)
-    model, vocab, mv = load_generator(mlflow_tracking, config.model_alias, device)
-    cap, cap_source = max_tokens_per_patient(config, summary, model.config.n_ctx)
+    params = config.sampling_params(seed)
+    generator, mv = load_generator(mlflow_tracking, config.model_alias, params.device)
+    vocab = generator.vocabulary
+    cap, cap_source = generator.length_cap(params)
     progress = Progress(context, every_seconds=config.progress_every_seconds)
     progress.report(0.0, force=True, patients_done=0, patients_total=n)
 
@@ -119,41 +122,25 @@ def sample_to(context, config: SyntheticSequencesConfig, workspace: WorkspaceRes
         progress.report(done / max(total, 1), force=done == total, patients_done=done, patients_total=total)
 
     context.log.info(
-        f"Sampling {n} patients with {mlflow_tracking.model_name} v{mv.version} on {device} "
+        f"Sampling {n} patients with {mlflow_tracking.model_name} v{mv.version} on {generator.device} "
         f"({config.batch_size} rows, at most {cap} tokens per patient: {cap_source}, seed {seed})"
     )
-    result = generate_sequences(
-        model,
-        vocab,
-        n,
-        seed=seed,
-        temperature=config.temperature,
-        top_k=config.top_k or None,
-        top_p=config.top_p or None,
-        batch_size=config.batch_size,
-        device=device,
-        max_tokens_per_patient=cap,
-        on_progress=on_progress,
-    )
+    result = generator.sample(n, params, on_progress=on_progress)
     flat, offsets = flatten(result.sequences)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "tokens.npy", flat)
-    np.save(tmp / "offsets.npy", offsets)
-    np.save(tmp / "forced.npy", result.forced)  # per patient: closed by the length cap
-    write_json(
-        tmp / "provenance.json",
-        {"model_name": mlflow_tracking.model_name, "model_version": mv.version, "alias": config.model_alias,
-         "vocabulary_version": vocab.version, "seed": seed, "temperature": config.temperature,
-         "top_k": config.top_k, "top_p": config.top_p, "n_patients": n,
-         "max_tokens_per_patient": cap, "max_tokens_per_patient_source": cap_source,
-         "n_forced_closures": int(result.n_forced_closures),
-         "forced_closure_rate": float(result.forced_closure_rate), "n_rolls": int(result.n_rolls),
-         "sampler": result.summary(), **(extra_provenance or {})},
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        np.save(tmp / "tokens.npy", flat)
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "forced.npy", result.forced)  # per patient: closed by the length cap
+        write_json(
+            tmp / "provenance.json",
+            {"model_name": mlflow_tracking.model_name, "model_version": mv.version, "alias": config.model_alias,
+             "vocabulary_version": vocab.version, "seed": seed, "temperature": config.temperature,
+             "top_k": config.top_k, "top_p": config.top_p, "n_patients": n,
+             "max_tokens_per_patient": cap, "max_tokens_per_patient_source": cap_source,
+             "n_forced_closures": int(result.n_forced_closures),
+             "forced_closure_rate": float(result.forced_closure_rate), "n_rolls": int(result.n_rolls),
+             "sampler": result.summary(), **(extra_provenance or {})},
+        )
     lengths = np.diff(offsets)
     return {
         "patients": n,
@@ -174,17 +161,6 @@ def sample_to(context, config: SyntheticSequencesConfig, workspace: WorkspaceRes
         "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.model_name, mv.version),
         "vocabulary_version": vocab.version,
     }
-
-
-def max_tokens_per_patient(config: SyntheticSequencesConfig, summary: dict, n_ctx: int) -> tuple[int, str]:
-    """The length cap and where it came from: the config, the tokenizer's default, or 4 * n_ctx."""
-    if config.max_tokens_per_patient < 0:
-        raise ValueError(f"max_tokens_per_patient must be >= 0 (0 = default), got {config.max_tokens_per_patient}")
-    if config.max_tokens_per_patient:
-        return int(config.max_tokens_per_patient), "config"
-    if summary.get("max_tokens_per_patient_default"):
-        return int(summary["max_tokens_per_patient_default"]), "tokens summary.json"
-    return 4 * int(n_ctx), "4 * n_ctx"
 
 
 @dg.asset_check(
@@ -300,13 +276,6 @@ def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
     offsets = np.concatenate([parts[0][1][:1]] + [p[1][1:] + s for p, s in zip(parts, starts)])
     forced = np.concatenate([p[2] for p in parts])
     n = int(len(offsets) - 1)
-    out = synthetic_dir(workspace) / "sequences"
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "tokens.npy", flat)
-    np.save(tmp / "offsets.npy", offsets)
-    np.save(tmp / "forced.npy", forced)
     provenance = {f: provs[0].get(f) for f in _SHARED if f != "base_seed"}
     provenance.update({
         "seed": seed, "n_patients": n, "max_tokens_per_patient_source": provs[0].get("max_tokens_per_patient_source"),
@@ -314,9 +283,11 @@ def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
         "n_rolls": int(sum(p.get("n_rolls", 0) for p in provs)),
         "shards": [{"shard": p["shard"], "seed": p["seed"], "n_patients": p["n_patients"]} for p in provs],
     })
-    write_json(tmp / "provenance.json", provenance)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged_dir(synthetic_dir(workspace) / "sequences") as tmp:
+        np.save(tmp / "tokens.npy", flat)
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "forced.npy", forced)
+        write_json(tmp / "provenance.json", provenance)
     return {"patients": n, "seed": seed, "shards": len(keys), "forced_closures": int(forced.sum()),
             "forced_closure_rate": provenance["forced_closure_rate"], "tokens": int(flat.size),
             "model_version": str(provenance["model_version"]), "vocabulary_version": provenance["vocabulary_version"]}
@@ -353,34 +324,32 @@ def synthetic_cohort(
     marts = dict(zip(MART_TABLES, cohort.frames()))
 
     parquet_dir = synthetic_dir(workspace) / "cohort"
-    tmp = parquet_dir.with_name("cohort.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "mimic").mkdir(parents=True)
-    (tmp / "marts").mkdir(parents=True)
-    for name, frame in mimic_tables.items():
-        frame.to_parquet(tmp / "mimic" / f"{name}.parquet", index=False)
-    for name, frame in marts.items():
-        frame.to_parquet(tmp / "marts" / f"{name}.parquet", index=False)
-    # What the gates judge and the release promotes: a hash of exactly these tables (defs/gates.py).
-    cohort_id = cohort_fingerprint(tmp)
-    write_json(tmp / "provenance.json", {**provenance, "decode_report": _report_dict(report), "cohort_id": cohort_id})
+    with staged_dir(parquet_dir) as tmp:
+        (tmp / "mimic").mkdir()
+        (tmp / "marts").mkdir()
+        for name, frame in mimic_tables.items():
+            frame.to_parquet(tmp / "mimic" / f"{name}.parquet", index=False)
+        for name, frame in marts.items():
+            frame.to_parquet(tmp / "marts" / f"{name}.parquet", index=False)
+        # What the gates judge and the release promotes: a hash of exactly these tables (defs/gates.py).
+        cohort_id = cohort_fingerprint(tmp)
+        write_json(tmp / "provenance.json",
+                   {**provenance, "decode_report": _report_dict(report), "cohort_id": cohort_id})
 
-    # One transaction: readers see either the previous synthetic cohort or the new one, never half.
-    with workspace.connect() as con:
-        con.execute("begin transaction")
-        try:
-            for schema, tables in ((SYNTHETIC_SCHEMA, marts), (SYNTHETIC_MIMIC_SCHEMA, mimic_tables)):
-                con.execute(f"create schema if not exists {schema}")
-                for name, frame in tables.items():
-                    con.register("_frame", frame)
-                    con.execute(f'create or replace table {schema}."{name}" as select * from _frame')
-                    con.unregister("_frame")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
-    shutil.rmtree(parquet_dir, ignore_errors=True)
-    tmp.rename(parquet_dir)
+        # One transaction: readers see either the previous synthetic cohort or the new one, never half.
+        with workspace.connect() as con:
+            con.execute("begin transaction")
+            try:
+                for schema, tables in ((SYNTHETIC_SCHEMA, marts), (SYNTHETIC_MIMIC_SCHEMA, mimic_tables)):
+                    con.execute(f"create schema if not exists {schema}")
+                    for name, frame in tables.items():
+                        con.register("_frame", frame)
+                        con.execute(f'create or replace table {schema}."{name}" as select * from _frame')
+                        con.unregister("_frame")
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
     counts = {f"rows/{SYNTHETIC_MIMIC_SCHEMA}.{k}": int(len(v)) for k, v in mimic_tables.items()}
     return dg.MaterializeResult(
         data_version=dg.DataVersion(cohort_id),

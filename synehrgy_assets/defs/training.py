@@ -162,7 +162,7 @@ def gpt_checkpoint(
     from synehrgy_assets.core.model import GPTConfig, save_checkpoint
     from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
     from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
-    from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE
+    from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE, generator_signature
 
     vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
     summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
@@ -454,13 +454,6 @@ def val_loss_table(result) -> str:
         f"that knows the grammar and nothing else; val loss at the best step ({result.best_step})."
     )
     return "\n".join(lines)
-
-
-def generator_signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    return ModelSignature(inputs=Schema([ColSpec("long", "n_patients"), ColSpec("long", "seed", required=False)]))
 
 
 def _png_to_array(png: bytes) -> np.ndarray:

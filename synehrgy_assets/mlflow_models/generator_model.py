@@ -1,12 +1,14 @@
 """MLflow pyfunc for the trained generator (logged as "models from code": no pickles).
 
 Artifacts: `checkpoint` (safetensors + config.json) and `vocabulary` (token_vocabulary.json).
-The generation is `synehrgy_assets.consumer.Generator`, the same as `python -m orchestration.cli
-generate`, so the same seed gives the same tables.
+The generation is `core/generation.Generator` with one `SamplingParams`, the same as `python -m
+orchestration.cli generate` and the synthesis asset, so the same seed gives the same tables.
 
 - `predict(pd.DataFrame({"n_patients": [10], "seed": [0]}))` returns the synthetic visits table; a
-  `table` column picks another one (`PATIENTS`, `CHARTEVENTS`, `measurements`, ...).
-- `unwrap_python_model().generate_tables(10, seed=0)` returns every table (marts- and MIMIC-shaped).
+  `table` column picks another one (`PATIENTS`, `CHARTEVENTS`, `measurements`, ...), a `where`
+  column asks for patients that satisfy a condition (`"age>=65; died=1"`, docs/consumers.md).
+- `unwrap_python_model().generate_tables(10, seed=0, where="code=038*")` returns every table
+  (marts- and MIMIC-shaped).
 - The device and the length cap: `unwrap_python_model().configure(device="cuda", max_tokens_per_patient=512)`
   (defaults: `auto` = CUDA when present, else CPU; the cap stored with the weights, as the CLI).
   `mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})` does the same once the model is
@@ -21,11 +23,11 @@ import pandas as pd
 
 class SynEHRgyGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from synehrgy_assets.consumer import Generator
+        from synehrgy_assets.core.generation import Generator
 
         config = getattr(context, "model_config", None) or {}
-        self.generator = Generator(context.artifacts["checkpoint"], context.artifacts["vocabulary"],
-                                   device=str(config.get("device", "auto")))
+        self.generator = Generator.from_files(context.artifacts["checkpoint"], context.artifacts["vocabulary"],
+                                              device=str(config.get("device", "auto")))
         self.max_tokens_per_patient = config.get("max_tokens_per_patient")  # None = the stored cap
 
     def configure(self, device: str | None = None, max_tokens_per_patient: int | None = None):
@@ -37,27 +39,24 @@ class SynEHRgyGenerator(mlflow.pyfunc.PythonModel):
         return self
 
     def generate_tables(self, n_patients: int, seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
-                        top_p: float | None = None, batch_size: int = 64) -> dict[str, pd.DataFrame]:
+                        top_p: float | None = None, batch_size: int = 64, where=None,
+                        max_attempts: int | None = None) -> dict[str, pd.DataFrame]:
         """Every table of one generation: visits, visit_codes, visit_phenotypes, measurements and the
         MIMIC-III tables (PATIENTS, ADMISSIONS, ICUSTAYS, DIAGNOSES_ICD, ..., D_*)."""
-        cohort = self.generator.generate(n_patients, seed=seed, temperature=temperature, top_k=top_k,
-                                         top_p=top_p, batch_size=batch_size,
-                                         max_tokens_per_patient=self.max_tokens_per_patient)
+        from synehrgy_assets.core.generation import SamplingParams
+
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, batch_size=batch_size,
+                                seed=seed, max_tokens_per_patient=self.max_tokens_per_patient)
+        cohort = self.generator.generate(int(n_patients), params, where=where, max_attempts=max_attempts)
         return {**cohort.marts, **cohort.mimic_tables}
 
-    def generate_cohort(self, n_patients: int, seed: int = 0, temperature: float = 1.0):
-        """The marts-shaped cohort (StagedCohort), as before."""
-        from synehrgy_assets.core.cohort import StagedCohort
-        from synehrgy_assets.core.exports import MART_TABLES
-
-        tables = self.generate_tables(n_patients, seed=seed, temperature=temperature)
-        return StagedCohort(*(tables[t] for t in MART_TABLES))
-
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        n = int(model_input["n_patients"].iloc[0])
-        seed = int(model_input["seed"].iloc[0]) if "seed" in model_input else 0
-        table = str(model_input["table"].iloc[0]) if "table" in model_input else "visits"
-        tables = self.generate_tables(n, seed)
+        row = model_input.iloc[0]
+        n = int(row["n_patients"])
+        seed = int(row["seed"]) if "seed" in model_input and pd.notna(row["seed"]) else 0
+        table = str(row["table"]) if "table" in model_input and pd.notna(row["table"]) else "visits"
+        where = str(row["where"]) if "where" in model_input and pd.notna(row["where"]) else None
+        tables = self.generate_tables(n, seed, where=where)
         if table not in tables:
             raise ValueError(f"no table {table!r}; available: {sorted(tables)}")
         return tables[table]
