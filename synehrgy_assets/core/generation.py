@@ -40,6 +40,9 @@ class SamplingParams:
     device: str = "auto"
     precision: str = "auto"
     max_visits: int = 16
+    # The patient rules of core/tokens/consistency.py (one person across visits, a database's items,
+    # rows that agree). Off only to measure what they cost (benchmarks/bench_consistency.py).
+    consistency: bool = True
 
     def __post_init__(self):
         for name in ("top_k", "top_p", "max_tokens_per_patient"):
@@ -108,6 +111,7 @@ def generate_sequences(
     on_progress: Callable[[int, int], None] | None = None,
     roll="auto",
     max_visits: int = 16,
+    consistency: bool = True,
     precision: str = "auto",
 ):
     """Sample `n_patients` token sequences that parse by construction (grammar-masked).
@@ -140,7 +144,8 @@ def generate_sequences(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        constraint=GrammarConstraint(vocabulary, max_visits=max_visits, device=torch.device(device)),
+        constraint=GrammarConstraint(vocabulary, max_visits=max_visits, device=torch.device(device),
+                                     consistency=consistency),
         roll=roll,
         batch_size=batch_size,
         seed=seed,
@@ -221,6 +226,7 @@ class Generator:
             self.model, self.vocabulary, int(n_patients), seed=params.seed, temperature=float(params.temperature),
             top_k=params.top_k, top_p=params.top_p, batch_size=int(params.batch_size), device=self.device,
             max_tokens_per_patient=cap, on_progress=on_progress, max_visits=params.max_visits,
+            consistency=params.consistency,
             precision=params.precision)
 
     def generate(self, n_patients: int, params: SamplingParams | None = None, *, where=None,

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from synehrgy_assets.core.exports import MART_TABLES
 from synehrgy_assets.core.output_dirs import staged_dir
+from synehrgy_assets.core.release_gates import GateThresholds
 from synehrgy_assets.defs._metadata import Progress
 from synehrgy_assets.defs.gates import cohort_fingerprint
 from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
@@ -62,7 +63,7 @@ class SyntheticSequencesConfig(dg.Config):
 
 # At most this share of patients may reach the length cap before closing on their own (asset
 # check `forced_closure_rate`): more means the cap truncates the model's distribution of lengths.
-MAX_FORCED_CLOSURE_RATE = 0.01
+MAX_FORCED_CLOSURE_RATE = GateThresholds().max_forced_closure_rate
 
 
 def synthetic_dir(workspace: WorkspaceResource) -> Path:
