@@ -49,14 +49,19 @@ def test_patient_rules_gate_in_the_graph_and_numbers_on_every_gate(released_work
         checks[name] = record.event.dagster_event.event_specific_data
     for name in ("patient_rules_gate", "structure_gate", "utility_gate", "forced_closure_gate", "privacy_dcr_gate"):
         numbers = {k: v for k, v in checks[name].metadata.items() if isinstance(v, dg.FloatMetadataValue)}
-        assert any(k.endswith("/measured") for k in numbers) and any(k.endswith("/threshold") for k in numbers), name
+        assert any(k.endswith("/threshold") for k in numbers), name
+        # The small graph's 19 real test patients hold too few deaths for any utility task to be
+        # measured (each is "not reported"); every other gate measures on it.
+        assert name == "utility_gate" or any(k.endswith("/measured") for k in numbers), name
     assert checks["utility_gate"].metadata["tstr_trtr_auroc/threshold"].value == -1e9
     assert "patient_rules_gate" in checks and checks["patient_rules_gate"].passed
 
 
 def test_default_thresholds_judge_todays_cohort_on_the_patient_rules(released_workspace, tmp_path):
-    """Under the default thresholds the 30-step generator's cohort breaks patient rules (today's
-    decoder writes CareVue items into MetaVision stays): the gate fails and names the rules."""
+    """Under the default thresholds even the 30-step generator's cohort keeps every patient rule that
+    real patients keep: the hard rules hold by construction (the sampling masks and the decoder), the
+    others within the real-test limits. (Crafted cohorts that break each rule and fail the gate are
+    in tests/test_patient_rules.py.)"""
     from synehrgy_assets.core.release_gates import GateThresholds
     from tests.small_graph import copy_workspace
 
@@ -68,9 +73,13 @@ def test_default_thresholds_judge_todays_cohort_on_the_patient_rules(released_wo
     result = job.execute_in_process(instance=instance, raise_on_error=False,
                                     run_config={"resources": {"release_gate": {"config": patient}}})
     check = _check_evaluations(result)["patient_rules_gate"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert "icu_database_mismatch" in check.description, check.description
-    assert check.metadata["icu_database_mismatch_share_of_patients/threshold"].value >= 0.005
+    assert check.passed and check.severity == dg.AssetCheckSeverity.ERROR, check.description
+    from synehrgy_assets.core.patient_rules import RULES
+
+    for rule in RULES:
+        if rule.hard:
+            assert check.metadata[f"{rule.name}_hard_share_of_patients/measured"].value == 0.0, rule.name
+    assert check.metadata["icu_database_mismatch_share_of_patients/measured"].value == 0.0
 
 
 def test_one_threshold_moves_targets_gate_metadata_and_datacard(released_workspace, tmp_path):

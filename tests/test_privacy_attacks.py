@@ -36,6 +36,13 @@ COPY_KEYS = ("visit_sequence_copy_fraction", "visit_multiset_copy_fraction", "vi
 
 
 @pytest.fixture(scope="module")
+
+def _errors(report) -> dict:
+    """The report's errors less the utility panel's small-cell notes (tasks these small cohorts
+    cannot measure are "not reported", by design)."""
+    return {k: v for k, v in report.errors.items()
+            if not (k.startswith("utility_panel/") and str(v).startswith("not reported"))}
+
 def world():
     """Real train / real test / real held-out cohorts as the tokenizer sees them (decoded with seed 0)."""
     raw = {"train": make_cohort(400, seed=11), "test": make_cohort(100, seed=12, id_offset=100_000),
@@ -51,7 +58,7 @@ def _privacy(world, synthetic: StagedCohort, synthetic_tokens) -> dict:
     report = evaluate(real["train"], real["test"], synthetic, VARIABLES, seed=0, top_k_codes=50,
                       classifier="logistic_regression", n_threads=1, strict=True, member_share=MEMBER_SHARE,
                       tokens=TokenStreams(seqs["train"], seqs["test"], synthetic_tokens, vocab.token_types))
-    assert not report.errors, report.errors
+    assert not _errors(report), report.errors
     return report.metrics
 
 
@@ -164,7 +171,7 @@ def without_tokens(world):
 
 def test_without_token_sequences_the_copy_gates_are_not_measured(without_tokens):
     report = without_tokens
-    assert "privacy/ngram_shared_fraction" not in report.metrics and not report.errors
+    assert "privacy/ngram_shared_fraction" not in report.metrics and not _errors(report)
     verdict = privacy_ngram_copy_gate(report.metrics, GateThresholds())
     assert not verdict.passed and verdict.reason.startswith("not measured")
     assert privacy_dcr_gate(report.metrics, GateThresholds()).passed  # the other gates still judge
