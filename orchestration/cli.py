@@ -41,6 +41,14 @@ def materialize(args: argparse.Namespace) -> int:
     if args.patients:
         os.environ["SYNEHRGY_SYNTHETIC_PATIENTS"] = str(args.patients)
     level = str(args.log_level).upper()
+    if args.budget:
+        from synehrgy_assets.core.training_budget import parse_budget
+
+        try:
+            parse_budget(args.budget)
+        except ValueError as exc:
+            print(f"synehrgy materialize: --budget {args.budget!r}: {exc}", file=sys.stderr)
+            return 2
 
     import dagster as dg
 
@@ -70,9 +78,12 @@ def materialize(args: argparse.Namespace) -> int:
                     instance, log=lambda m: print(f"synehrgy: {m}", file=sys.stderr),
                     holds_workspace=str(workspace.root),
                 )
+                run_config = run_logger_config(level, log_file)
+                if args.budget:
+                    run_config = {**run_config, "ops": {"gpt_checkpoint": {"config": {"budget": args.budget}}}}
                 result = job.execute_in_process(
                     instance=instance, raise_on_error=False, run_id=run_id,
-                    run_config=run_logger_config(level, log_file), tags=run_tags(workspace.root),
+                    run_config=run_config, tags=run_tags(workspace.root),
                 )
     except WorkspaceBusy as exc:
         print(f"synehrgy: {exc}", file=sys.stderr)
@@ -119,6 +130,7 @@ synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
   synthetic Parquet   {home / 'artifacts' / 'synthetic' / 'cohort'}
   MLflow tracking     {ml.resolved_tracking_uri}
   generator model     {ml.model_name} v{ckpt.get('model_version')} (alias candidate{', champion' if rel.get('promoted_to_champion') else ''})
+  training            {ckpt.get('budget_choice') or 'the configured epochs (no --budget)'}
   synthetic release   {ml.release_name} v{rel.get('release_version')} — validation {rel.get('validation_status')}
   Dagster instance    {dagster_home}
 
@@ -137,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
     m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
     m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
+    m.add_argument("--budget", help="training time budget, e.g. 30m or 1h30m (gpt_checkpoint.budget): the "
+                   "epochs are chosen from a short throughput probe; default: the configured epochs")
     m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event and full tracebacks; the log file always has them)")
     g = sub.add_parser(
         "generate", help="generate synthetic patients from a registered generator (no Dagster graph)",
