@@ -179,8 +179,8 @@ class PatientConsistency:
         is_db = types == T.ICU_DATABASE
         row = xp.where(tokens == self.unk_database, self.db_row_none, tokens - self.database.start)
         s["database"] = xp.where(is_db, row, s["database"])
-        row_tok = s["row_tok"]
-        row_tok[self.row_starts[tokens]] = -1
+        row_tok = xp.where(self.row_starts[tokens][:, None], -1, s["row_tok"])
+        s["row_tok"] = row_tok
         member = self.member_of_token_t[tokens]
         col = xp.where(member >= 0, member, 0)
         batch = xp.arange(len(tokens)) if xp is np else xp.arange(len(tokens), device=tokens.device)

@@ -420,9 +420,8 @@ class GrammarConstraint:
         mask[:, self._pheno] &= t["pheno_ids"][None, :] > state.last[:, None]
         mask[:, self._values] &= t["value_ranks"][None, :] > state.last_rank[:, None]
         mask[:, self._codes] &= ~state.used_codes
-        full = self._rows(state.n_visits >= self.max_visits)
-        if len(full):
-            mask[full, self._gaps] = False
+        # Element-wise, not by row lists: on an accelerator a row list is a host round trip.
+        mask[:, self._gaps] &= (state.n_visits < self.max_visits)[:, None]
         if self._consistency is not None:
             self._consistency.apply(mask, state.patient, self._xp)
         if remaining is not None:
@@ -437,9 +436,8 @@ class GrammarConstraint:
         types = t["token_types"][tokens]
         ok &= ~((types == T.PHENOTYPE) & (tokens <= state.last))
         ok &= ~((types == T.VALUE) & (t["value_rank"][tokens] <= state.last_rank))
-        rows = self._rows((tokens >= self._codes.start) & (tokens < self._codes.stop))
-        if len(rows):
-            ok[rows] &= ~state.used_codes[rows, tokens[rows] - self._codes.start]
+        is_code, code = self._code_index(tokens)
+        ok &= ~(is_code & state.used_codes[self._arange(len(tokens)), code])
         ok &= ~((types == T.GAP_VISIT) & (state.n_visits >= self.max_visits))
         if self._consistency is not None:
             mask = self._consistency.apply(t["phase_table"][state.phase] | True, state.patient, self._xp)
@@ -449,15 +447,29 @@ class GrammarConstraint:
     def _arange(self, n: int):
         return np.arange(n) if self.device is None else self._torch.arange(n, device=self.device)
 
+    def _code_index(self, tokens):
+        """(is a code token, its column in `used_codes`, 0 for other tokens)."""
+        is_code = (tokens >= self._codes.start) & (tokens < self._codes.stop)
+        return is_code, self._xp.where(is_code, tokens - self._codes.start, 0)
+
+    def _checks_on_host(self) -> bool:
+        """Token checks that raise ValueError read the device; on an accelerator they would cost a
+        host round trip per token, so there the check is an asynchronous device assert."""
+        return self.device is None or self._torch.device(self.device).type == "cpu"
+
     def advance(self, state: GrammarState, tokens, check: bool = True) -> GrammarState:
         """Consume one token per sequence; raises ValueError on a token the grammar forbids."""
         tokens = self._index(tokens)
         batch = state.phase.shape[0]
         if tokens.shape[0] != batch:
             raise ValueError(f"advance: got {tokens.shape[0]} tokens for a batch of {batch}")
-        if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+        on_host = self._checks_on_host()
+        if on_host and len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(f"advance: token ids must lie in [0, {self.vocab_size})")
-        if check:
+        if check and not on_host:
+            self._torch._assert_async(self._token_ok(state, tokens).all(),
+                                      "advance: a token not allowed by the grammar")
+        elif check:
             ok = self._token_ok(state, tokens)
             if not bool(ok.all()):
                 bad = int(self._rows(~ok)[0])
@@ -467,10 +479,11 @@ class GrammarConstraint:
                 )
         t = self._t
         types = t["token_types"][tokens]
-        state.used_codes[tokens == self._end_label] = False
-        rows = self._rows((tokens >= self._codes.start) & (tokens < self._codes.stop))
-        if len(rows):
-            state.used_codes[rows, tokens[rows] - self._codes.start] = True
+        # In place and element-wise (no row lists): the sampler's state lives on its device.
+        state.used_codes &= ~(tokens == self._end_label)[:, None]
+        is_code, code = self._code_index(tokens)
+        batch_rows = self._arange(len(tokens))
+        state.used_codes[batch_rows, code] |= is_code
         state.n_visits += (types == T.AGE)
         if self._consistency is not None:
             self._consistency.advance(state.patient, tokens, types, self._xp)
