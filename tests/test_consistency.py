@@ -189,10 +189,13 @@ def test_decoding_draws_row_values_that_agree(vocab):
     from synehrgy_assets.core.tokens.relations import sample_row_values
 
     names = ["diastolic_blood_pressure", "systolic_blood_pressure"]
-    # the top diastolic bin and the lowest systolic bin overlap: independent draws often cross
-    pick = {names[0]: vocab.value_base[vocab.variable_names.index(names[0])]
-            + vocab.variable(names[0]).bins.n_bins - 1,
-            names[1]: vocab.value_base[vocab.variable_names.index(names[1])]}
+    # the lowest systolic bin and the highest diastolic bin that overlaps it: independent draws
+    # often cross there
+    sys_tok = int(vocab.value_base[vocab.variable_names.index(names[1])])
+    dia_base = int(vocab.value_base[vocab.variable_names.index(names[0])])
+    dia_ids = dia_base + np.arange(vocab.variable(names[0]).bins.n_bins)
+    overlapping = [t for t in dia_ids if vocab.bin_low[t] < vocab.bin_high[sys_tok] - 2]
+    pick = {names[0]: int(overlapping[-1]), names[1]: sys_tok}
     n_rows = 2000
     tok = np.tile([pick[names[0]], pick[names[1]]], n_rows)
     row = np.repeat(np.arange(n_rows), 2)

@@ -38,7 +38,7 @@ class GptTrainingConfig(dg.Config):
         "docs/tokens.md section 7).",
     )
     # Budget and schedule.
-    epochs: float = Field(default=12.0, description="Training budget in epochs over the train windows.")
+    epochs: float = Field(default=16.0, description="Training budget in epochs over the train windows.")
     max_tokens: int = Field(
         default=0, description="Budget in supervised target tokens instead of epochs; 0 = use `epochs`."
     )

@@ -11,6 +11,7 @@ need memory of the patient, the stay or the row, as masks on top of the grammar'
 | nothing follows an in-hospital death | after a visit with MORTALITY//1, `</adm>` may only be followed by `</s>` |
 | a stay charts the items of its ICU database | a value token is allowed only if train stays of the visit's ICU_DATABASE chart that variable (`TokenVocabulary.variable_databases`) |
 | values charted together agree | `relations.py`: a bin that cannot satisfy a less_than relation with a value already in the row is masked; a GCS part or total that cannot complete the row's sum is masked |
+| no ICU stay shorter than real ones | `</ts>` waits until the stay's rows cover the lowest stored LOS quantile (k-anonymous: the stays of >= 10 patients are that short or shorter), unless the length cap forces the patient to close |
 
 Only sampled sequences are shaped: real sequences are encoded exactly and validated by the grammar
 alone (`find_violations`), so a real patient who breaks a rule is still training data.
@@ -35,7 +36,7 @@ def _slice(token_types: np.ndarray, kind: TokenType) -> slice:
 class PatientConsistency:
     """Masks and per-row state for the rules in the module docstring."""
 
-    STATE = ("gender", "ethnicity", "age", "died", "database", "row_tok")
+    STATE = ("gender", "ethnicity", "age", "died", "database", "row_tok", "stay_hours")
 
     def __init__(self, vocab, convert):
         """`convert(numpy array) -> backend array` (numpy, or a torch tensor on the device)."""
@@ -47,6 +48,11 @@ class PatientConsistency:
         self.values = _slice(types, T.VALUE)
         self.database = _slice(types, T.ICU_DATABASE)
         self.mortality_death = int(vocab.mortality_base) + 1
+        self.end_ts = int(vocab.end_ts_id)
+        # Hours a DT token stands for (its bin's midpoint, as the model's stay clock counts them).
+        self.dt_hours = convert(np.asarray(vocab.dt_hours, dtype=np.float64))
+        self.visit_start = convert(types == T.AGE)
+        self.min_stay_hours = float(vocab.los_quantiles[0]) if vocab.los_quantiles else 0.0
         n_db = self.database.stop - self.database.start
         # database row per ICU_DATABASE token; the last row (UNK, or before the token) allows all
         names = [vocab._text[t] for t in range(self.database.start, self.database.stop)]
@@ -125,17 +131,21 @@ class PatientConsistency:
         return {"gender": full(batch, -1, "int64"), "ethnicity": full(batch, -1, "int64"),
                 "age": full(batch, -1, "int64"), "died": full(batch, False, "bool"),
                 "database": full(batch, self.db_row_none, "int64"),
-                "row_tok": full((batch, max(self.n_members, 1)), -1, "int64")}
+                "row_tok": full((batch, max(self.n_members, 1)), -1, "int64"),
+                "stay_hours": full(batch, 0.0, "float64")}
 
     # ---- masks
-    def apply(self, mask, s: dict, xp):
-        """Narrow `mask` (bool [batch, vocab]) in place; returns it."""
+    def apply(self, mask, s: dict, xp, closing=None):
+        """Narrow `mask` (bool [batch, vocab]) in place; returns it. `closing` (bool [batch]): rows
+        the length cap is about to close, which may end their stay whenever the grammar allows."""
         g, e = s["gender"], s["ethnicity"]
         mask[:, self.gender] &= (g[:, None] < 0) | (self.gender_ids[None, :] == g[:, None])
         mask[:, self.ethnicity] &= (e[:, None] < 0) | (self.ethnicity_ids[None, :] == e[:, None])
         mask[:, self.age] &= self.age_ids[None, :] >= s["age"][:, None]
         mask[:, self.gaps] &= ~s["died"][:, None]
         mask[:, self.values] &= self.db_rows[s["database"]]
+        long_enough = s["stay_hours"] >= self.min_stay_hours
+        mask[:, self.end_ts] &= long_enough if closing is None else (long_enough | closing)
         row_tok = s["row_tok"]
         for member, fs, ss, compat in self.pair_masks:
             first = row_tok[:, member]
@@ -175,6 +185,7 @@ class PatientConsistency:
         is_eth = types == T.ETHNICITY_GROUP
         s["ethnicity"] = xp.where(is_eth & (s["ethnicity"] < 0), tokens, s["ethnicity"])
         s["age"] = xp.where(types == T.AGE, tokens, s["age"])
+        s["stay_hours"] = xp.where(self.visit_start[tokens], 0.0, s["stay_hours"] + self.dt_hours[tokens])
         s["died"] = s["died"] | (tokens == self.mortality_death)
         is_db = types == T.ICU_DATABASE
         row = xp.where(tokens == self.unk_database, self.db_row_none, tokens - self.database.start)

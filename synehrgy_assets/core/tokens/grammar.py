@@ -333,6 +333,8 @@ class GrammarConstraint:
         table = type_transition_table()
         dist = distance_to_end()
         self.min_length = int(dist[START])
+        self._max_distance = int(dist[dist < np.iinfo(np.int64).max].max())
+        self._closing_zone = 2 * self._max_distance
         value_rank = np.asarray(vocab.value_rank, dtype=np.int64)
         self._pheno = _type_slice(token_types, T.PHENOTYPE)
         self._values = _type_slice(token_types, T.VALUE)
@@ -422,10 +424,13 @@ class GrammarConstraint:
         mask[:, self._codes] &= ~state.used_codes
         # Element-wise, not by row lists: on an accelerator a row list is a host round trip.
         mask[:, self._gaps] &= (state.n_visits < self.max_visits)[:, None]
-        if self._consistency is not None:
-            self._consistency.apply(mask, state.patient, self._xp)
         if remaining is not None:
             remaining = self._index(remaining)
+        if self._consistency is not None:
+            # Near the length cap a patient must be able to close, whatever the patient rules say.
+            closing = None if remaining is None else remaining <= self._closing_zone
+            self._consistency.apply(mask, state.patient, self._xp, closing)
+        if remaining is not None:
             mask &= t["cost"][None, :] <= remaining[:, None]
         return mask
 
@@ -440,7 +445,9 @@ class GrammarConstraint:
         ok &= ~(is_code & state.used_codes[self._arange(len(tokens)), code])
         ok &= ~((types == T.GAP_VISIT) & (state.n_visits >= self.max_visits))
         if self._consistency is not None:
-            mask = self._consistency.apply(t["phase_table"][state.phase] | True, state.patient, self._xp)
+            # advance() knows no length budget: a stay ended early by the cap passes its check.
+            mask = self._consistency.apply(t["phase_table"][state.phase] | True, state.patient, self._xp,
+                                           closing=state.phase >= 0)
             ok &= mask[self._arange(len(tokens)), tokens]
         return ok
 
@@ -499,10 +506,10 @@ class GrammarConstraint:
     # ---- continuous batching (the sampler refills a finished row with the next patient)
     @property
     def max_closing_cost(self) -> int:
-        """The most tokens (``</s>`` included) any phase needs to close its sequence: with a budget
-        `remaining` above it, `allowed(state, remaining)` equals `allowed(state)`."""
-        dist = distance_to_end()
-        return int(dist[dist < np.iinfo(np.int64).max].max())
+        """A budget above which `allowed(state, remaining)` equals `allowed(state)`: the most tokens
+        (``</s>`` included) any phase needs to close its sequence, doubled when the patient rules
+        are on (near the cap they let a stay end early, `_closing_zone`)."""
+        return self._closing_zone if self._consistency is not None else self._max_distance
 
     def restart(self, state: GrammarState, rows, like: GrammarState | None = None) -> GrammarState:
         """Start `rows` of `state` afresh (phase START), or as a copy of row 0 of `like` (e.g. the

@@ -108,6 +108,11 @@ class VocabularyConfig:
     # measurement category needs `min_code_count` rows and `min_patients` patients for a token.
     tail_count: int = 10
     min_patients: int = 10
+    # Quantile binning also cuts at these levels: the extreme 1 % of a variable's values get bins
+    # of their own, so an extreme value is a token the model places (patient by patient, as real
+    # extremes cluster in few patients) rather than the far end of an ordinary bin's within-bin
+    # draw, which lands on random patients. Merged away like any bin of too few patients.
+    tail_levels: tuple = (0.01, 0.99)
 
     def __post_init__(self):
         if self.binning not in ("quantile", "uniform", "clinical"):
@@ -126,6 +131,9 @@ class VocabularyConfig:
             raise ValueError(f"VocabularyConfig.min_bin_count must be >= 1, got {self.min_bin_count}")
         if self.tail_count < 0:
             raise ValueError(f"VocabularyConfig.tail_count must be >= 0, got {self.tail_count}")
+        object.__setattr__(self, "tail_levels", tuple(float(q) for q in self.tail_levels))
+        if any(not 0 < q < 1 for q in self.tail_levels):
+            raise ValueError(f"VocabularyConfig.tail_levels must lie in (0, 1), got {self.tail_levels}")
         if self.min_patients < 1:
             raise ValueError(f"VocabularyConfig.min_patients must be >= 1, got {self.min_patients}")
 
@@ -321,6 +329,7 @@ def _frequent(series: pd.Series, patients, config: VocabularyConfig) -> tuple[li
 def _candidate_inner_edges(values, patients, low, high, config, clinical_text, name) -> list[float]:
     if config.binning == "quantile":
         levels = np.linspace(0.0, 1.0, config.n_bins + 1)[1:-1]
+        levels = np.unique(np.r_[levels, [q for q in config.tail_levels if 0 < q < 1]])
         # Edges are stored: k-anonymous quantiles of the whole variable (none when too few patients).
         inner = k_anonymous_quantiles(values, patients, levels, k=config.min_patients,
                                       window=max(config.tail_count, 1)) if len(values) else None
