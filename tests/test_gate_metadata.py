@@ -47,13 +47,12 @@ def test_patient_rules_gate_in_the_graph_and_numbers_on_every_gate(released_work
         key = dg.AssetCheckKey(dg.AssetKey("evaluation"), name)
         record = graph.instance.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
         checks[name] = record.event.dagster_event.event_specific_data
-    for name in ("patient_rules_gate", "structure_gate", "utility_gate", "forced_closure_gate", "privacy_dcr_gate"):
+    for name in ("patient_rules_gate", "structure_gate", "forced_closure_gate", "privacy_dcr_gate"):
         numbers = {k: v for k, v in checks[name].metadata.items() if isinstance(v, dg.FloatMetadataValue)}
-        assert any(k.endswith("/threshold") for k in numbers), name
-        # The small graph's 19 real test patients hold too few deaths for any utility task to be
-        # measured (each is "not reported"); every other gate measures on it.
-        assert name == "utility_gate" or any(k.endswith("/measured") for k in numbers), name
-    assert checks["utility_gate"].metadata["tstr_trtr_auroc/threshold"].value == -1e9
+        assert any(k.endswith("/measured") for k in numbers) and any(k.endswith("/threshold") for k in numbers), name
+    # The small graph's 19 real test patients hold too few deaths or long stays for any utility task
+    # (each "not gated" or "not reported", tests/test_utility_panel.py): no figure to carry.
+    assert "not" in checks["utility_gate"].description or "not gated" in str(checks["utility_gate"].metadata)
     assert "patient_rules_gate" in checks and checks["patient_rules_gate"].passed
 
 
