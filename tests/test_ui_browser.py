@@ -305,6 +305,9 @@ def test_lineage_shows_the_whole_chain(page, ui):
     page.keyboard.type('+key:"synthetic_release"')
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/asset-groups~"))
+    # The whole chain, every group expanded, fits the screen only zoomed out so far that the UI
+    # draws the nodes without their names: a large screen keeps them legible.
+    page.set_viewport_size({"width": 3200, "height": 2000})
     page.goto(page.url.split("?")[0] + "?expanded=" + ",".join(f"global@global:{g}" for g in GROUPS))
     page.locator("foreignObject").get_by_text("gpt_checkpoint", exact=True).wait_for()
     page.wait_for_timeout(1500)  # let the layout settle (zoom to fit)
