@@ -176,3 +176,12 @@ def test_the_resource_is_built_from_the_one_set_of_thresholds():
     assert {k: v.description for k, v in model.items()} == threshold_descriptions()
     assert ReleaseGateResource().thresholds() == GateThresholds()
     assert ReleaseGateResource(structure_ks_floor=0.3).thresholds().structure_ks_floor == 0.3
+
+
+def test_a_figure_equal_to_its_ratio_threshold_meets_it():
+    """4/33 against 2 x 2/33 differ in the last bit; the tie is met, a real excess is not."""
+    from synehrgy_assets.core.release_gates import _row
+
+    assert _row("KS", 4 / 33, 2 / 33, 2 * (2 / 33), "<=")["ok"]
+    assert not _row("KS", 4 / 33 + 1e-6, 2 / 33, 2 * (2 / 33), "<=")["ok"]
+    assert _row("r", 0.9 * 0.7, 0.7, 0.9 * 0.7, ">=")["ok"]
