@@ -11,6 +11,7 @@ tests/test_metrics.py, through the real tokenizer (`TokenVocabulary.fit`, `encod
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from synehrgy_assets.core.cohort import StagedCohort
@@ -35,18 +36,33 @@ COPY_KEYS = ("visit_sequence_copy_fraction", "visit_multiset_copy_fraction", "vi
              "ngram_shared_fraction", "ngram_near_copy_patient_share")
 
 
-@pytest.fixture(scope="module")
-
 def _errors(report) -> dict:
     """The report's errors less the utility panel's small-cell notes (tasks these small cohorts
     cannot measure are "not reported", by design)."""
     return {k: v for k, v in report.errors.items()
             if not (k.startswith("utility_panel/") and str(v).startswith("not reported"))}
 
+
+def _one_birth_date(cohort: StagedCohort) -> StagedCohort:
+    """The toy cohort with a later visit's age = the first age + the time since the first ICU
+    admission, as in real data (decoding derives later ages from one birth date, so only such
+    patients decode and re-encode to the same AGE tokens)."""
+    v = cohort.visits.sort_values(["subject_id", "visit_index"]).copy()
+    first = v["visit_index"].to_numpy() == 0
+    step = np.where(first, 0.0, v["los_hours"].shift(1).fillna(0).to_numpy() + v["hours_since_previous_visit"].fillna(0).to_numpy())
+    elapsed = pd.Series(step, index=v.index).groupby(v["subject_id"]).cumsum().to_numpy()
+    first_age = v["age_years"].where(first).ffill().to_numpy()
+    age = np.minimum(first_age + elapsed / (365.2425 * 24), 90.0)
+    v["age_years"], v["age_is_capped"] = age, age >= 90
+    return StagedCohort(v.sort_index(), cohort.visit_codes, cohort.visit_phenotypes, cohort.measurements)
+
+
+@pytest.fixture(scope="module")
 def world():
     """Real train / real test / real held-out cohorts as the tokenizer sees them (decoded with seed 0)."""
     raw = {"train": make_cohort(400, seed=11), "test": make_cohort(100, seed=12, id_offset=100_000),
            "heldout": make_cohort(400, seed=13, id_offset=200_000)}
+    raw = {k: _one_birth_date(v) for k, v in raw.items()}
     vocab = TokenVocabulary.fit(raw["train"])
     seqs = {k: encode(v, vocab) for k, v in raw.items()}
     real = {k: decode(s, vocab, seed=0)[0] for k, s in seqs.items()}

@@ -16,7 +16,7 @@ from synehrgy_assets.core.cohort import (
 )
 from synehrgy_assets.core.tokens.encoding import TokenSequences
 from synehrgy_assets.core.tokens.grammar import TokenType, Violations, find_violations
-from synehrgy_assets.core.tokens.relations import sample_row_values
+from synehrgy_assets.core.tokens.relations import _cdf, _quantile, sample_row_values
 from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, COVARIATES, MIN_ROW_GAP_HOURS, TokenVocabulary
 
 T = TokenType
@@ -125,6 +125,33 @@ def visit_times(vocab: TokenVocabulary, first: np.ndarray, los: np.ndarray, gap:
             "years_since_first": offset_h / _YEAR_HOURS}
 
 
+def _first_ages_fitting_every_bin(vocab, age_tok, age_years, years, first, rng):
+    """The first visit's age, redrawn (inside its bin's distribution) where one birth date can put
+    every later visit's age (first age + elapsed years) inside that visit's AGE bin too; patients
+    whose bins admit no single birth date keep the first draw. A real patient's tokens always admit
+    one, so decoding and re-encoding a real patient gives back its AGE tokens."""
+    low, high = vocab.bin_low[age_tok].copy(), vocab.bin_high[age_tok].copy()
+    capped = age_tok == vocab.age_base + vocab.scales["AGE"].n_bins - 1
+    low[capped], high[capped] = AGE_CAP, np.inf  # the capped bucket holds every age >= 90
+    n_patients = int(first.sum())
+    patient = np.cumsum(first) - 1
+    lo = np.full(n_patients, -np.inf)
+    hi = np.full(n_patients, np.inf)
+    np.maximum.at(lo, patient, low - years)
+    np.minimum.at(hi, patient, np.nextafter(high, -np.inf) - years)
+    first_idx = np.flatnonzero(first)
+    fit = (lo < hi) & ~capped[first_idx]
+    fit &= (lo > low[first_idx]) | (hi < high[first_idx])  # only where a later visit narrows it
+    if fit.any():
+        rows = first_idx[fit]
+        table = vocab._qtable[vocab._qrow[age_tok[rows]]]
+        u_lo, u_hi = _cdf(table, lo[fit]), _cdf(table, hi[fit])
+        draw = _quantile(table, u_lo + rng.random(len(rows)) * (u_hi - u_lo))
+        age_years = age_years.copy()
+        age_years[rows] = np.clip(draw, lo[fit], hi[fit])
+    return age_years
+
+
 def decode(
     sequences,
     vocab: TokenVocabulary,
@@ -223,7 +250,9 @@ def decode(
     times = visit_times(vocab, v_first, los, gap, died, rng)
     # Ages after the first visit follow from the first age and the time since (one birth date).
     first_of = np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
-    later_age = age_years[first_of] + times.pop("years_since_first")
+    years = times.pop("years_since_first")
+    age_years = _first_ages_fitting_every_bin(vocab, age_tok, age_years, years, v_first, rng)
+    later_age = age_years[first_of] + years
     age_years = np.where(v_first, age_years, later_age)
     age_capped = np.where(v_first, age_capped, age_capped[first_of] | (later_age >= AGE_CAP))
     visits = pd.DataFrame({
