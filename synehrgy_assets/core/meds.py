@@ -370,17 +370,12 @@ def _export_lock(out_dir: Path) -> Iterator[None]:
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Two renames in one folder: readers see the old export, briefly none, then the new one; never a mix."""
-    if not out_dir.exists():
-        tmp.rename(out_dir)
-        return
+    """Two renames in one folder (`output_dirs.swap_in`): readers see the old export, briefly none,
+    then the new one; never a mix."""
+    from synehrgy_assets.core.output_dirs import swap_in
+
     old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
-    out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)
-        raise
+    swap_in(tmp, out_dir, old)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -22,21 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from synehrgy_assets.core.tokens.grammar import TokenType
+from synehrgy_assets.core.tokens.grammar import TokenType, _type_slice as _slice
 from synehrgy_assets.core.tokens.relations import less_than_pairs
 
 T = TokenType
 
 
-def _slice(token_types: np.ndarray, kind: TokenType) -> slice:
-    ids = np.flatnonzero(token_types == kind)
-    return slice(int(ids[0]), int(ids[-1]) + 1) if ids.size else slice(0, 0)
-
-
 class PatientConsistency:
     """Masks and per-row state for the rules in the module docstring."""
-
-    STATE = ("gender", "ethnicity", "age", "died", "database", "row_tok", "stay_hours")
 
     def __init__(self, vocab, convert):
         """`convert(numpy array) -> backend array` (numpy, or a torch tensor on the device)."""
@@ -95,7 +88,7 @@ class PatientConsistency:
             compat = np.vstack([compat, np.ones((1, compat.shape[1]), dtype=bool)])
             self.pair_masks.append((member_of_var[first], fs, ss, convert(compat)))
         # sum_of: per candidate member, which members come before it in the row and which after
-        score = np.where(np.isnan(vocab._number), np.nan, vocab._number)
+        score = np.asarray(vocab._number, dtype=np.float64)  # a categorical token's score, NaN otherwise
         self.sum_rules = []
         for total, parts in sums:
             group = sorted([total, *parts], key=lambda j: rank[j])
@@ -113,7 +106,7 @@ class PatientConsistency:
                     "slack_lo": sum(lo[j] for j in rest_parts), "slack_hi": sum(hi[j] for j in rest_parts),
                     "scores": convert(score[self.var_slice[x]]),
                 })
-        self.score = convert(np.nan_to_num(score, nan=np.nan))
+        self.score = convert(score)
         self.db_rows = convert(db_rows)
         self.db_index = convert(np.r_[np.arange(n_db), n_db])  # token offset -> row
         self.member_of_token_t = convert(self.member_of_token)
