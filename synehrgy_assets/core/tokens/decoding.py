@@ -239,10 +239,7 @@ def decode(
     empty = np.isnan(los)
     if empty.any():
         if vocab.los_quantiles is not None:
-            q = np.asarray(vocab.los_quantiles)
-            u = rng.random(int(empty.sum())) * (len(q) - 1)
-            i = np.minimum(u.astype(np.int64), len(q) - 2)
-            los[empty] = q[i] + (u - i) * (q[i + 1] - q[i])
+            los[empty] = _sample_quantiles(vocab.los_quantiles, int(empty.sum()), rng)
 
     subj = subject_ids[v_seq]
     icustay = np.arange(n_visits, dtype=np.int64)
