@@ -2,7 +2,7 @@
 
 The heavy steps (`gpt_checkpoint`, `synthetic_sequences`) get a GPU node and more memory through
 `per_step_k8s_config`; the other steps run with the small default requests of `step_k8s_config`.
-Load it in the code location instead of `orchestration.definitions`:
+Load it in the code location instead of `synehrgy_assets.definitions`:
 
     dagster api grpc -f deploy/definitions_k8s.py      # or the Helm chart's dagsterApiGrpcArgs
 
@@ -26,8 +26,8 @@ import os
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
-from orchestration.definitions import build_definitions
-from orchestration.jobs import end_to_end_job, retrain_job
+from synehrgy_assets.definitions import build_definitions
+from synehrgy_assets.defs.jobs import end_to_end_job, retrain_job
 
 HEAVY_STEPS = ("gpt_checkpoint", "synthetic_sequences")
 WORKSPACE_MOUNT = "/workspace"

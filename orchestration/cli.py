@@ -1,5 +1,6 @@
 """`python -m orchestration.cli`: `materialize` the whole graph on a local Dagster instance and say where
-everything is (the same runs then show in `dagster dev -w workspace.yaml`, same DAGSTER_HOME), or
+everything is (the same runs then show in `dg dev`, same DAGSTER_HOME, as runs of the code location
+`synehrgy`), or
 `generate` synthetic patients from a registered generator without the graph (docs/consumers.md)."""
 
 
@@ -33,13 +34,13 @@ def _quiet_instance_config(dagster_home: Path) -> None:
 
 
 def materialize(args: argparse.Namespace) -> int:
+    problem = _source_argument_problem(args)
+    if problem:
+        print(f"synehrgy materialize: {problem}", file=sys.stderr)
+        return 2
     home = Path(args.home or os.environ.get("SYNEHRGY_HOME") or Path.cwd() / ".synehrgy").resolve()
     dagster_home = _prepare_environment(home)
     _quiet_instance_config(dagster_home)
-    if args.mimic_dir is not None:
-        os.environ["MIMIC_DIR"] = args.mimic_dir
-    if args.patients:
-        os.environ["SYNEHRGY_SYNTHETIC_PATIENTS"] = str(args.patients)
     level = str(args.log_level).upper()
     if args.budget:
         from synehrgy_assets.core.training_budget import parse_budget
@@ -52,11 +53,12 @@ def materialize(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from orchestration.definitions import build_definitions
+    from orchestration.location_runs import execute_as_location_run
     from orchestration.run_logging import (
         failure_report, file_logger, log_file_for, quiet_console_logger, run_logger_config,
     )
     from synehrgy_assets.recovery import WorkspaceBusy, fail_dead_dagster_runs, run_tags
+    from synehrgy_assets.definitions import build_definitions
     from synehrgy_assets.resources import WorkspaceResource
 
     workspace = WorkspaceResource(home=str(home))
@@ -65,7 +67,9 @@ def materialize(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with workspace.lock(run_id=run_id):
-            defs = build_definitions(home=str(home))
+            defs = build_definitions(home=str(home), mimic_dir=args.mimic_dir,
+                                     synthetic_hospital=True if args.synthetic_hospital else None,
+                                     synthetic_patients=args.patients)
             jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
             if args.job not in jobs:
                 print(f"synehrgy materialize: no job {args.job!r}; jobs: {', '.join(jobs)}", file=sys.stderr)
@@ -81,9 +85,9 @@ def materialize(args: argparse.Namespace) -> int:
                 run_config = run_logger_config(level, log_file)
                 if args.budget:
                     run_config = {**run_config, "ops": {"gpt_checkpoint": {"config": {"budget": args.budget}}}}
-                result = job.execute_in_process(
-                    instance=instance, raise_on_error=False, run_id=run_id,
-                    run_config=run_config, tags=run_tags(workspace.root),
+                # A run of the code location `synehrgy`: the UI's overview lists it beside its own runs.
+                result = execute_as_location_run(
+                    job, instance, run_id=run_id, run_config=run_config, tags=run_tags(workspace.root),
                 )
     except WorkspaceBusy as exc:
         print(f"synehrgy: {exc}", file=sys.stderr)
@@ -106,8 +110,22 @@ def materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the raw-source arguments, or None (the raw asset itself refuses a run with
+    no source at all, naming the ways to pick one)."""
+    from synehrgy_assets.definitions import synthetic_hospital_requested
+
+    if args.synthetic_hospital and args.mimic_dir:
+        return "--synthetic-hospital and --mimic-dir name two raw sources: pick one"
+    if args.patients is not None and not (args.synthetic_hospital or synthetic_hospital_requested()):
+        return "--patients sizes the simulated hospital: it needs --synthetic-hospital"
+    if args.patients is not None and args.patients < 1:
+        return f"--patients {args.patients}: must be at least 1"
+    return None
+
+
 def print_summary(home: Path, dagster_home: Path, result, minutes: float) -> None:
-    from synehrgy_assets.resources import MlflowResource
+    from synehrgy_assets.resources import SIMULATED_HOSPITAL, MlflowResource
 
     def meta(asset: str) -> dict:
         for event in result.get_asset_materialization_events():
@@ -119,11 +137,14 @@ def print_summary(home: Path, dagster_home: Path, result, minutes: float) -> Non
     ml = MlflowResource(home=str(home), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
     ckpt, rel = meta("gpt_checkpoint"), meta("synthetic_release")
     source = meta("mimic_raw/patients")
+    # The UI's runs read the same raw source as this one.
+    source_env = ("SYNEHRGY_SYNTHETIC_HOSPITAL=1 " if str(source.get("data_source")) == SIMULATED_HOSPITAL
+                  else f"MIMIC_DIR={Path(str(source.get('path'))).parent} ")
     print(
         f"""
 synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
 
-  raw data            {source.get('source')} in {Path(str(source.get('path'))).parent}
+  raw data            {source.get('data_source')} in {Path(str(source.get('path'))).parent}
   DuckDB file         {home / 'warehouse.duckdb'}
                       real marts: main.visits, main.visit_codes, main.visit_phenotypes, main.measurements
                       synthetic:  synthetic.* (marts shape), synthetic_mimic.* (MIMIC-III shape)
@@ -135,7 +156,7 @@ synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
   Dagster instance    {dagster_home}
 
 Open the UIs:
-  DAGSTER_HOME={dagster_home} SYNEHRGY_HOME={home} .venv/bin/dagster dev -w workspace.yaml
+  DAGSTER_HOME={dagster_home} SYNEHRGY_HOME={home} {source_env}.venv/bin/dg dev
   .venv/bin/mlflow ui --backend-store-uri {ml.resolved_tracking_uri}
 """
     )
@@ -147,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("materialize", help="run a job end to end on the local instance")
     m.add_argument("--job", default="synehrgy_end_to_end")
     m.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
-    m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR; empty = synthetic hospital)")
-    m.add_argument("--patients", type=int, help="synthetic hospital size when no MIMIC folder is given")
+    m.add_argument("--mimic-dir", help="a MIMIC-III v1.4 folder (default $MIMIC_DIR)")
+    m.add_argument("--synthetic-hospital", action="store_true",
+                   help="train on the built-in simulated hospital instead of a MIMIC-III folder (also "
+                   "SYNEHRGY_SYNTHETIC_HOSPITAL=1); never the default: with neither, the run stops at the raw data")
+    m.add_argument("--patients", type=int, help="simulated hospital size (with --synthetic-hospital; default 1000)")
     m.add_argument("--budget", help="training time budget, e.g. 30m or 1h30m (gpt_checkpoint.budget): the "
                    "epochs are chosen from a short throughput probe; default: the configured epochs")
     m.add_argument("--log-level", default="INFO", help="console log level (DEBUG shows every Dagster event and full tracebacks; the log file always has them)")

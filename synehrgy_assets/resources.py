@@ -1,6 +1,6 @@
 """Dagster resources: every knob of the workspace, the raw data source and MLflow.
 
-The classes live here (next to the assets that use them); `orchestration/resources.py`
+The classes live here (next to the assets that use them); `synehrgy_assets/definitions.py`
 instantiates them from the environment.
 """
 
@@ -110,16 +110,28 @@ class WorkspaceResource(dg.ConfigurableResource):
             owner_only(self.duckdb_path.with_name(self.duckdb_path.name + ".wal"))
 
 
-class MimicSourceResource(dg.ConfigurableResource):
-    """Where raw MIMIC-III comes from.
+SIMULATED_HOSPITAL = "simulated hospital"
 
-    `mimic_dir` (env `MIMIC_DIR`) names a MIMIC-III v1.4 folder in either official layout. When it
-    is empty the built-in synthetic hospital writes a raw set in the exact MIMIC layout instead.
+
+class MimicSourceResource(dg.ConfigurableResource):
+    """Where raw MIMIC-III comes from: a MIMIC-III folder, or the built-in simulated hospital when
+    asked for. Neither is a default: with no folder and no request the raw asset fails and says how
+    to pick one, so a deployment that forgot MIMIC_DIR never trains on (and releases) simulated
+    patients.
+
+    `mimic_dir` (env `MIMIC_DIR`) names a MIMIC-III v1.4 folder in either official layout;
+    `synthetic_hospital` (env `SYNEHRGY_SYNTHETIC_HOSPITAL=1`, CLI `--synthetic-hospital`) writes a raw
+    set in the exact MIMIC layout from the simulated hospital instead.
     """
 
-    mimic_dir: str = Field(default="", description="MIMIC-III v1.4 folder; empty = synthetic hospital.")
-    synthetic_patients: int = Field(default=1000, description="Synthetic hospital size (patients).")
-    synthetic_seed: int = Field(default=0, description="Synthetic hospital seed.")
+    mimic_dir: str = Field(default="", description="MIMIC-III v1.4 folder (env MIMIC_DIR).")
+    synthetic_hospital: bool = Field(
+        default=False,
+        description="Use the built-in simulated hospital instead of a MIMIC-III folder (env "
+        "SYNEHRGY_SYNTHETIC_HOSPITAL=1; CLI --synthetic-hospital). Never chosen by default.",
+    )
+    synthetic_patients: int = Field(default=1000, description="Simulated hospital size (patients).")
+    synthetic_seed: int = Field(default=0, description="Simulated hospital seed.")
     synthetic_header_case: str = Field(default="lower", description="'lower' (demo) or 'upper' (full release) layout.")
     twin_files: str = Field(
         default="error",
@@ -129,7 +141,30 @@ class MimicSourceResource(dg.ConfigurableResource):
 
     @property
     def uses_synthetic_hospital(self) -> bool:
-        return not self.mimic_dir.strip()
+        return self.synthetic_hospital and not self.mimic_dir.strip()
+
+    def source_error(self) -> str | None:
+        """Why no raw source can be chosen (none configured, or both), or None."""
+        if self.synthetic_hospital and self.mimic_dir.strip():
+            return (f"Both a MIMIC-III folder ({self.mimic_dir}) and the simulated hospital are configured: "
+                    "pick one (unset MIMIC_DIR / mimic_source.mimic_dir, or drop --synthetic-hospital / "
+                    "SYNEHRGY_SYNTHETIC_HOSPITAL / mimic_source.synthetic_hospital).")
+        if not self.synthetic_hospital and not self.mimic_dir.strip():
+            return ("No raw data source configured. Point the graph at a MIMIC-III v1.4 folder (MIMIC_DIR=/path, "
+                    "`materialize --mimic-dir /path`, or resources.mimic_source.config.mimic_dir), or ask for the "
+                    "built-in simulated hospital explicitly (`materialize --synthetic-hospital`, "
+                    "SYNEHRGY_SYNTHETIC_HOSPITAL=1, or resources.mimic_source.config.synthetic_hospital: true).")
+        return None
+
+    @property
+    def data_source(self) -> str:
+        """The source as every output names it: "simulated hospital" or "MIMIC-III folder <folder
+        name>" (the name only: the full path may name a user's home)."""
+        if self.uses_synthetic_hospital:
+            return SIMULATED_HOSPITAL
+        if self.mimic_dir.strip():
+            return f"MIMIC-III folder {Path(self.mimic_dir).expanduser().resolve().name}"
+        return "none configured"
 
     def synthetic_dir(self, workspace: WorkspaceResource) -> Path:
         return workspace.raw_dir / (
@@ -140,6 +175,9 @@ class MimicSourceResource(dg.ConfigurableResource):
         """Return `MimicFiles` for the configured source (raises a clear error when invalid)."""
         from synehrgy_assets.core.mimic_layout import resolve_mimic_dir
 
+        why = self.source_error()
+        if why:
+            raise ValueError(why)
         if self.uses_synthetic_hospital:
             return resolve_mimic_dir(self.synthetic_dir(workspace))
         return resolve_mimic_dir(Path(self.mimic_dir).expanduser(), twins=self.twin_files)

@@ -1,8 +1,10 @@
-"""The UI command printed by README command 1 works in a fresh shell without the venv on PATH.
+"""`dg check defs` passes, and the UI command printed by README command 1 works in a fresh shell
+without the venv on PATH.
 
-`DAGSTER_HOME=… SYNEHRGY_HOME=… .venv/bin/dagster dev -w workspace.yaml` loads the definitions
-in a shell whose PATH holds no `dbt`: the dbt resource and the dbt project preparer use the `dbt`
-next to the running interpreter (`synehrgy_assets.defs.staging.dbt_executable`).
+`DAGSTER_HOME=… SYNEHRGY_HOME=… .venv/bin/dg dev` loads the definitions (the `dg` project layout in
+pyproject's [tool.dg]) in a shell whose PATH holds no `dbt`: the dbt resource and the dbt project
+preparer use the `dbt` next to the running interpreter
+(`synehrgy_assets.defs.staging.dbt_executable`). `dg check defs` loads them the same way.
 """
 
 import shutil
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER = Path(sys.executable).parent / "dagster"
+DG = Path(sys.executable).parent / "dg"
 BARE_PATH = "/usr/bin:/bin"
 
 
@@ -40,15 +42,15 @@ def test_bare_path_has_no_dbt():
     "dev_cli",
     [
         pytest.param(False, id="validate"),
-        # `dagster dev` sets DAGSTER_IS_DEV_CLI, which makes the dbt project re-parse on load.
-        pytest.param(True, id="validate-as-dagster-dev"),
+        # `dg dev` sets DAGSTER_IS_DEV_CLI, which makes the dbt project re-parse on load.
+        pytest.param(True, id="validate-as-dg-dev"),
     ],
 )
-def test_definitions_validate_with_bare_path(tmp_path, dev_cli):
-    assert DAGSTER.exists(), f"{DAGSTER} missing: run bash scripts/setup.sh"
+def test_dg_check_defs_with_bare_path(tmp_path, dev_cli):
+    assert DG.exists(), f"{DG} missing: run bash scripts/setup.sh (pyproject pins dagster-dg-cli)"
     env = bare_env(tmp_path, **({"DAGSTER_IS_DEV_CLI": "1"} if dev_cli else {}))
     done = subprocess.run(
-        [str(DAGSTER), "definitions", "validate", "-w", "workspace.yaml"],
+        [str(DG), "check", "defs"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -58,7 +60,7 @@ def test_definitions_validate_with_bare_path(tmp_path, dev_cli):
     out = done.stdout + done.stderr
     assert "not found on PATH" not in out, out[-3000:]
     assert done.returncode == 0, out[-3000:]
-    assert "Validation successful" in out, out[-3000:]
+    assert "All definitions loaded successfully" in out, out[-3000:]
 
 
 def test_dbt_executable_is_next_to_the_interpreter():

@@ -8,7 +8,7 @@ from pydantic import Field
 
 
 def test_definitions_load_and_graph_is_complete(tmp_path):
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     defs = build_definitions(home=str(tmp_path))
     repo = defs.get_repository_def()
@@ -41,13 +41,90 @@ def test_definitions_load_and_graph_is_complete(tmp_path):
     assert repo.has_sensor_def("mimic_files_sensor")
 
 
-def test_workspace_yaml_points_at_the_definitions():
-    import yaml
+def test_the_dg_project_layout_loads_everything_from_the_defs_folder(tmp_path):
+    """pyproject's [tool.dg] names the code location `synehrgy`, its root and defs modules and the
+    module `dg dev` loads; the defs folder alone holds every asset, check, job, schedule and sensor
+    (nothing is listed by hand), and the code location adds the resources and the executor."""
+    import tomllib
 
+    from synehrgy_assets import definitions
     from tests.conftest import REPO
 
-    ws = yaml.safe_load((REPO / "workspace.yaml").read_text())
-    assert ws["load_from"][0]["python_module"]["module_name"] == "orchestration.definitions"
+    dg_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]
+    assert dg_config["directory_type"] == "project"
+    assert dg_config["project"] == {
+        "root_module": "synehrgy_assets", "defs_module": "synehrgy_assets.defs",
+        "code_location_target_module": "synehrgy_assets.definitions", "code_location_name": "synehrgy"}
+    assert "dagster" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"], "[tool.dagster] is superseded"
+    assert not (REPO / "workspace.yaml").exists() and not (REPO / "orchestration" / "definitions.py").exists()
+
+    folder = dg.load_from_defs_folder(path_within_project=REPO)
+    assert not folder.resources and folder.executor is None  # those two come from definitions.py
+    full = definitions.build_definitions(home=str(tmp_path)).get_repository_def()
+    folder_assets = {key for assets_def in folder.assets for key in assets_def.keys}
+    folder_checks = {key for checks_def in [*folder.assets, *folder.asset_checks] for key in checks_def.check_keys}
+    assert folder_assets == set(full.asset_graph.get_all_asset_keys())
+    assert folder_checks == set(full.asset_graph.asset_check_keys)
+    assert {j.name for j in folder.jobs} == {j.name for j in full.get_all_jobs()} - {"__ASSET_JOB"}
+    assert {s.name for s in folder.schedules} == {s.name for s in full.schedule_defs} == {"weekly_retraining"}
+    assert {s.name for s in folder.sensors} == {s.name for s in full.sensor_defs} == {
+        "mimic_files_sensor", "release_announcement_sensor"}
+    assert set(full.get_top_level_resources()) == {"workspace", "mimic_source", "mlflow_tracking", "release_gate", "dbt"}
+
+
+def test_resources_read_the_environment_through_envvar(monkeypatch, tmp_path):
+    """Set variables reach the resources as `dg.EnvVar` (resolved by Dagster when a run starts, never
+    stored with it); unset ones leave the defaults, so nothing fails for a variable nobody set."""
+    from synehrgy_assets.definitions import build_resources
+
+    for name in ("MIMIC_DIR", "SYNEHRGY_SYNTHETIC_HOSPITAL", "SYNEHRGY_SYNTHETIC_PATIENTS", "MIMIC_TWIN_FILES",
+                 "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL"):
+        monkeypatch.delenv(name, raising=False)
+    plain = build_resources(home=str(tmp_path))
+    assert plain["mimic_source"].mimic_dir == "" and plain["mimic_source"].synthetic_hospital is False
+    assert plain["mlflow_tracking"].tracking_uri == "" and plain["mimic_source"].synthetic_patients == 1000
+
+    monkeypatch.setenv("MIMIC_DIR", str(tmp_path / "mimic"))
+    monkeypatch.setenv("SYNEHRGY_SYNTHETIC_PATIENTS", "77")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.org:5000")
+    configured = build_resources(home=str(tmp_path))
+    assert isinstance(configured["mimic_source"].mimic_dir, dg.EnvVar)
+    assert isinstance(configured["mlflow_tracking"].tracking_uri, dg.EnvVar)
+    with dg.build_resources({k: configured[k] for k in ("mimic_source", "mlflow_tracking")}) as resolved:
+        assert resolved.mimic_source.mimic_dir == str(tmp_path / "mimic")
+        assert resolved.mimic_source.synthetic_patients == 77
+        assert resolved.mimic_source.data_source == "MIMIC-III folder mimic"
+        assert resolved.mlflow_tracking.resolved_tracking_uri == "http://mlflow.example.org:5000"
+
+
+def test_cli_runs_are_runs_of_the_code_location(tmp_path):
+    """The CLI's runs carry the origin of the code location `synehrgy` (the UI's overview lists only
+    runs whose origin names a loaded location): the adapter over Dagster's internals still works."""
+    from orchestration.location_runs import execute_as_location_run
+
+    @dg.asset
+    def tiny() -> int:
+        return 1
+
+    job = dg.Definitions(assets=[tiny], jobs=[dg.define_asset_job("tiny_job")],
+                         executor=dg.in_process_executor).resolve_job_def("tiny_job")
+    (tmp_path / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+        result = execute_as_location_run(job, instance, run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                                         run_config={}, tags={"synehrgy/test": "yes"})
+        assert result.success and result.run_id.startswith("00000000")
+        run = instance.get_run_by_id(result.run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["synehrgy/test"] == "yes"
+        origin = run.remote_job_origin
+        assert origin is not None, "the run has no code-location origin: the UI's overview would not list it"
+        assert (origin.location_name, origin.repository_origin.repository_name, origin.job_name) == (
+            "synehrgy", "__repository__", "tiny_job")
+        assert run.tags["dagster/code_location"] == "synehrgy"
+        assert [e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()] \
+            == [dg.AssetKey("tiny")]
+        # A plain in-process run has no origin: what the check above tells apart.
+        plain = job.execute_in_process(instance=instance)
+        assert instance.get_run_by_id(plain.run_id).remote_job_origin is None
 
 
 # ---- launchpad knobs, executor, checks, sensors (issue 11) -------------------------------------
@@ -95,7 +172,7 @@ _knobby = dg.asset(_knobby)
 
 
 def test_every_config_and_resource_field_has_a_description(tmp_path):
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     repo = build_definitions(home=str(tmp_path)).get_repository_def()
     jobs = repo.get_all_jobs()
@@ -108,7 +185,7 @@ def test_every_config_and_resource_field_has_a_description(tmp_path):
 
 
 def test_in_process_by_default_and_multiprocess_by_run_config(tmp_path):
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     defs = build_definitions(home=str(tmp_path))
     repo = defs.get_repository_def()
@@ -122,7 +199,7 @@ def test_in_process_by_default_and_multiprocess_by_run_config(tmp_path):
 def test_gating_checks_are_error_severity_and_never_block(tmp_path):
     """Labels and severities agree: the gating checks record ERROR results and do not block the
     release (which records a failed cohort as `failed`)."""
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
     from synehrgy_assets.defs.release import GATING_CHECKS
 
     repo = build_definitions(home=str(tmp_path)).get_repository_def()
@@ -170,7 +247,7 @@ def test_gate_thresholds_from_run_config_change_the_verdict(released_workspace, 
 def test_release_sensor_announces_every_release_whatever_made_it(released_workspace, tmp_path):
     """The end-to-end job's release, then an ad-hoc materialization of synthetic_release alone (as from
     the UI's "Materialize" or the CLI): each tick announces the new one, once."""
-    from orchestration.sensors import release_announcement_sensor
+    from synehrgy_assets.defs.sensors import release_announcement_sensor
     from synehrgy_assets.defs import release
     from tests.small_graph import copy_workspace
 
@@ -189,3 +266,66 @@ def test_release_sensor_announces_every_release_whatever_made_it(released_worksp
     new_version = adhoc.asset_materializations_for_node("synthetic_release")[0].metadata["release_version"].value
     assert new_version != version
     assert again.skip_message.startswith(f"release v{new_version} ") and adhoc.run_id in again.skip_message
+
+
+# ---- the raw data source: a MIMIC-III folder or the simulated hospital, never a silent default ----
+
+def _raw_only(mimic_source, home, instance=None):
+    from synehrgy_assets.defs import raw
+    from synehrgy_assets.resources import WorkspaceResource
+
+    return dg.materialize([raw.mimic_raw_files], raise_on_error=False, instance=instance,
+                          resources={"workspace": WorkspaceResource(home=str(home)), "mimic_source": mimic_source})
+
+
+@pytest.mark.parametrize("configured", ["neither", "both"])
+def test_the_raw_asset_refuses_no_source_or_two(tmp_path, configured):
+    """No MIMIC folder and no request for the simulated hospital (a deployment that forgot MIMIC_DIR)
+    fails at the raw asset, saying how to pick a source; both at once fails too. Nothing is written."""
+    from synehrgy_assets.resources import MimicSourceResource
+
+    source = (MimicSourceResource() if configured == "neither"
+              else MimicSourceResource(mimic_dir=str(tmp_path / "mimic"), synthetic_hospital=True))
+    result = _raw_only(source, tmp_path / "home")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    text = failure.user_failure_data.description if failure.user_failure_data else failure.error.message
+    if configured == "neither":
+        assert text.startswith("No raw data source configured"), text
+        for way in ("MIMIC_DIR", "--mimic-dir", "--synthetic-hospital", "SYNEHRGY_SYNTHETIC_HOSPITAL=1",
+                    "resources.mimic_source.config.synthetic_hospital"):
+            assert way in text, (way, text)
+    else:
+        assert "pick one" in text and str(tmp_path / "mimic") in text, text
+    assert not (tmp_path / "home" / "raw").exists(), "a refused source wrote raw files"
+    assert source.data_source == ("none configured" if configured == "neither" else "MIMIC-III folder mimic")
+
+
+def test_the_simulated_hospital_is_named_where_it_is_used(tmp_path):
+    """Asked for, the simulated hospital writes the raw tables, and the metadata and the run log
+    name it as the source."""
+    from synehrgy_assets.resources import MimicSourceResource
+
+    source = MimicSourceResource(synthetic_hospital=True, synthetic_patients=30)
+    assert source.uses_synthetic_hospital and source.data_source == "simulated hospital"
+    with dg.instance_for_test() as instance:
+        result = _raw_only(source, tmp_path / "home", instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("mimic_raw_files")[0].metadata
+        assert meta["data_source"].value == "simulated hospital" and meta["simulated_patients"].value == 30
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("Raw data source: the simulated hospital") for m in messages), messages
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--synthetic-hospital", "--mimic-dir", "/data/mimic"], "name two raw sources"),
+    (["--patients", "50"], "needs --synthetic-hospital"),
+])
+def test_the_cli_refuses_conflicting_source_arguments(tmp_path, argv, message, capsys, monkeypatch):
+    from orchestration.cli import main
+
+    monkeypatch.delenv("SYNEHRGY_SYNTHETIC_HOSPITAL", raising=False)
+    assert main(["materialize", "--home", str(tmp_path / "home"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "home").exists()

@@ -35,12 +35,14 @@ def lax_gates():
     return ReleaseGateResource(**{name: lax(name) for name in ReleaseGateResource.model_fields})
 
 
-def materialize_graph(home: Path, mimic_dir: str = "", synthetic_patients: int = 150, release_gate=None,
-                      run_config: dict | None = None):
-    from orchestration.definitions import build_definitions
+def materialize_graph(home: Path, mimic_dir: str = "", synthetic_hospital: bool = False, synthetic_patients: int = 150,
+                      release_gate=None, run_config: dict | None = None):
+    """The whole graph on `mimic_dir`, or on the simulated hospital when `synthetic_hospital` (asked for
+    explicitly, as the resource wants)."""
+    from synehrgy_assets.definitions import build_definitions
 
-    defs = build_definitions(home=str(home), mimic_dir=mimic_dir, synthetic_patients=synthetic_patients,
-                             release_gate=release_gate)
+    defs = build_definitions(home=str(home), mimic_dir=mimic_dir, synthetic_hospital=synthetic_hospital,
+                             synthetic_patients=synthetic_patients, release_gate=release_gate)
     job = defs.resolve_job_def("synehrgy_end_to_end")
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
@@ -125,7 +127,7 @@ def assert_no_real_rows_in_mlflow(home: Path, real_subject_ids) -> None:
 
 @pytest.mark.integration
 def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
     from synehrgy_assets.defs.release import GATING_CHECKS
 
     from tests.small_graph import SHARED_RUN_CONFIG, copy_workspace
@@ -136,7 +138,8 @@ def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
     graph = released_workspace
     mats = assert_whole_graph(graph.result, graph.home, graph.defs)
     home, defs, instance = copy_workspace(graph, tmp_path / "ws")
-    assert mats["mimic_raw/patients"]["source"] == "synthetic hospital"
+    assert mats["mimic_raw/patients"]["data_source"] == "simulated hospital"
+    assert mats["mimic_raw/patients"]["simulated_patients"] == 150
     assert mats["patient_split"]["patients/train"] > mats["patient_split"]["patients/test"] > 0
     assert mats["visits"]["dagster/row_count"] > 150
     assert mats["synthetic_release"]["promoted_to_champion"] is True
@@ -146,7 +149,7 @@ def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
 
     # The default gates judge the same 30-step generator: it fails them, the release is recorded
     # as failed and `champion` stays where it was.
-    honest = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150)
+    honest = build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150)
     job = honest.resolve_implicit_global_asset_job_def()
     rerun = job.execute_in_process(instance=instance, raise_on_error=False,
                                    asset_selection=[dg.AssetKey("evaluation"), dg.AssetKey("synthetic_release")])
@@ -169,7 +172,7 @@ def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
     )
     assert regen.success, failure_text(regen)
     assert materialized(regen)["synthetic_cohort"]["cohort_id"] != mats["synthetic_cohort"]["cohort_id"]
-    lax = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
+    lax = build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150, release_gate=lax_gates())
     refused = lax.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("synthetic_release")])
     assert not refused.success
@@ -198,7 +201,8 @@ def test_whole_graph_on_the_real_mimic_demo(tmp_path, mimic_demo_dir, mimic_demo
     home = tmp_path / "demo"
     defs, _instance, result = materialize_graph(home, mimic_dir=str(mimic_demo_dir), run_config=DEMO_RUN_CONFIG)
     mats = assert_whole_graph(result, home, defs)
-    assert mats["mimic_raw/patients"]["source"] == "MIMIC-III folder"
+    assert mats["mimic_raw/patients"]["data_source"] == f"MIMIC-III folder {Path(mimic_demo_dir).resolve().name}"
+    assert "simulated_patients" not in mats["mimic_raw/patients"]
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         real_ids = {r[0] for r in con.execute("select subject_id from main.cohort").fetchall()}
         counts = {m: con.execute(f"select count(*) from main.{m}").fetchall()[0][0] for m in MARTS}
@@ -209,7 +213,7 @@ def test_whole_graph_on_the_real_mimic_demo(tmp_path, mimic_demo_dir, mimic_demo
 
     assert find_leaks(home, home / "warehouse.duckdb") == []
 
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     upper = tmp_path / "upper"
     upper_defs = build_definitions(home=str(upper), mimic_dir=str(mimic_demo_upper_dir))

@@ -96,7 +96,7 @@ def test_meds_clients_on_the_real_mimic_demo(mimic_demo_dir, tmp_path):
     """The real MIMIC-III demo staged by the graph (raw, staging, patient_split, meds_export and its check)."""
     import dagster as dg
 
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
     from tests.test_end_to_end import check_results, failure_text
 
     home = tmp_path / "demo"

@@ -79,9 +79,9 @@ def test_training_and_release_against_an_mlflow_server(mlflow_server, tmp_path, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server["uri"])
     # Lax gates (as in test_end_to_end): a 30-step generator fails the default ones, and the point
     # here is where the champion lives, not how good it is.
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
-    defs = build_definitions(home=str(home), mimic_dir="", synthetic_patients=150, release_gate=lax_gates())
+    defs = build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150, release_gate=lax_gates())
     # The shared small run's configuration (tests/small_graph.py): patients capped at 300 tokens (a
     # 30-step generator rarely closes one by itself; the default cap made generation the slowest step).
     run_config = SHARED_RUN_CONFIG
@@ -89,7 +89,9 @@ def test_training_and_release_against_an_mlflow_server(mlflow_server, tmp_path, 
     instance = dg.DagsterInstance.local_temp(str(home / "dagster_home"))
     result = defs.resolve_job_def("synehrgy_end_to_end").execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False)
-    ml = defs.resources["mlflow_tracking"]
+    # MLFLOW_TRACKING_URI reaches the resource as a dg.EnvVar: resolved the way a run resolves it.
+    with dg.build_resources({"mlflow_tracking": defs.resources["mlflow_tracking"]}) as resolved:
+        ml = resolved.mlflow_tracking
     assert ml.resolved_tracking_uri == mlflow_server["uri"] and ml.uses_server_artifacts
     mats = assert_whole_graph(result, home, defs)
     assert mats["synthetic_release"]["promoted_to_champion"] is True

@@ -22,7 +22,7 @@ def test_shard_seeds_are_derived_from_the_key():
 
 
 def test_shards_are_not_in_the_unpartitioned_jobs():
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     repo = build_definitions().get_repository_def()
     for name in ("synehrgy_end_to_end", "synehrgy_retrain"):

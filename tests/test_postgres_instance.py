@@ -107,7 +107,7 @@ def postgres_server():
 
 def end_to_end_job():
     """The real job, rebuilt from the environment in every step process (multiprocess executor)."""
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     return build_definitions().resolve_job_def("synehrgy_end_to_end")
 
@@ -117,7 +117,7 @@ def test_the_graph_runs_on_a_postgres_instance(postgres_server, tmp_path, monkey
     import psycopg2
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -125,7 +125,8 @@ def test_the_graph_runs_on_a_postgres_instance(postgres_server, tmp_path, monkey
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_HOST": postgres_server["host"],
            "DAGSTER_PG_PORT": str(postgres_server["port"]), "DAGSTER_PG_DB": postgres_server["db"],
            "DAGSTER_PG_USERNAME": postgres_server["user"], "DAGSTER_PG_PASSWORD": "",
-           "SYNEHRGY_HOME": str(home), "MIMIC_DIR": "", "SYNEHRGY_SYNTHETIC_PATIENTS": "150"}
+           "SYNEHRGY_HOME": str(home), "MIMIC_DIR": "", "SYNEHRGY_SYNTHETIC_HOSPITAL": "1",
+           "SYNEHRGY_SYNTHETIC_PATIENTS": "150"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -158,7 +158,7 @@ def test_patient_split_refuses_a_build_whose_checks_have_not_run(tmp_path):
 
 
 def test_the_retrain_job_refuses_a_failed_build(failed_home):
-    from orchestration.definitions import build_definitions
+    from synehrgy_assets.definitions import build_definitions
 
     home, _good, bad = failed_home
     job = build_definitions(home=str(home), mimic_dir="/nonexistent").resolve_job_def("synehrgy_retrain")
@@ -173,7 +173,7 @@ def test_the_retrain_job_refuses_a_failed_build(failed_home):
 
 
 def test_the_weekly_schedule_skips_a_failed_build(failed_home):
-    from orchestration.schedules import weekly_retraining_schedule
+    from synehrgy_assets.defs.schedules import weekly_retraining_schedule
 
     home, good, bad = failed_home
     with dg.build_schedule_context(resources={"workspace": WorkspaceResource(home=str(home))}) as context:
@@ -184,7 +184,7 @@ def test_the_weekly_schedule_skips_a_failed_build(failed_home):
 
 
 def test_the_weekly_schedule_runs_on_a_published_build(tmp_path):
-    from orchestration.schedules import weekly_retraining_schedule
+    from synehrgy_assets.defs.schedules import weekly_retraining_schedule
 
     home = (tmp_path / "home").resolve()
     _stage_by_hand(home, 135)

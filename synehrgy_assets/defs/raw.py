@@ -1,4 +1,5 @@
-"""Stage 0: the raw MIMIC-III files (a configured MIMIC folder, or the built-in synthetic hospital).
+"""Stage 0: the raw MIMIC-III files (a configured MIMIC folder, or the built-in simulated hospital
+when asked for; neither is a default).
 
 One asset per raw table (`mimic_raw/<table>`), so the UI shows which dbt models read which file.
 """
@@ -25,15 +26,20 @@ def raw_table_key(table: str) -> dg.AssetKey:
         for t in RAW_TABLES
     ],
     description=(
-        "Validates a configured MIMIC-III folder (env MIMIC_DIR; demo or full-release layout) or, when none "
-        "is configured, writes the built-in synthetic hospital in the exact MIMIC layout."
+        "Validates a configured MIMIC-III folder (env MIMIC_DIR; demo or full-release layout) or, when asked "
+        "for (--synthetic-hospital, SYNEHRGY_SYNTHETIC_HOSPITAL=1), writes the built-in simulated hospital in "
+        "the exact MIMIC layout. With neither it fails and says how to pick one."
     ),
 )
 def mimic_raw_files(
     context: dg.AssetExecutionContext, workspace: WorkspaceResource, mimic_source: MimicSourceResource
 ):
+    why = mimic_source.source_error()
+    if why:  # a configuration error, not a failed delivery: the staging state is left as it was
+        raise dg.Failure(description=why, allow_retries=False)
     workspace.ensure()
     started = time.perf_counter()
+    data_source = mimic_source.data_source
     row_counts: dict[str, int] = {}
     if mimic_source.uses_synthetic_hospital:
         from synehrgy_assets.core.synthetic_hospital import HospitalConfig, generate_hospital
@@ -44,7 +50,9 @@ def mimic_raw_files(
             seed=mimic_source.synthetic_seed,
             header_case=mimic_source.synthetic_header_case,
         )
-        context.log.info(f"No MIMIC_DIR configured: writing the synthetic hospital ({config}) to {out_dir}")
+        context.log.warning(
+            f"Raw data source: the {data_source} (--synthetic-hospital), simulated patients, not real ones: "
+            f"writing {config} to {out_dir}")
         # generate_hospital writes into a private temp dir and moves files in only on success.
         summary = generate_hospital(out_dir, config, progress=context.log.info)
         row_counts = {t.lower(): int(n) for t, n in summary.rows.items()}
@@ -62,17 +70,20 @@ def mimic_raw_files(
         record_failure(workspace.root, None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
         raise
     fingerprint = source_fingerprint(files.files)
-    source = "synthetic hospital" if mimic_source.uses_synthetic_hospital else "MIMIC-III folder"
-    context.log.info(f"{source}: {files.directory} ({files.header_case}-case headers), {time.perf_counter() - started:.1f}s")
+    context.log.info(f"Raw data source: {data_source}: {files.directory} ({files.header_case}-case headers), "
+                     f"{time.perf_counter() - started:.1f}s")
     for table in RAW_TABLES:
         path = files.files[table]
         metadata = {
-            "source": source,
+            "data_source": data_source,
             "path": dg.MetadataValue.path(str(path)),
             "header_case": files.header_case,
             "bytes": int(path.stat().st_size),
             "source_fingerprint": fingerprint,
         }
+        if mimic_source.uses_synthetic_hospital:
+            metadata["simulated_patients"] = int(mimic_source.synthetic_patients)
+            metadata["simulated_seed"] = int(mimic_source.synthetic_seed)
         if table in row_counts:
             metadata["dagster/row_count"] = row_counts[table]
         yield dg.MaterializeResult(asset_key=raw_table_key(table), metadata=metadata)

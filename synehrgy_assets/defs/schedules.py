@@ -8,7 +8,7 @@ naming it (and `patient_split`, the job's first asset, refuses it too if the job
 
 import dagster as dg
 
-from orchestration.jobs import retrain_job
+from synehrgy_assets.defs.jobs import retrain_job
 from synehrgy_assets.resources import WorkspaceResource
 
 
