@@ -1,21 +1,26 @@
 """Both UIs in a real browser: Playwright drives the Debian Chromium (/usr/bin/chromium).
 
 On a copy of the session's released workspace (`released_workspace` in tests/conftest.py: the
-synthetic hospital, a small generator, gates every cohort passes), the test starts
+simulated hospital, a small generator, gates every cohort passes), the test first runs the CLI's
+`materialize` with no raw source (it fails at the raw asset, saying how to pick one), then starts
 
-- `dagster dev` exactly as README command 1 prints it (`DAGSTER_HOME=… SYNEHRGY_HOME=…
-  .venv/bin/dagster dev -w workspace.yaml`, here on a free loopback port) with a bare PATH, and
+- `dg dev` exactly as README command 1 prints it (`DAGSTER_HOME=… SYNEHRGY_HOME=…
+  SYNEHRGY_SYNTHETIC_HOSPITAL=1 .venv/bin/dg dev`, here on a free loopback port) with a bare PATH, and
 - `mlflow ui --backend-store-uri sqlite:///…/mlflow.db` on a free loopback port,
 
-then checks, in the browser: the lineage shows the whole chain, `gpt_checkpoint` shows its loss
-curve and an MLflow link that opens the run, the evaluation plots render, `evaluation` launched
-with the UI's Materialize button succeeds, and the MLflow registry shows both models with their
-aliases and descriptions.
+then checks, in the browser: the code location is `synehrgy`, the CLI's run shows in the overview,
+the lineage shows the whole chain, `gpt_checkpoint` shows its loss curve and an MLflow link that
+opens the run, the evaluation plots render, `evaluation` launched with the UI's Materialize button
+succeeds, and the MLflow registry shows both models with their aliases and descriptions.
+
+README's screenshots: with SYNEHRGY_UI_WORKSPACE naming a materialized workspace (README command 1's
+`.synehrgy`), the UI opens that workspace in place instead, the tests that would write to it (the CLI
+run, the UI's Materialize) skip, and with SYNEHRGY_SCREENSHOT_DIR set the others save the screenshots
+(`bash scripts/screenshots.sh`).
 
 Playwright's own browser download does not work offline: scripts/test.sh installs the Debian
 `chromium` package (as root, when apt-get can) and pyproject's test extra pins playwright. Where
-either is missing the tests skip and say which. With SYNEHRGY_SCREENSHOT_DIR set, the test saves
-the screenshots used in the README (docs/img/).
+either is missing the tests skip and say which.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 900}
 SCREENSHOT_DIR = os.environ.get("SYNEHRGY_SCREENSHOT_DIR", "")
+UI_WORKSPACE = os.environ.get("SYNEHRGY_UI_WORKSPACE", "")  # an existing workspace, opened in place
 BARE_PATH = "/usr/bin:/bin"
 UI_TIMEOUT_MS = 120_000  # generous: the machine is shared
 RUN_TIMEOUT_S = 900
@@ -131,7 +137,8 @@ def graphql(server: Server, query: str, variables: dict | None = None) -> dict:
 
 LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-RUNS = "{ runsOrError(limit: 20) { ... on Runs { results { runId status jobName } } } }"
+RUNS = """{ runsOrError(limit: 20) { ... on Runs { results { runId status jobName
+  repositoryOrigin { repositoryLocationName repositoryName } } } } }"""
 LATEST_MATERIALIZATION = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
   ... on Asset { assetMaterializations(limit: 1) { runId } } } }"""
 
@@ -149,7 +156,7 @@ def wait_for_dagster(server: Server, timeout_s: float = 300) -> None:
                 assert not errors, f"the code location failed to load:\n{errors[0]}"
                 return
         time.sleep(1)
-    pytest.fail(f"dagster dev did not load the definitions within {timeout_s:.0f} s:\n{server.tail()}")
+    pytest.fail(f"dg dev did not load the definitions within {timeout_s:.0f} s:\n{server.tail()}")
 
 
 def wait_for_http(server: Server, timeout_s: float = 180) -> None:
@@ -192,30 +199,56 @@ class UI:
     mlflow: Server
     mlflow_link_base: str  # the MLFLOW_UI_URL the workspace's metadata links were made with
     tracking_uri: str
+    cli_run_id: str | None  # the CLI's run on this workspace (None: an existing workspace, left alone)
+
+
+def cli_run_without_a_source(home: Path) -> str:
+    """`python -m orchestration.cli materialize` on `home` with neither a MIMIC-III folder nor
+    --synthetic-hospital: it fails at the raw asset, which says how to pick one (nothing is written
+    to the workspace); returns the run's id."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MIMIC_DIR", "SYNEHRGY_SYNTHETIC_HOSPITAL", "MLFLOW_TRACKING_URI")}
+    env.update({"DAGSTER_HOME": str(home / "dagster_home"), "SYNEHRGY_HOME": str(home)})
+    done = subprocess.run([sys.executable, "-m", "orchestration.cli", "materialize", "--home", str(home)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.count("No raw data source configured") == 1, done.stderr[-3000:]
+    assert "--synthetic-hospital" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    match = re.search(r"Run ([0-9a-f-]{36}) FAILED .* at step\(s\) mimic_raw_files", done.stderr)
+    assert match, done.stderr[-3000:]
+    return match.group(1)
 
 
 @pytest.fixture(scope="module")
-def ui(released_workspace, tmp_path_factory):
+def ui(request, tmp_path_factory):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     from synehrgy_assets.resources import default_mlflow_ui_url
 
-    # A copy: launching `evaluation` from the UI writes new verdicts, and the release stays as the
-    # other tests of the session left it.
-    home = tmp_path_factory.mktemp("ui") / "workspace"
-    shutil.copytree(released_workspace.home, home, ignore=shutil.ignore_patterns("*.lock", "lock"))
-    logs = home.parent
+    logs = tmp_path_factory.mktemp("ui")
+    cli_run_id = None
+    if UI_WORKSPACE:
+        home = Path(UI_WORKSPACE).resolve()
+        assert (home / "dagster_home").is_dir(), f"{home} is not a materialized workspace (no dagster_home)"
+    else:
+        # A copy: launching `evaluation` from the UI writes new verdicts, and the release stays as
+        # the other tests of the session left it.
+        home = logs / "workspace"
+        shutil.copytree(request.getfixturevalue("released_workspace").home, home,
+                        ignore=shutil.ignore_patterns("*.lock", "lock"))
+        cli_run_id = cli_run_without_a_source(home)
     mlflow_port, dagster_port = free_port(), free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-    # README command 1's UI command in a fresh shell: a bare PATH and the two variables it sets (the
+    # README command 1's UI command in a fresh shell: a bare PATH and the variables it sets (the
     # port and loopback host are this test's); runs launched from the UI link to this MLflow UI.
     env = {"PATH": BARE_PATH, "HOME": str(logs), "LANG": "C.UTF-8", "DAGSTER_HOME": str(home / "dagster_home"),
-           "SYNEHRGY_HOME": str(home), "SYNEHRGY_SYNTHETIC_PATIENTS": "150", "MLFLOW_UI_URL": mlflow_url,
+           "SYNEHRGY_HOME": str(home), "SYNEHRGY_SYNTHETIC_HOSPITAL": "1", "MLFLOW_UI_URL": mlflow_url,
            "GX_ANALYTICS_ENABLED": "false", "DAGSTER_DISABLE_TELEMETRY": "1"}
-    dagster = start("dagster dev", [str(VENV_BIN / "dagster"), "dev", "-w", "workspace.yaml",
-                                    "-h", "127.0.0.1", "-p", str(dagster_port)],
+    if not UI_WORKSPACE:
+        env["SYNEHRGY_SYNTHETIC_PATIENTS"] = "150"  # the size the shared workspace was made with
+    dagster = start("dg dev", [str(VENV_BIN / "dg"), "dev", "-h", "127.0.0.1", "-p", str(dagster_port)],
                     env, logs / "dagster_dev.log", f"http://127.0.0.1:{dagster_port}")
     mlflow = start("mlflow ui", [str(VENV_BIN / "mlflow"), "ui", "--backend-store-uri", tracking_uri,
                                  "--host", "127.0.0.1", "--port", str(mlflow_port)],
@@ -228,7 +261,7 @@ def ui(released_workspace, tmp_path_factory):
         # A fresh instance greets its first visitor with a newsletter dialog that takes the keyboard
         # (typed text lands in its e-mail box): dismissed here as a visitor's "Skip" would.
         graphql(dagster, "mutation { setNuxSeen }")
-        yield UI(home, dagster, mlflow, default_mlflow_ui_url(), tracking_uri)
+        yield UI(home, dagster, mlflow, default_mlflow_ui_url(), tracking_uri, cli_run_id)
     finally:
         dagster.stop()
         mlflow.stop()
@@ -295,6 +328,33 @@ def close_dialog(page) -> None:
     page.get_by_role("dialog").wait_for(state="hidden")
 
 
+def test_the_code_location_is_synehrgy(page, ui):
+    entries = graphql(ui.dagster, LOCATIONS)["workspaceOrError"]["locationEntries"]
+    assert [e["name"] for e in entries] == ["synehrgy"]
+    page.goto(f"{ui.dagster.url}/deployment/locations")
+    page.locator('a[href="/locations/synehrgy/"]').first.wait_for()
+    page.locator('a[href="/locations/synehrgy/jobs"]').first.wait_for()
+    assert page.get_by_text("definitions:defs").count() == 0  # not a module path
+
+
+def test_the_cli_run_shows_in_the_overview(page, ui):
+    """The CLI's run (fixture `ui`) is a run of the code location: its job has a row on the overview's
+    timeline. The session's in-process runs (no origin) have none, which is what used to happen to
+    the CLI's runs too."""
+    if ui.cli_run_id is None:
+        pytest.skip("an existing workspace (SYNEHRGY_UI_WORKSPACE): no CLI run is started on it")
+    runs = {r["runId"]: r for r in graphql(ui.dagster, RUNS)["runsOrError"]["results"]}
+    run = runs[ui.cli_run_id]
+    assert run["status"] == "FAILURE" and run["jobName"] == "synehrgy_end_to_end", run
+    assert run["repositoryOrigin"] == {"repositoryLocationName": "synehrgy", "repositoryName": "__repository__"}
+    assert all(r["repositoryOrigin"] is None for r in runs.values() if r["runId"] != ui.cli_run_id
+               and r["jobName"] == "synehrgy_end_to_end"), "the premise: the in-process runs have no origin"
+    page.goto(f"{ui.dagster.url}/overview/activity/timeline")
+    # The job's row (its name links to the job in the location), drawn only for jobs with runs.
+    page.locator('a[href="/locations/synehrgy/jobs/synehrgy_end_to_end"]').first.wait_for()
+    screenshot(page, "overview_timeline")
+
+
 def test_lineage_shows_the_whole_chain(page, ui):
     """Global lineage filtered to everything upstream of the release, every group expanded: each
     asset of the chain is drawn, left of the assets that depend on it."""
@@ -357,6 +417,8 @@ def test_evaluation_plots_render(page, ui):
 
 
 def test_materialize_evaluation_from_the_ui(page, ui):
+    if UI_WORKSPACE:
+        pytest.skip("an existing workspace (SYNEHRGY_UI_WORKSPACE) is not written to")
     before = {r["runId"] for r in graphql(ui.dagster, RUNS)["runsOrError"]["results"]}
     open_asset(page, ui, "evaluation")
     page.get_by_role("button", name=re.compile(r"(^|\s)Materialize$")).click()
