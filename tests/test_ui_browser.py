@@ -1,17 +1,18 @@
 """Both UIs in a real browser: Playwright drives the Debian Chromium (/usr/bin/chromium).
 
 On a copy of the session's released workspace (`released_workspace` in tests/conftest.py: the
-simulated hospital, a small generator, gates every cohort passes), the test first runs the CLI's
-`materialize` with no raw source (it fails at the raw asset, saying how to pick one), then starts
+simulated hospital, a small generator, gates every cohort passes), the test starts
 
 - `dg dev` exactly as README command 1 prints it (`DAGSTER_HOME=… SYNEHRGY_HOME=…
   SYNEHRGY_SYNTHETIC_HOSPITAL=1 .venv/bin/dg dev`, here on a free loopback port) with a bare PATH, and
 - `mlflow ui --backend-store-uri sqlite:///…/mlflow.db` on a free loopback port,
 
-then checks, in the browser: the code location is `synehrgy`, the CLI's run shows in the overview,
-the lineage shows the whole chain, `gpt_checkpoint` shows its loss curve and an MLflow link that
-opens the run, the evaluation plots render, `evaluation` launched with the UI's Materialize button
-succeeds, and the MLflow registry shows both models with their aliases and descriptions.
+then checks, in the browser: the code location is `synehrgy`, the lineage shows the whole chain,
+`gpt_checkpoint` shows its loss curve and an MLflow link that opens the run, the evaluation plots
+render, `evaluation` launched with the UI's Materialize button succeeds, the MLflow registry shows
+both models with their aliases and descriptions, and, last (its failed run marks the graph's assets
+in the UI), a run of the CLI's `materialize` with no raw source fails at the raw asset, saying how
+to pick one, and shows on the overview's timeline.
 
 README's screenshots: with SYNEHRGY_UI_WORKSPACE naming a materialized workspace (README command 1's
 `.synehrgy`), the UI opens that workspace in place instead, the tests that would write to it (the CLI
@@ -199,7 +200,6 @@ class UI:
     mlflow: Server
     mlflow_link_base: str  # the MLFLOW_UI_URL the workspace's metadata links were made with
     tracking_uri: str
-    cli_run_id: str | None  # the CLI's run on this workspace (None: an existing workspace, left alone)
 
 
 def cli_run_without_a_source(home: Path) -> str:
@@ -227,7 +227,6 @@ def ui(request, tmp_path_factory):
     from synehrgy_assets.resources import default_mlflow_ui_url
 
     logs = tmp_path_factory.mktemp("ui")
-    cli_run_id = None
     if UI_WORKSPACE:
         home = Path(UI_WORKSPACE).resolve()
         assert (home / "dagster_home").is_dir(), f"{home} is not a materialized workspace (no dagster_home)"
@@ -237,7 +236,6 @@ def ui(request, tmp_path_factory):
         home = logs / "workspace"
         shutil.copytree(request.getfixturevalue("released_workspace").home, home,
                         ignore=shutil.ignore_patterns("*.lock", "lock"))
-        cli_run_id = cli_run_without_a_source(home)
     mlflow_port, dagster_port = free_port(), free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
@@ -261,7 +259,7 @@ def ui(request, tmp_path_factory):
         # A fresh instance greets its first visitor with a newsletter dialog that takes the keyboard
         # (typed text lands in its e-mail box): dismissed here as a visitor's "Skip" would.
         graphql(dagster, "mutation { setNuxSeen }")
-        yield UI(home, dagster, mlflow, default_mlflow_ui_url(), tracking_uri, cli_run_id)
+        yield UI(home, dagster, mlflow, default_mlflow_ui_url(), tracking_uri)
     finally:
         dagster.stop()
         mlflow.stop()
@@ -335,24 +333,6 @@ def test_the_code_location_is_synehrgy(page, ui):
     page.locator('a[href="/locations/synehrgy/"]').first.wait_for()
     page.locator('a[href="/locations/synehrgy/jobs"]').first.wait_for()
     assert page.get_by_text("definitions:defs").count() == 0  # not a module path
-
-
-def test_the_cli_run_shows_in_the_overview(page, ui):
-    """The CLI's run (fixture `ui`) is a run of the code location: its job has a row on the overview's
-    timeline. The session's in-process runs (no origin) have none, which is what used to happen to
-    the CLI's runs too."""
-    if ui.cli_run_id is None:
-        pytest.skip("an existing workspace (SYNEHRGY_UI_WORKSPACE): no CLI run is started on it")
-    runs = {r["runId"]: r for r in graphql(ui.dagster, RUNS)["runsOrError"]["results"]}
-    run = runs[ui.cli_run_id]
-    assert run["status"] == "FAILURE" and run["jobName"] == "synehrgy_end_to_end", run
-    assert run["repositoryOrigin"] == {"repositoryLocationName": "synehrgy", "repositoryName": "__repository__"}
-    assert all(r["repositoryOrigin"] is None for r in runs.values() if r["runId"] != ui.cli_run_id
-               and r["jobName"] == "synehrgy_end_to_end"), "the premise: the in-process runs have no origin"
-    page.goto(f"{ui.dagster.url}/overview/activity/timeline")
-    # The job's row (its name links to the job in the location), drawn only for jobs with runs.
-    page.locator('a[href="/locations/synehrgy/jobs/synehrgy_end_to_end"]').first.wait_for()
-    screenshot(page, "overview_timeline")
 
 
 def test_lineage_shows_the_whole_chain(page, ui):
@@ -467,3 +447,22 @@ def test_mlflow_registry_shows_both_models_with_aliases_and_descriptions(page, u
         first = next(line for line in model.description.splitlines() if line.strip(" #*`"))
         text = re.sub(r"[#*`]", "", first).strip()[:40]
         page.wait_for_function("t => document.body.innerText.includes(t)", arg=text)
+
+
+def test_the_cli_run_shows_in_the_overview(page, ui):
+    """A run of the CLI while the UI is up is a run of the code location: its job gets a row on the
+    overview's timeline. The session's in-process runs (no origin) get none, which is what used to
+    happen to the CLI's runs too. Last in the module: the failed run marks the graph's assets."""
+    if UI_WORKSPACE:
+        pytest.skip("an existing workspace (SYNEHRGY_UI_WORKSPACE) is not written to")
+    cli_run_id = cli_run_without_a_source(ui.home)
+    runs = {r["runId"]: r for r in graphql(ui.dagster, RUNS)["runsOrError"]["results"]}
+    run = runs[cli_run_id]
+    assert run["status"] == "FAILURE" and run["jobName"] == "synehrgy_end_to_end", run
+    assert run["repositoryOrigin"] == {"repositoryLocationName": "synehrgy", "repositoryName": "__repository__"}
+    assert all(r["repositoryOrigin"] is None for r in runs.values() if r["runId"] != cli_run_id
+               and r["jobName"] == "synehrgy_end_to_end"), "the premise: the in-process runs have no origin"
+    page.goto(f"{ui.dagster.url}/overview/activity/timeline")
+    # The job's row (its name links to the job in the location), drawn only for jobs with runs.
+    page.locator('a[href="/locations/synehrgy/jobs/synehrgy_end_to_end"]').first.wait_for()
+    screenshot(page, "overview_timeline")
