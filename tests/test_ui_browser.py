@@ -451,8 +451,8 @@ def test_mlflow_registry_shows_both_models_with_aliases_and_descriptions(page, u
 
 def test_the_cli_run_shows_in_the_overview(page, ui):
     """A run of the CLI while the UI is up is a run of the code location: its job gets a row on the
-    overview's timeline. The session's in-process runs (no origin) get none, which is what used to
-    happen to the CLI's runs too. Last in the module: the failed run marks the graph's assets."""
+    overview's timeline. The session's in-process runs (no origin) get none: the row is the CLI run's.
+    Last in the module: the failed run marks the graph's assets."""
     if UI_WORKSPACE:
         pytest.skip("an existing workspace (SYNEHRGY_UI_WORKSPACE) is not written to")
     cli_run_id = cli_run_without_a_source(ui.home)

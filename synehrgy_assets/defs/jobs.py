@@ -34,7 +34,7 @@ end_to_end_job = dg.define_asset_job(
     name="synehrgy_end_to_end",
     selection=dg.AssetSelection.all() - _SHARDS,
     executor_def=in_process_by_default_executor,
-    description="Raw MIMIC-III (or the synthetic hospital) → dbt staging → tokens → GPT → synthetic release.",
+    description="Raw MIMIC-III (or the simulated hospital, when asked for) → dbt staging → tokens → GPT → synthetic release.",
 )
 
 retrain_job = dg.define_asset_job(
