@@ -117,7 +117,10 @@ def test_the_vocabulary_learns_where_each_variable_is_charted(vocab):
     assert vocab.variable_databases["heart_rate"] == ["carevue", "metavision"]
     kinds = {r["kind"] for r in vocab.relations}
     assert kinds == {"less_than", "sum_of"}
-    assert all(vocab.stay_offsets[k] is None for k in vocab.stay_offsets)  # the test cohort has no times
+    # the test cohort has no admission times; where a stay ends after its last row is learned
+    assert all(vocab.stay_offsets[k] is None for k in ("admit_to_icu_hours", "icu_to_discharge_hours_survived",
+                                                       "icu_to_discharge_hours_died"))
+    assert vocab.stay_offsets["last_row_hours"] and vocab.stay_offsets["last_row_to_outtime_hours"]
 
 
 def test_sampled_patients_keep_every_rule(vocab):

@@ -45,7 +45,10 @@ class PatientConsistency:
         # Hours a DT token stands for (its bin's midpoint, as the model's stay clock counts them).
         self.dt_hours = convert(np.asarray(vocab.dt_hours, dtype=np.float64))
         self.visit_start = convert(types == T.AGE)
-        self.min_stay_hours = float(vocab.los_quantiles[0]) if vocab.los_quantiles else 0.0
+        # A stay may close once its rows reach the lowest last-row hour of real stays (the LOS is
+        # later: a stay ends after its last row); vocabularies without that quantile use the LOS.
+        last_rows = vocab.stay_offsets.get("last_row_hours") or vocab.los_quantiles
+        self.min_stay_hours = float(last_rows[0]) if last_rows else 0.0
         n_db = self.database.stop - self.database.start
         # database row per ICU_DATABASE token; the last row (UNK, or before the token) allows all
         names = [vocab._text[t] for t in range(self.database.start, self.database.stop)]
