@@ -212,6 +212,27 @@ def test_decoding_draws_row_values_that_agree(vocab):
     assert (joint[1::2] - joint[0::2] >= 2 - 1e-9).all()
 
 
+def test_a_partner_drawn_at_its_edge_leaves_one_value_and_it_is_taken(vocab):
+    """mean is drawn first, up to the edge the systolic bin leaves it; the systolic value then has
+    exactly one feasible value (its bin's upper edge), which must be taken, not the free draw."""
+    import copy
+
+    from synehrgy_assets.core.tokens.relations import less_than_pairs, sample_row_values
+
+    v = copy.deepcopy(vocab)
+    mean_j, sys_j = (v.variable_names.index(n) for n in ("mean_blood_pressure", "systolic_blood_pressure"))
+    margin = next(m for a, b, m in less_than_pairs(v) if (a, b) == (mean_j, sys_j))
+    mean_tok, sys_tok = int(v.value_base[mean_j]) + 2, int(v.value_base[sys_j])
+    v.bin_high[sys_tok] = v.bin_low[mean_tok] + margin + 0.01
+    n_rows = 50
+    tok = np.tile([mean_tok, sys_tok], n_rows)
+    row = np.repeat(np.arange(n_rows), 2)
+    free = np.tile([v.bin_high[mean_tok], v.bin_low[sys_tok]], n_rows)  # crossed on purpose
+    joint = sample_row_values(v, tok, row, free, np.random.default_rng(0))
+    assert (joint[1::2] - joint[0::2] >= margin - 1e-9).all()
+    assert (joint[1::2] <= v.bin_high[sys_tok] + 1e-9).all()
+
+
 def test_nothing_follows_an_in_hospital_death(vocab):
     constraint = GrammarConstraint(vocab)
     state = constraint.start(1)
