@@ -97,13 +97,19 @@ def download_model(uri: str, tracking_uri: str, dst_path: str | Path | None = No
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dst_path) if dst_path else None,
                                                          tracking_uri=tracking_uri))
     except Exception as exc:  # MlflowException / RestException: say what was asked, where, and what exists
+        location = _registered_location(client, uri)
+        if location.startswith("file://") and not Path(location[len("file://"):]).exists():
+            raise ValueError(_no_files(uri, tracking_uri, location)) from exc  # MLflow: "No such artifact: ''"
         raise ValueError(f"cannot read {uri} from {tracking_uri}: {str(exc).splitlines()[0]}. "
                          f"{registry_hint(client, name)}") from exc
     if not any(p.is_file() for p in local.rglob("*")):
-        raise ValueError(f"{uri} from {tracking_uri} downloaded no files: the registry keeps them at "
-                         f"{_registered_location(client, uri)}, which holds none (a store whose artifacts were moved "
-                         "apart from it? open the workspace with --home <its folder>)")
+        raise ValueError(_no_files(uri, tracking_uri, _registered_location(client, uri)))
     return local
+
+
+def _no_files(uri: str, tracking_uri: str, location: str) -> str:
+    return (f"{uri} from {tracking_uri} downloaded no files: the registry keeps them at {location}, which holds "
+            "none (a store whose artifacts were moved apart from it? open the workspace with --home <its folder>)")
 
 
 def _registered_location(client, uri: str) -> str:
