@@ -2,12 +2,12 @@
 
 
 import hashlib
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from orchestration.jobs import end_to_end_job
+from synehrgy_assets.resources import MimicSourceResource
 
 
 def directory_fingerprint(directory: Path) -> str:
@@ -25,10 +25,10 @@ def directory_fingerprint(directory: Path) -> str:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Runs the whole graph when the files in MIMIC_DIR change (new extract delivered).",
 )
-def mimic_files_sensor(context: dg.SensorEvaluationContext):
-    mimic_dir = os.environ.get("MIMIC_DIR", "")
+def mimic_files_sensor(context: dg.SensorEvaluationContext, mimic_source: MimicSourceResource):
+    mimic_dir = mimic_source.mimic_dir.strip()
     if not mimic_dir or not Path(mimic_dir).is_dir():
-        return dg.SkipReason("MIMIC_DIR is not set or not a directory: nothing to watch")
+        return dg.SkipReason("mimic_source.mimic_dir (MIMIC_DIR) is not set or not a directory: nothing to watch")
     fingerprint = directory_fingerprint(Path(mimic_dir))
     if fingerprint == context.cursor:
         return dg.SkipReason(f"no change in {mimic_dir}")

@@ -65,27 +65,47 @@ def _gate_lines(gates: Mapping[str, Mapping]) -> list[str]:
     return lines
 
 
+def registry_access(tracking_uri: str) -> tuple[str, str, str]:
+    """How a snippet reaches the registry that holds the models: (a note for the reader, the CLI
+    option, the Python line that points MLflow at it). A workspace's own store (`sqlite:///.../mlflow.db`)
+    is named by no path at all (the card would hold the absolute path of the workspace that wrote
+    it, wrong once that is moved or copied): the CLI and `open_workspace` find it from
+    $SYNEHRGY_HOME, else ./.synehrgy, and point it at where the workspace is now. A server is named
+    by its URI."""
+    if tracking_uri.startswith("sqlite:///") and tracking_uri.rstrip("/").endswith("/mlflow.db"):
+        note = ("Run from the synehrgy repository, with `SYNEHRGY_HOME` set to the folder of the workspace "
+                "that made this (default `./.synehrgy`), wherever it is now: a moved or copied workspace reads "
+                "its own files.")
+        return (note, "",
+                "from synehrgy_assets.consumer import open_workspace\n"
+                "mlflow.set_tracking_uri(open_workspace())  # or open_workspace(\"path/to/workspace\")")
+    return ("", f" --tracking-uri {tracking_uri}", f'mlflow.set_tracking_uri("{tracking_uri}")')
+
+
 def pull_instructions(tracking_uri: str, release_name: str, release_version: str | None,
                       generator_name: str, generator_version: str | None) -> list[str]:
     rel_uri = f"models:/{release_name}/{release_version}" if release_version else f"models:/{release_name}@champion"
     gen_uri = f"models:/{generator_name}/{generator_version}" if generator_version else f"models:/{generator_name}@champion"
+    note, option, point = registry_access(tracking_uri)
     return [
         "## How to pull it",
         "",
+        *([note, ""] if note else []),
+        "```bash",
+        f".venv/bin/python -m orchestration.cli pull --model {rel_uri}{option} --out ./release",
+        "# ./release/artifacts/tables/*.parquet, ./release/artifacts/mimic_csv/*.csv.gz, ./release/artifacts/meds/",
+        "# or generate new patients from the generator that made it (docs/consumers.md):",
+        f".venv/bin/python -m orchestration.cli generate --model {gen_uri}{option} "
+        "-n 1000 --seed 0 --format mimic-csv --out ./synthetic",
+        "```",
+        "",
         "```python",
-        "import mlflow",
-        f'mlflow.set_tracking_uri("{tracking_uri}")',
+        "import mlflow, pandas as pd",
+        *point.split("\n"),
         f'path = mlflow.artifacts.download_artifacts("{rel_uri}")',
         "# path/artifacts/tables/*.parquet, path/artifacts/mimic_csv/*.csv.gz, path/artifacts/meds/",
         f'release = mlflow.pyfunc.load_model("{rel_uri}")',
-        'patients = release.predict(__import__("pandas").DataFrame({"table": ["PATIENTS"]}))',
-        "```",
-        "",
-        "```bash",
-        f"MLFLOW_TRACKING_URI={tracking_uri} .venv/bin/mlflow artifacts download -u {rel_uri} -d ./release",
-        "# or generate new patients from the generator that made it (docs/consumers.md):",
-        f"python -m orchestration.cli generate --model {gen_uri} --tracking-uri {tracking_uri} "
-        "-n 1000 --seed 0 --format mimic-csv --out ./synthetic",
+        'patients = release.predict(pd.DataFrame({"table": ["PATIENTS"]}))',
         "```",
     ]
 
@@ -183,17 +203,19 @@ def generator_datacard(
             *_gate_lines(gates),
             "",
         ]
+    note, option, point = registry_access(tracking_uri)
     lines += [
         "## How to generate",
         "",
+        *([note, ""] if note else []),
         "```bash",
-        f"python -m orchestration.cli generate --model {uri} --tracking-uri {tracking_uri} "
+        f".venv/bin/python -m orchestration.cli generate --model {uri}{option} "
         "-n 1000 --seed 0 --device auto --format parquet --out ./synthetic",
         "```",
         "",
         "```python",
         "import mlflow, pandas as pd",
-        f'mlflow.set_tracking_uri("{tracking_uri}")',
+        *point.split("\n"),
         f'gen = mlflow.pyfunc.load_model("{uri}")',
         'visits = gen.predict(pd.DataFrame({"n_patients": [100], "seed": [0], "table": ["visits"]}))',
         "tables = gen.unwrap_python_model().generate_tables(100, seed=0)  # every table, as the CLI writes",

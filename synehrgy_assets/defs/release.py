@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from synehrgy_assets.core.datacard import release_datacard
-from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks, evaluation_dir
+from synehrgy_assets.core.datacard import pull_instructions, release_datacard
+from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks
 from synehrgy_assets.defs.gates import NOT_RUN, STALE, cohort_fingerprint, read_verdicts
-from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
+from synehrgy_assets.defs.synthesis import synthetic_cohort
 from synehrgy_assets.defs.training import CHAMPION_ALIAS
 from synehrgy_assets.defs.validation import gx_checks
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
@@ -64,11 +64,11 @@ def synthetic_release(
 
     from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
 
-    cohort_dir = synthetic_dir(workspace) / "cohort"
+    cohort_dir = workspace.layout.synthetic_cohort
     cohort_id, status = gate_status(workspace, cohort_dir)
     passed = all(s["passed"] for s in status.values())
     provenance = json.loads((cohort_dir / "provenance.json").read_text())
-    evaluated = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())
+    evaluated = json.loads((workspace.layout.evaluation / "metrics.json").read_text())
     metrics = evaluated["metrics"]
     if evaluated.get("cohort_id") != cohort_id:
         raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
@@ -80,7 +80,7 @@ def synthetic_release(
         tables.mkdir()
         # Only synthetic tables travel: the MIMIC-shaped ones and the marts-shaped ones.
         for sub in ("mimic", "marts"):
-            for f in (synthetic_dir(workspace) / "cohort" / sub).glob("*.parquet"):
+            for f in (workspace.layout.synthetic_cohort / sub).glob("*.parquet"):
                 shutil.copy(f, tables / f.name)
         exports = release_exports(tables, Path(tmp), cohort_id)
         contents = {f"tables/{f.name}": pq.read_metadata(f).num_rows for f in sorted(tables.glob("*.parquet"))}
@@ -141,12 +141,9 @@ def synthetic_release(
             "released_files": dg.MetadataValue.md(
                 "| file | rows |\n|---|---:|\n" + "\n".join(f"| `{k}` | {v:,} |" for k, v in sorted(contents.items()))),
             "meds_dataset_version": exports["meds"].details["dataset_version"],
-            "consume": dg.MetadataValue.md(
-                "```python\nimport mlflow\n"
-                f"mlflow.set_tracking_uri('{mlflow_tracking.resolved_tracking_uri}')\n"
-                f"path = mlflow.artifacts.download_artifacts('models:/{mlflow_tracking.release_name}@{CHAMPION_ALIAS}')\n"
-                "```"
-            ),
+            "consume": dg.MetadataValue.md("\n".join(pull_instructions(
+                mlflow_tracking.resolved_tracking_uri, mlflow_tracking.release_name, str(version),
+                mlflow_tracking.model_name, str(provenance["model_version"]))[2:])),
         }
     )
 

@@ -5,7 +5,6 @@ import hashlib
 import json
 import math
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -145,10 +144,6 @@ class TokenVocabularyConfig(dg.Config):
     )
 
 
-def vocabulary_path(workspace: WorkspaceResource) -> Path:
-    return workspace.artifacts_dir / "vocabulary" / "token_vocabulary.json"
-
-
 @dg.asset(
     group_name="tokens",
     deps=[patient_split, *REAL_MART_DEPS],
@@ -168,7 +163,7 @@ def token_vocabulary(
         VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count,
                          min_patients=config.min_patients),
     )
-    path = vocabulary_path(workspace)
+    path = workspace.layout.vocabulary
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     vocab.to_json(tmp)
@@ -221,10 +216,6 @@ def _progress_logger(context: dg.AssetExecutionContext, split: str):
     return report
 
 
-def tokens_dir(workspace: WorkspaceResource) -> Path:
-    return workspace.private_dir / "token_sequences"
-
-
 @dg.asset(
     group_name="tokens",
     deps=[token_vocabulary, patient_split, *REAL_MART_DEPS],
@@ -240,8 +231,8 @@ def token_sequences(
     from synehrgy_assets.core.tokens import TokenVocabulary, context_windows, encode_marts
     from synehrgy_assets.core.tokens.context import ContextFormat
 
-    vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
-    out = tokens_dir(workspace)
+    vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
+    out = workspace.layout.tokens
     with workspace.connect(read_only=True) as con:
         build = published_build(con)
     meta: dict = {"vocabulary_version": vocab.version, "n_ctx": config.n_ctx, **build.metadata()}
@@ -321,7 +312,7 @@ def _clipped_to_k_anonymous_range(lengths: np.ndarray) -> np.ndarray:
 
 
 def _train_summary(workspace: WorkspaceResource) -> dict:
-    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
+    summary = json.loads((workspace.layout.token_summary).read_text())
     return {**summary["splits"]["train"], "n_ctx": summary["n_ctx"]}
 
 

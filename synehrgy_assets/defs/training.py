@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from synehrgy_assets.defs._metadata import Progress, figure_png, png_markdown
-from synehrgy_assets.defs.tokens import token_sequences, tokens_dir, vocabulary_path
+from synehrgy_assets.defs.tokens import token_sequences
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
 
 CANDIDATE_ALIAS = "candidate"
@@ -164,8 +164,8 @@ def gpt_checkpoint(
     from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
     from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE, generator_signature
 
-    vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
-    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
+    vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
+    summary = json.loads((workspace.layout.token_summary).read_text())
     if summary["vocabulary_version"] != vocab.version:
         raise ValueError(
             f"token_sequences were encoded with vocabulary {summary['vocabulary_version']} but the current "
@@ -173,8 +173,8 @@ def gpt_checkpoint(
         )
     windows, context_lengths, windows_summary = {}, {}, {}
     for split in ("train", "val"):
-        seqs = TokenSequences.load(tokens_dir(workspace) / split)
-        split_windows = ContextWindows.load(tokens_dir(workspace) / split / "windows")
+        seqs = TokenSequences.load(workspace.layout.tokens / split)
+        split_windows = ContextWindows.load(workspace.layout.tokens / split / "windows")
         windows[split] = split_windows.arrays(seqs)
         # Leading context-only tokens per window (the context format's prefix and overlap).
         context_lengths[split] = np.asarray(split_windows.context_lengths, dtype=np.int64)
@@ -227,7 +227,7 @@ def gpt_checkpoint(
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
-    resume_dir = workspace.artifacts_dir / "checkpoints" / "_resume" / resume_key
+    resume_dir = workspace.layout.resume_checkpoints / resume_key
     budget = None
     if config.budget:  # the epochs that fit the time on this machine (core/training_budget.py)
         budget = budget_plan(context, config, model, windows, context_lengths, train_config, vocab, loss_weights,
@@ -287,8 +287,8 @@ def gpt_checkpoint(
 
             context.log.info(f"Launching torchrun with {config.n_processes} processes")
             result = train_with_torchrun(
-                model, config.n_processes, workspace.private_dir / "ddp" / resume_key,
-                {"kind": "token_dir", "path": tokens_dir(workspace)}, train_config, vocab.pad_id,
+                model, config.n_processes, workspace.layout.ddp / resume_key,
+                {"kind": "token_dir", "path": workspace.layout.tokens}, train_config, vocab.pad_id,
                 token_types=vocab.token_types, loss_weights=loss_weights, checkpoint_dir=resume_dir,
                 on_log=on_log, log=context.log.info,
             )
@@ -319,7 +319,7 @@ def gpt_checkpoint(
                              if calibration.applied else f"Outcome calibration skipped: {calibration.reason}")
             if calibration.applied:
                 mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
-        ckpt_dir = workspace.artifacts_dir / "checkpoints" / run.info.run_id
+        ckpt_dir = workspace.layout.checkpoints / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
         # generates patients as long as the graph does.
@@ -335,7 +335,7 @@ def gpt_checkpoint(
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(GENERATOR_MODEL_CODE),
-            artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(vocabulary_path(workspace))},
+            artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(workspace.layout.vocabulary)},
             signature=generator_signature(),
             registered_model_name=mlflow_tracking.model_name,
         )
