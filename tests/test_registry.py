@@ -38,9 +38,10 @@ def columns_read(source: str, class_name: str) -> set[str]:
             rows |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     read = set()
     for node in ast.walk(predict):
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        key = node.slice if isinstance(node, ast.Subscript) else None
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
             if ast.unparse(node.value).split(".")[0].split("[")[0] in rows:
-                read.add(node.slice.value)
+                read.add(key.value)
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
             if any(isinstance(op, ast.In) for op in node.ops) and ast.unparse(node.comparators[0]) in rows:
                 read.add(node.left.value)

@@ -131,7 +131,8 @@ def _coverage_lines(coverage: Mapping) -> list[str]:
     """The cohort's contents and what it lacks, every patient count under 10 written "< 10"."""
     databases = coverage["icu_databases"]
     lines = ["## What the cohort holds and lacks", "",
-             f"{patient_count(coverage['patients'])} synthetic patients, {patient_count(coverage['icu_stays'])} ICU stays "
+             f"{patient_count(coverage['patients'])} synthetic patients, {patient_count(coverage['icu_stays'])} "
+             "ICU stays "
              f"({', '.join(f'`{d}`' for d in databases) or 'no ICU database'}); "
              f"{patient_count(coverage['died_in_hospital'])} patients died in hospital.", "",
              "| content | patients with it | rows | distinct codes / items |", "|---|---:|---:|---:|"]
@@ -162,7 +163,8 @@ def _training_lines(training: TrainingData | None) -> list[str]:
         counts = [f"{vocab[k]:,} {k}" for k in ("diagnosis codes", "procedure codes", "phenotypes",
                                                   "measured variables") if k in vocab]
         dbs = ", ".join(f"`{d}`" for d in vocab.get("ICU databases", [])) or "none"
-        lines.append(f"- the generator's vocabulary (fitted on the train split): {', '.join(counts)}; ICU databases {dbs}")
+        lines.append(f"- the generator's vocabulary (fitted on the train split): {', '.join(counts)}; "
+                     f"ICU databases {dbs}")
         absent = [k for k in ("diagnosis codes", "procedure codes") if vocab.get(k) == 0]
         if absent:
             lines.append(f"- the training data had no {' and no '.join(absent)} (or none held by enough patients to "

@@ -46,9 +46,13 @@ def release_signature(example_output=None):
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
+    import warnings
+
     outputs = None
     if example_output is not None:
-        outputs = infer_signature(model_output=example_output).outputs
+        with warnings.catch_warnings():  # its hint on integer columns concerns samples; this is the whole table
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+            outputs = infer_signature(model_output=example_output).outputs
     return ModelSignature(inputs=Schema([ColSpec("string", "table")]), outputs=outputs)
 
 
