@@ -59,6 +59,12 @@ def resolve_model_uri(model: str, default_name: str = DEFAULT_GENERATOR) -> str:
     return f"models:/{default_name}@{alias}"
 
 
+def _verdict(tags: dict) -> str:
+    """A version's validation status and, once a release judged it, how many gates passed."""
+    status = tags.get("validation_status", "untagged")
+    return f"{status}, {tags['gates_passed']} gates passed" if tags.get("gates_passed") else status
+
+
 def registry_hint(client, name: str) -> str:
     """What the registry holds for `name`: its versions (with validation_status) and aliases, and why
     none is `champion` when none is; or the registered models when `name` is not one of them."""
@@ -72,7 +78,7 @@ def registry_hint(client, name: str) -> str:
         return f"no registered model {name!r}; registered models: {', '.join(names) or 'none'}"
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     aliases = dict(getattr(registered, "aliases", {}) or {})
-    shown = ", ".join(f"{v.version} ({(v.tags or {}).get('validation_status', 'untagged')})" for v in versions)
+    shown = ", ".join(f"{v.version} ({_verdict(v.tags or {})})" for v in versions)
     lines = [f"{name} has version(s) {shown or 'none'}; aliases: "
              + (", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none")]
     if "champion" not in aliases and versions:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from synehrgy_assets.core.training_data import source_kind
 from synehrgy_assets.defs._metadata import histogram_png, png_markdown
 from synehrgy_assets.defs.staging import mart_key, published_build
 from synehrgy_assets.resources import WorkspaceResource, owner_only_tree, write_json
@@ -271,7 +272,11 @@ def token_sequences(
             train_lengths = lengths
     owner_only_tree(out)  # token arrays of real patients: 0600 files, 0700 folders
     cap = max_tokens_per_patient_default(train_lengths)
-    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version,
+    # The staging build these sequences were encoded from, for the generator's record of its
+    # training data (the raw folder's name only, never its path).
+    staging = {"build_id": build.build_id, "source_folder": Path(build.source_dir).name,
+               "source_kind": source_kind(build.source_dir), "source_fingerprint": build.source_fingerprint}
+    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version, "staging": staging,
                                       "max_tokens_per_patient_default": cap, "splits": stats})
     train = stats["train"]
     meta.update(

@@ -162,7 +162,9 @@ def gpt_checkpoint(
     from synehrgy_assets.core.model import GPTConfig, save_checkpoint
     from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
     from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
-    from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE, generator_signature
+    from synehrgy_assets.mlflow_models import (
+        GENERATOR_INPUT_EXAMPLE, GENERATOR_MODEL_CODE, generator_signature, input_example, training_dataset,
+    )  # fmt: skip
 
     vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
     summary = json.loads((workspace.layout.token_summary).read_text())
@@ -174,6 +176,8 @@ def gpt_checkpoint(
     windows, context_lengths, windows_summary = {}, {}, {}
     for split in ("train", "val"):
         seqs = TokenSequences.load(workspace.layout.tokens / split)
+        if split == "train":
+            data = training_data(vocab, summary, seqs)
         split_windows = ContextWindows.load(workspace.layout.tokens / split / "windows")
         windows[split] = split_windows.arrays(seqs)
         # Leading context-only tokens per window (the context format's prefix and overlap).
@@ -261,6 +265,7 @@ def gpt_checkpoint(
                    if budget else {}),
             }
         )
+        mlflow.log_input(training_dataset(data), context="training")
 
         progress = Progress(context, every_seconds=config.progress_every_seconds)
 
@@ -337,11 +342,12 @@ def gpt_checkpoint(
             python_model=str(GENERATOR_MODEL_CODE),
             artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(workspace.layout.vocabulary)},
             signature=generator_signature(),
+            input_example=input_example(GENERATOR_INPUT_EXAMPLE),
             registered_model_name=mlflow_tracking.model_name,
         )
         version = str(info.registered_model_version)
         client = mlflow_tracking.client()
-        client.set_model_version_tag(mlflow_tracking.model_name, version, "vocabulary_version", vocab.version)
+        tag_generator(client, mlflow_tracking.model_name, version, data)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
         client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
@@ -379,6 +385,30 @@ def gpt_checkpoint(
                 "budget_epochs": budget.epochs} if budget else {}),
         }
     )
+
+
+def training_data(vocab, summary: dict, train_seqs):
+    """What this generator is trained on (core/training_data.py): the staging build that token_sequences
+    recorded, the digest of the train token arrays, the train patient count and the vocabulary's contents."""
+    from synehrgy_assets.core.training_data import UNKNOWN, TrainingData, sequences_digest, vocabulary_contents
+
+    staging = summary.get("staging") or {}  # sequences encoded before it was recorded: unknown
+    digest = sequences_digest({"tokens": train_seqs.tokens, "offsets": train_seqs.offsets}, vocab.version)
+    return TrainingData(kind=staging.get("source_kind", UNKNOWN), folder=staging.get("source_folder", UNKNOWN),
+                        source_fingerprint=staging.get("source_fingerprint", UNKNOWN), digest=digest,
+                        vocabulary_version=vocab.version, n_train_patients=len(train_seqs),
+                        staging_build_id=staging.get("build_id", ""), vocabulary=vocabulary_contents(vocab))
+
+
+def tag_generator(client, name: str, version: str, data) -> None:
+    """The version's training data and the synehrgy release that made it as model-version tags; the
+    registered model carries what it is and the newest version's data source."""
+    from synehrgy_assets.mlflow_models import registered_model_tags, synehrgy_version
+
+    for key, value in {**data.tags(), "synehrgy_version": synehrgy_version()}.items():
+        client.set_model_version_tag(name, version, key, value)
+    for key, value in registered_model_tags("generator", data).items():
+        client.set_registered_model_tag(name, key, value)
 
 
 # The trainer's history names, as per-step MLflow series: `tokens_per_second` there is the throughput
