@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
