@@ -1,23 +1,26 @@
 """`python -m orchestration.cli`: `materialize` the whole graph on a local Dagster instance and say where
 everything is (the same runs then show in `dg dev`, same DAGSTER_HOME, as runs of the code location
-`synehrgy`), or
-`generate` synthetic patients from a registered generator without the graph (docs/consumers.md)."""
+`synehrgy`); `generate` synthetic patients from a registered generator without the graph, `pull` a
+release, or open a workspace's store in `mlflow-ui` (docs/consumers.md). The workspace is `--home`,
+else $SYNEHRGY_HOME, else ./.synehrgy (core/workspace_layout.py), wherever it was moved or copied to."""
 
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
 from synehrgy_assets.core.staging_checks import staging_loss_summary
+from synehrgy_assets.core.workspace_layout import WorkspaceLayout, configured_tracking_uri
 
 
-def _prepare_environment(home: Path) -> Path:
-    dagster_home = Path(os.environ.get("DAGSTER_HOME", home / "dagster_home")).resolve()
+def _prepare_environment(layout: WorkspaceLayout) -> Path:
+    """The Dagster instance's folder: $DAGSTER_HOME (Dagster's own setting), else the workspace's."""
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or layout.dagster_home).resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    os.environ["SYNEHRGY_HOME"] = str(home)
     # dbt-duckdb runs `dbt` from PATH: use the one next to this interpreter (P6 in docs/stack.md).
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -38,8 +41,9 @@ def materialize(args: argparse.Namespace) -> int:
     if problem:
         print(f"synehrgy materialize: {problem}", file=sys.stderr)
         return 2
-    home = Path(args.home or os.environ.get("SYNEHRGY_HOME") or Path.cwd() / ".synehrgy").resolve()
-    dagster_home = _prepare_environment(home)
+    layout = WorkspaceLayout.at(args.home)
+    home = layout.root
+    dagster_home = _prepare_environment(layout)
     _quiet_instance_config(dagster_home)
     level = str(args.log_level).upper()
     if args.budget:
@@ -77,7 +81,7 @@ def materialize(args: argparse.Namespace) -> int:
             job = defs.resolve_job_def(args.job).with_logger_defs(
                 {"console": quiet_console_logger, "file": file_logger}
             )
-            with dg.DagsterInstance.get() as instance:
+            with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
                 fail_dead_dagster_runs(
                     instance, log=lambda m: print(f"synehrgy: {m}", file=sys.stderr),
                     holds_workspace=str(workspace.root),
@@ -106,7 +110,7 @@ def materialize(args: argparse.Namespace) -> int:
             print("\n".join(traces), file=sys.stderr)
         print(f"\nFull log with tracebacks: {log_file}", file=sys.stderr)
         return 1
-    print_summary(home, dagster_home, result, minutes)
+    print_summary(layout, dagster_home, result, minutes)
     return 0
 
 
@@ -124,8 +128,35 @@ def _source_argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def print_summary(home: Path, dagster_home: Path, result, minutes: float) -> None:
-    from synehrgy_assets.resources import SIMULATED_HOSPITAL, MlflowResource
+def shell_path(path: Path) -> str:
+    """`path` for a printed shell command: `$PWD/...` when it is under the current directory, so the
+    command still works after the whole folder is moved (Dagster wants DAGSTER_HOME absolute)."""
+    path = Path(path)
+    try:
+        text = "$PWD/" + str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def ui_commands(layout: WorkspaceLayout, dagster_home: Path | None = None, tracking_uri: str = "",
+                source_env: str = "") -> list[str]:
+    """The two commands that open the UIs on `layout` (as printed after a run), `source_env` naming the
+    run's raw source for the UI's runs (`SYNEHRGY_SYNTHETIC_HOSPITAL=1 ` or `MIMIC_DIR=... `). The MLflow
+    one opens the workspace's store through `mlflow-ui`, which first points it at where the workspace is now."""
+    dagster_home = dagster_home or layout.dagster_home
+    dagster = (f"DAGSTER_HOME={shell_path(dagster_home)} SYNEHRGY_HOME={shell_path(layout.root)} "
+               f"{source_env}.venv/bin/dg dev")
+    if tracking_uri.startswith(("http://", "https://")):
+        return [dagster, f"MLflow UI: {tracking_uri}"]
+    if tracking_uri:
+        return [dagster, f".venv/bin/mlflow ui --backend-store-uri {tracking_uri}"]
+    return [dagster, f".venv/bin/python -m orchestration.cli mlflow-ui --home {shell_path(layout.root)}"]
+
+
+def print_summary(layout: WorkspaceLayout, dagster_home: Path, result, minutes: float) -> None:
+    from synehrgy_assets.core.training_data import SYNTHETIC_HOSPITAL
+    from synehrgy_assets.resources import MlflowResource
 
     def meta(asset: str) -> dict:
         for event in result.get_asset_materialization_events():
@@ -134,21 +165,21 @@ def print_summary(home: Path, dagster_home: Path, result, minutes: float) -> Non
                 return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
         return {}
 
-    ml = MlflowResource(home=str(home), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    ml = MlflowResource(home=str(layout.root), tracking_uri=configured_tracking_uri())
     ckpt, rel = meta("gpt_checkpoint"), meta("synthetic_release")
     source = meta("mimic_raw/patients")
     # The UI's runs read the same raw source as this one.
-    source_env = ("SYNEHRGY_SYNTHETIC_HOSPITAL=1 " if str(source.get("data_source")) == SIMULATED_HOSPITAL
-                  else f"MIMIC_DIR={Path(str(source.get('path'))).parent} ")
+    source_env = ("SYNEHRGY_SYNTHETIC_HOSPITAL=1 " if str(source.get("data_source")) == SYNTHETIC_HOSPITAL
+                  else f"MIMIC_DIR={shell_path(Path(str(source.get('path'))).parent)} ")
     print(
         f"""
 synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
 
   raw data            {source.get('data_source')} in {Path(str(source.get('path'))).parent}
-  DuckDB file         {home / 'warehouse.duckdb'}
+  DuckDB file         {layout.duckdb}
                       real marts: main.visits, main.visit_codes, main.visit_phenotypes, main.measurements
                       synthetic:  synthetic.* (marts shape), synthetic_mimic.* (MIMIC-III shape)
-  synthetic Parquet   {home / 'artifacts' / 'synthetic' / 'cohort'}
+  synthetic Parquet   {layout.synthetic_cohort}
   MLflow tracking     {ml.resolved_tracking_uri}
   generator model     {ml.model_name} v{ckpt.get('model_version')} (alias candidate{', champion' if rel.get('promoted_to_champion') else ''})
   training            {ckpt.get('budget_choice') or 'the configured epochs (no --budget)'}
@@ -156,9 +187,8 @@ synehrgy: run {result.run_id} succeeded in {minutes:.1f} min.
   Dagster instance    {dagster_home}
 
 Open the UIs:
-  DAGSTER_HOME={dagster_home} SYNEHRGY_HOME={home} {source_env}.venv/bin/dg dev
-  .venv/bin/mlflow ui --backend-store-uri {ml.resolved_tracking_uri}
 """
+        + "".join(f"  {line}\n" for line in ui_commands(layout, dagster_home, ml.tracking_uri, source_env))
     )
 
 
@@ -183,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", default="models:/synehrgy-gpt@champion",
                    help="models:/<name>@<alias>, models:/<name>/<version>, or @alias / version of synehrgy-gpt "
                    "(default models:/synehrgy-gpt@champion)")
-    g.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking/registry URI (default $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///$SYNEHRGY_HOME/mlflow.db, SYNEHRGY_HOME defaulting to ./.synehrgy)")
+    _registry_arguments(g)
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present")
     g.add_argument("-n", "--n-patients", type=int, default=100, help="patients to generate (default 100)")
     g.add_argument("--seed", type=int, default=0, help="sampler seed: the same seed, model and device give the same tables")
@@ -207,10 +235,62 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--max-attempts", type=int, default=None,
                    help="with --where: patients sampled at most (default 50 per patient asked for)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p = sub.add_parser("pull", help="download a registered release (tables, MIMIC-III CSV, MEDS, datacard)",
+                       description="Download a registered release into a new folder (docs/consumers.md).")
+    p.add_argument("--model", default="models:/synehrgy-synthetic-cohort@champion",
+                   help="models:/<name>@<alias>, models:/<name>/<version>, or @alias / version of "
+                   "synehrgy-synthetic-cohort (default models:/synehrgy-synthetic-cohort@champion)")
+    _registry_arguments(p)
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    u = sub.add_parser("mlflow-ui", help="`mlflow ui` on a workspace's store, wherever the workspace is now",
+                       description="Point the workspace's MLflow store at where the folder is now, then run "
+                       "`mlflow ui` on it; arguments after -- go to mlflow ui (e.g. -- --port 5001).")
+    u.add_argument("--home", help="workspace folder (default $SYNEHRGY_HOME or ./.synehrgy)")
+    u.add_argument("mlflow_args", nargs="*", help="arguments for mlflow ui, after --")
     args = parser.parse_args(argv)
-    if args.command == "generate":
-        return generate(args)
-    return materialize(args)
+    commands = {"generate": generate, "pull": pull, "mlflow-ui": mlflow_ui, "materialize": materialize}
+    return commands[args.command](args)
+
+
+def _registry_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--home", default=None,
+                       help="the workspace whose MLflow store to read, wherever it was moved or copied to "
+                       "(default $SYNEHRGY_HOME, else ./.synehrgy, unless $MLFLOW_TRACKING_URI is set)")
+    where.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking/registry URI (default $MLFLOW_TRACKING_URI, else the workspace's "
+                       "sqlite:///<home>/mlflow.db)")
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from synehrgy_assets.consumer import default_tracking_uri
+
+    return args.tracking_uri or default_tracking_uri(args.home)
+
+
+def pull(args: argparse.Namespace) -> int:
+    from synehrgy_assets.consumer import pull as pull_release
+
+    try:
+        out = pull_release(args.model, args.out, tracking_uri=_tracking_uri(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"synehrgy pull: {exc}", file=sys.stderr)
+        return 2
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    print(f"synehrgy pull: {len(files)} files of {args.model} in {out}")
+    return 0
+
+
+def mlflow_ui(args: argparse.Namespace) -> int:
+    from synehrgy_assets.core.mlflow_store import WorkspaceStoreError, open_workspace_store
+
+    try:
+        uri = open_workspace_store(WorkspaceLayout.at(args.home))
+    except WorkspaceStoreError as exc:
+        print(f"synehrgy mlflow-ui: {exc}", file=sys.stderr)
+        return 2
+    mlflow = Path(sys.executable).parent / "mlflow"
+    return subprocess.call([str(mlflow), "ui", "--backend-store-uri", uri, *args.mlflow_args])
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -225,7 +305,7 @@ def generate(args: argparse.Namespace) -> int:
                                 seed=args.seed, device=args.device)
         result, stats = generate_to(
             args.out, args.fmt, model=args.model, n_patients=args.n_patients, params=params, where=args.where,
-            max_attempts=args.max_attempts, overwrite=args.overwrite, tracking_uri=args.tracking_uri,
+            max_attempts=args.max_attempts, overwrite=args.overwrite, tracking_uri=_tracking_uri(args),
             progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"synehrgy generate: {exc}", file=sys.stderr)

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from synehrgy_assets.core.workspace_layout import WorkspaceLayout
+
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _SUMMARIZED_EVENTS = {"STEP_FAILURE", "RUN_FAILURE", "STEP_UP_FOR_RETRY"}
 
 
 def log_file_for(home: Path, run_id: str) -> Path:
-    path = Path(home) / "logs" / f"{run_id}.log"
+    path = WorkspaceLayout(home).log_file(run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

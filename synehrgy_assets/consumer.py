@@ -8,7 +8,8 @@ does), so the same seed gives the same tables:
     -> marts-shaped cohort -> MIMIC-III-shaped tables (`core/decoder.py`)
     -> Parquet | MIMIC CSV | MEDS (`core/exports.py`, into a folder `core/output_dirs.py` allows)
 
-The generator is read from any MLflow registry: `models:/synehrgy-gpt@champion`,
+A local workspace's store is opened where the workspace is now (core/mlflow_store.py: a moved
+workspace finds its files, a copy reads its own). The generator is read from any MLflow registry: `models:/synehrgy-gpt@champion`,
 `models:/synehrgy-gpt@candidate`, `models:/synehrgy-gpt/3` (or the short forms `@champion`, `3`).
 Its artifacts are a safetensors checkpoint (`config.json` + `model.safetensors`, loaded without
 unpickling) and the token vocabulary (`token_vocabulary.json`).
@@ -16,22 +17,30 @@ unpickling) and the token vocabulary (`token_vocabulary.json`).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 from synehrgy_assets.core.generation import GeneratedCohort, Generator, SamplingParams  # noqa: F401  (the API)
+from synehrgy_assets.core.mlflow_store import open_store_of, open_workspace_store
+from synehrgy_assets.core.workspace_layout import WorkspaceLayout, configured_tracking_uri
 
 DEFAULT_GENERATOR = "synehrgy-gpt"
+DEFAULT_RELEASE = "synehrgy-synthetic-cohort"
 
 
-def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the local workspace's store (`sqlite:///<SYNEHRGY_HOME>/mlflow.db`)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    home = Path(os.environ.get("SYNEHRGY_HOME") or Path.cwd() / ".synehrgy").resolve()
-    return f"sqlite:///{home / 'mlflow.db'}"
+def open_workspace(home: str | Path | None = None) -> str:
+    """The tracking URI of the workspace at `home` (default $SYNEHRGY_HOME, else ./.synehrgy), its
+    store pointed at where the folder is now (a moved workspace finds its files, a copy reads its
+    own). Call it before `mlflow.set_tracking_uri` / `mlflow.pyfunc.load_model` on a local workspace."""
+    return open_workspace_store(WorkspaceLayout.at(home))
+
+
+def default_tracking_uri(home: str | Path | None = None) -> str:
+    """The workspace at `home` when given; else $MLFLOW_TRACKING_URI; else the default workspace's store."""
+    if home:
+        return WorkspaceLayout.at(home).mlflow_tracking_uri
+    return configured_tracking_uri() or WorkspaceLayout.at(None).mlflow_tracking_uri
 
 
 def resolve_model_uri(model: str, default_name: str = DEFAULT_GENERATOR) -> str:
@@ -50,16 +59,10 @@ def resolve_model_uri(model: str, default_name: str = DEFAULT_GENERATOR) -> str:
     return f"models:/{default_name}@{alias}"
 
 
-def check_tracking_uri(tracking_uri: str) -> str:
-    """A `sqlite:///` store must exist to be read from: MLflow would create an empty one and then say
-    "model not found". Other URIs (http, databricks, ...) are taken as they are."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"tracking URI {tracking_uri}: no MLflow store at {path} (a mistyped path or SYNEHRGY_HOME?); "
-                "give --tracking-uri of the workspace that trained the generator, e.g. sqlite:///<home>/mlflow.db")
-    return tracking_uri
+def _verdict(tags: dict) -> str:
+    """A version's validation status and, once a release judged it, how many gates passed."""
+    status = tags.get("validation_status", "untagged")
+    return f"{status}, {tags['gates_passed']} gates passed" if tags.get("gates_passed") else status
 
 
 def registry_hint(client, name: str) -> str:
@@ -75,7 +78,7 @@ def registry_hint(client, name: str) -> str:
         return f"no registered model {name!r}; registered models: {', '.join(names) or 'none'}"
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     aliases = dict(getattr(registered, "aliases", {}) or {})
-    shown = ", ".join(f"{v.version} ({(v.tags or {}).get('validation_status', 'untagged')})" for v in versions)
+    shown = ", ".join(f"{v.version} ({_verdict(v.tags or {})})" for v in versions)
     lines = [f"{name} has version(s) {shown or 'none'}; aliases: "
              + (", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none")]
     if "champion" not in aliases and versions:
@@ -84,24 +87,74 @@ def registry_hint(client, name: str) -> str:
     return "; ".join(lines)
 
 
-def load_generator(model: str, *, tracking_uri: str | None = None, device: str = "auto",
-                   dst_path: str | Path | None = None) -> Generator:
-    """Download a registered generator (any MLflow registry) and load it on `device` (auto|cpu|cuda)."""
+def download_model(uri: str, tracking_uri: str, dst_path: str | Path | None = None) -> Path:
+    """Download a registered model's files (`models:/...`) from `tracking_uri` (a workspace's own store
+    is opened with `open_store_of` first); a download that brings no file is an error naming where
+    the registry says the files are."""
     import mlflow
 
     from synehrgy_assets.resources import point_mlflow_at
 
-    uri = resolve_model_uri(model)
-    tracking_uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    tracking_uri = open_store_of(tracking_uri)
     point_mlflow_at(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name = uri[len("models:/"):].split("@")[0].split("/")[0]
     try:
-        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(dst_path) if dst_path else None,
-                                                    tracking_uri=tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dst_path) if dst_path else None,
+                                                         tracking_uri=tracking_uri))
     except Exception as exc:  # MlflowException / RestException: say what was asked, where, and what exists
-        name = uri[len("models:/"):].split("@")[0].split("/")[0]
-        hint = registry_hint(mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), name)
-        raise ValueError(f"cannot read {uri} from {tracking_uri}: {str(exc).splitlines()[0]}. {hint}") from exc
+        location = _registered_location(client, uri)
+        if location.startswith("file://") and not Path(location[len("file://"):]).exists():
+            raise ValueError(_no_files(uri, tracking_uri, location)) from exc  # MLflow: "No such artifact: ''"
+        raise ValueError(f"cannot read {uri} from {tracking_uri}: {str(exc).splitlines()[0]}. "
+                         f"{registry_hint(client, name)}") from exc
+    if not any(p.is_file() for p in local.rglob("*")):
+        raise ValueError(_no_files(uri, tracking_uri, _registered_location(client, uri)))
+    return local
+
+
+def _no_files(uri: str, tracking_uri: str, location: str) -> str:
+    return (f"{uri} from {tracking_uri} downloaded no files: the registry keeps them at {location}, which holds "
+            "none (a store whose artifacts were moved apart from it? open the workspace with --home <its folder>)")
+
+
+def _registered_location(client, uri: str) -> str:
+    """Where the registry says the files of `models:/name@alias` or `models:/name/version` are."""
+    ref = uri[len("models:/"):]
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            name, version = ref.split("/", 1)
+        return client.get_model_version_download_uri(name, version)
+    except Exception as exc:  # noqa: BLE001 - only for the message
+        return f"? ({str(exc).splitlines()[0]})"
+
+
+def load_generator(model: str, *, tracking_uri: str | None = None, device: str = "auto",
+                   dst_path: str | Path | None = None) -> Generator:
+    """Download a registered generator (any MLflow registry) and load it on `device` (auto|cpu|cuda)."""
+    uri = resolve_model_uri(model)
+    local = download_model(uri, tracking_uri or default_tracking_uri(), dst_path)
     return Generator.from_artifacts(local, device=device, source=uri)
+
+
+def pull(model: str, out_dir: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """Download a registered release (default `synehrgy-synthetic-cohort`, any alias or version) into
+    `out_dir`, which must be new or empty; returns `out_dir`."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} exists and is not an empty folder: pull into a new one")
+    uri = resolve_model_uri(model, default_name=DEFAULT_RELEASE)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        download_model(uri, tracking_uri or default_tracking_uri(), out)
+    except BaseException:
+        if not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return out
 
 
 def progress_printer(total: int, label: str = "patients"):

@@ -41,21 +41,22 @@ def build_resources(
     synthetic_hospital: bool | None = None,
     synthetic_patients: int | None = None,
     release_gate=None,
+    tracking_uri: str | None = None,
 ) -> dict:
-    """Resources for one environment. Arguments override the environment variables (MIMIC_DIR,
-    SYNEHRGY_SYNTHETIC_HOSPITAL, SYNEHRGY_SYNTHETIC_PATIENTS, MIMIC_TWIN_FILES, MLFLOW_TRACKING_URI,
-    MLFLOW_UI_URL)."""
+    """Resources for one environment. The arguments are the configuration; for an argument left out
+    (None) the environment variable is used (MIMIC_DIR, SYNEHRGY_SYNTHETIC_HOSPITAL,
+    SYNEHRGY_SYNTHETIC_PATIENTS, MIMIC_TWIN_FILES, MLFLOW_TRACKING_URI, MLFLOW_UI_URL; the workspace
+    root from SYNEHRGY_HOME, else ./.synehrgy, by `WorkspaceLayout.at`)."""
     from dagster_dbt import DbtCliResource
 
+    from synehrgy_assets.core.workspace_layout import TRACKING_URI_ENV, WorkspaceLayout
     from synehrgy_assets.defs.gates import ReleaseGateResource
     from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_executable, dbt_project
-    from synehrgy_assets.resources import (
-        DEFAULT_MLFLOW_UI_URL, MimicSourceResource, MlflowResource, WorkspaceResource, default_home,
-    )
+    from synehrgy_assets.resources import DEFAULT_MLFLOW_UI_URL, MimicSourceResource, MlflowResource, WorkspaceResource
 
-    home = home or default_home()
+    root = str(WorkspaceLayout.at(home).root)
     return {
-        "workspace": WorkspaceResource(home=home),
+        "workspace": WorkspaceResource(home=root),
         "mimic_source": MimicSourceResource(
             mimic_dir=env_or("MIMIC_DIR", "") if mimic_dir is None else mimic_dir,
             synthetic_hospital=synthetic_hospital_requested() if synthetic_hospital is None else synthetic_hospital,
@@ -63,8 +64,8 @@ def build_resources(
             twin_files=env_or("MIMIC_TWIN_FILES", "error"),
         ),
         "mlflow_tracking": MlflowResource(
-            home=home,
-            tracking_uri=env_or("MLFLOW_TRACKING_URI", ""),
+            home=root,
+            tracking_uri=env_or(TRACKING_URI_ENV, "") if tracking_uri is None else tracking_uri,
             ui_url=env_or("MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL),
         ),
         "release_gate": release_gate or ReleaseGateResource(),

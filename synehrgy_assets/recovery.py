@@ -23,10 +23,12 @@ from typing import Callable, Iterator
 
 import dagster as dg
 
+from synehrgy_assets.core.workspace_layout import WORKSPACE_LOCK
+
 PID_TAG = "synehrgy/pid"
 HOST_TAG = "synehrgy/host"
 WORKSPACE_TAG = "synehrgy/workspace"
-LOCK_FILE = ".synehrgy.lock"
+LOCK_FILE = WORKSPACE_LOCK
 
 # A Dagster run in one of these is (or may still be) running.
 IN_PROGRESS = {

@@ -15,7 +15,7 @@ from typing import Iterator
 import dagster as dg
 from pydantic import Field
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from synehrgy_assets.core.workspace_layout import WorkspaceLayout, default_root
 
 
 def sql_literal(value) -> str:
@@ -44,36 +44,24 @@ def owner_only_tree(directory: Path) -> None:
 
 
 def default_home() -> str:
-    return os.environ.get("SYNEHRGY_HOME", str(REPO_ROOT / ".synehrgy"))
+    return str(default_root())
 
 
 class WorkspaceResource(dg.ConfigurableResource):
-    """The local workspace: the DuckDB file and the folders beside it (docs/architecture.md)."""
+    """The local workspace: its folders come from `layout` (core/workspace_layout.py)."""
 
-    home: str = Field(default_factory=default_home, description="Root of the local workspace.")
+    home: str = Field(default_factory=default_home, description="Root of the local workspace "
+                      "(default $SYNEHRGY_HOME, else ./.synehrgy).")
     duckdb_threads: int = Field(default=2, description="DuckDB threads for Python-side queries.")
     duckdb_memory_limit: str = Field(default="8GB", description="DuckDB memory limit.")
 
     @property
+    def layout(self) -> WorkspaceLayout:
+        return WorkspaceLayout.at(self.home)
+
+    @property
     def root(self) -> Path:
-        return Path(self.home).expanduser().resolve()
-
-    @property
-    def duckdb_path(self) -> Path:
-        return self.root / "warehouse.duckdb"
-
-    @property
-    def private_dir(self) -> Path:
-        """Derived real-patient data (token arrays). Never logged, never released."""
-        return self.root / "private"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.root / "artifacts"
-
-    @property
-    def raw_dir(self) -> Path:
-        return self.root / "raw"
+        return self.layout.root
 
     @contextmanager
     def lock(self, run_id: str | None = None) -> Iterator[Path]:
@@ -88,29 +76,28 @@ class WorkspaceResource(dg.ConfigurableResource):
             # A workspace made here holds every real row: owner-only from the start. An existing
             # folder named as home keeps its mode (it may be shared on purpose).
             self.root.mkdir(parents=True, mode=0o700)
-        for d in (self.private_dir, self.artifacts_dir, self.raw_dir):
+        layout = self.layout
+        for d in (layout.private, layout.artifacts, layout.raw):
             d.mkdir(parents=True, exist_ok=True)
         # Real-derived data: owner-only permissions.
-        os.chmod(self.private_dir, 0o700)
-        owner_only(self.duckdb_path)
+        os.chmod(layout.private, 0o700)
+        owner_only(layout.duckdb)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
         import duckdb
 
         self.ensure()
-        con = duckdb.connect(str(self.duckdb_path), read_only=read_only)
-        owner_only(self.duckdb_path)  # DuckDB creates the file with the process umask (0644)
+        path = self.layout.duckdb
+        con = duckdb.connect(str(path), read_only=read_only)
+        owner_only(path)  # DuckDB creates the file with the process umask (0644)
         try:
             con.execute(f"set threads = {int(self.duckdb_threads)}")
             con.execute(f"set memory_limit = {sql_literal(self.duckdb_memory_limit)}")
             yield con
         finally:
             con.close()
-            owner_only(self.duckdb_path.with_name(self.duckdb_path.name + ".wal"))
-
-
-SIMULATED_HOSPITAL = "simulated hospital"
+            owner_only(path.with_name(path.name + ".wal"))
 
 
 class MimicSourceResource(dg.ConfigurableResource):
@@ -158,16 +145,19 @@ class MimicSourceResource(dg.ConfigurableResource):
 
     @property
     def data_source(self) -> str:
-        """The source as every output names it: "simulated hospital" or "MIMIC-III folder <folder
-        name>" (the name only: the full path may name a user's home)."""
+        """The source as every output names it (the same words as the datacard and the registry tags,
+        core/training_data.py): "synthetic hospital" or "MIMIC-III folder <folder name>" (the name
+        only: the full path may name a user's home)."""
+        from synehrgy_assets.core.training_data import MIMIC_FOLDER, SYNTHETIC_HOSPITAL
+
         if self.uses_synthetic_hospital:
-            return SIMULATED_HOSPITAL
+            return SYNTHETIC_HOSPITAL
         if self.mimic_dir.strip():
-            return f"MIMIC-III folder {Path(self.mimic_dir).expanduser().resolve().name}"
+            return f"{MIMIC_FOLDER} {Path(self.mimic_dir).expanduser().resolve().name}"
         return "none configured"
 
     def synthetic_dir(self, workspace: WorkspaceResource) -> Path:
-        return workspace.raw_dir / (
+        return workspace.layout.raw / (
             f"synthetic_hospital_n{self.synthetic_patients}_s{self.synthetic_seed}_{self.synthetic_header_case}"
         )
 
@@ -194,9 +184,10 @@ class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking + model registry (SQLite + local artifacts by default).
 
     MLflow stores absolute artifact locations. When the store is the workspace's own (the default
-    `sqlite:///<home>/mlflow.db` with `<home>/mlartifacts`) and the workspace was moved or copied,
-    `setup()` re-roots the stored locations to where the workspace is now (`reroot_artifacts`), so
-    runs, logged models and registered versions keep their artifacts.
+    `sqlite:///<home>/mlflow.db` with `<home>/mlartifacts`), `setup()` opens it with
+    `core/mlflow_store.open_workspace_store`, which points the stored locations at where the
+    workspace is now (moved or copied), so runs, logged models and registered versions keep their
+    artifacts.
     """
 
     tracking_uri: str = Field(default="", description="MLflow tracking and registry URI; empty = "
@@ -213,13 +204,18 @@ class MlflowResource(dg.ConfigurableResource):
     )
 
     @property
+    def layout(self) -> WorkspaceLayout:
+        return WorkspaceLayout.at(self.home)
+
+    @property
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
+        return self.tracking_uri or self.layout.mlflow_tracking_uri
 
     @property
     def resolved_artifact_root(self) -> str:
-        root = self.artifact_root or str(Path(self.home).resolve() / "mlartifacts")
-        return root if "://" in root else Path(root).as_uri()
+        if not self.artifact_root:
+            return self.layout.mlflow_artifacts.as_uri()
+        return self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
 
     @property
     def uses_workspace_store(self) -> bool:
@@ -236,17 +232,10 @@ class MlflowResource(dg.ConfigurableResource):
         """Point MLflow at our store and return the experiment id."""
         import mlflow
 
-        home = Path(self.home).resolve()
-        if not home.exists():
-            home.mkdir(parents=True, mode=0o700)
-        if not self.tracking_uri:
-            # The store holds run parameters, metrics and registry tags: owner-only, created so
-            # (SQLite takes an empty file as a new database), never 0644 for a moment.
-            store = home / "mlflow.db"
-            os.close(os.open(store, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(store, 0o600)
-        if not self.artifact_root and not self.tracking_uri:
-            (home / "mlartifacts").mkdir(mode=0o700, exist_ok=True)
+        from synehrgy_assets.core.mlflow_store import open_workspace_store
+
+        if not self.tracking_uri:  # the workspace's SQLite file; its artifacts too unless artifact_root is set
+            open_workspace_store(self.layout, create=True, own_artifacts=self.uses_workspace_store)
         point_mlflow_at(self.resolved_tracking_uri)
         exp = mlflow.get_experiment_by_name(self.experiment_name)
         if exp is None and self.uses_server_artifacts:
@@ -257,12 +246,6 @@ class MlflowResource(dg.ConfigurableResource):
             )
         else:
             exp_id = exp.experiment_id
-            if self.uses_workspace_store:
-                expected = f"{self.resolved_artifact_root}/{self.experiment_name}"
-                suffix = f"/{self.experiment_name}"
-                if exp.artifact_location != expected and exp.artifact_location.endswith("/mlartifacts" + suffix):
-                    reroot_artifacts(Path(self.home).resolve() / "mlflow.db",
-                                     exp.artifact_location[: -len(suffix)], self.resolved_artifact_root)
         mlflow.set_experiment(experiment_id=exp_id)
         return exp_id
 
@@ -316,41 +299,6 @@ class MlflowResource(dg.ConfigurableResource):
         self.setup()
         return mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri, registry_uri=self.resolved_tracking_uri)
 
-
-
-# MLflow's SQL store keeps absolute artifact locations in these columns (mlflow 3.17).
-_ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "storage_location"),
-    ("model_versions", "source"),
-)
-
-
-def reroot_artifacts(db_path: Path, old_root: str, new_root: str) -> int:
-    """Rewrite every stored artifact location under `old_root` to the same place under `new_root`
-    in one transaction (the workspace moved); returns the rows changed."""
-    import sqlite3
-
-    old_root, new_root = old_root.rstrip("/"), new_root.rstrip("/")
-    changed = 0
-    con = sqlite3.connect(str(db_path))
-    try:
-        with con:  # one transaction: all locations move, or none
-            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
-            for table, column in _ARTIFACT_COLUMNS:
-                if table not in tables:
-                    continue
-                cur = con.execute(
-                    f'update "{table}" set "{column}" = ? || substr("{column}", ?) '
-                    f'where "{column}" = ? or substr("{column}", 1, ?) = ?',
-                    (new_root, len(old_root) + 1, old_root, len(old_root) + 1, old_root + "/"),
-                )
-                changed += cur.rowcount
-    finally:
-        con.close()
-    return changed
 
 
 _ORPHANS_CLEANED: set[tuple[str, str]] = set()

@@ -97,8 +97,8 @@ def _keep_mlflow_environment():
 # `released_workspace`): one xdist work unit, so it is built once. Checked at collection.
 SHARED_WORKSPACE_MODULES = frozenset({
     "test_cli_generate.py", "test_definitions.py", "test_end_to_end.py", "test_exports.py", "test_gate_metadata.py",
-    "test_meds_clients.py", "test_mlflow_hygiene.py", "test_partitions.py", "test_progress.py",
-    "test_training_budget.py", "test_ui_browser.py",
+    "test_meds_clients.py", "test_mlflow_hygiene.py", "test_partitions.py", "test_progress.py", "test_registry.py",
+    "test_training_budget.py", "test_ui_browser.py", "test_workspace_moves.py",
 })
 
 

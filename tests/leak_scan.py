@@ -230,6 +230,11 @@ def real_samples(warehouse: Path, train_only: bool = True) -> dict:
         after = hours("dischtime", "outtime")
         out["icu_to_discharge_hours_survived"] = RealSample(after[~died], visits.loc[~died, "subject_id"])
         out["icu_to_discharge_hours_died"] = RealSample(after[died], visits.loc[died, "subject_id"])
+    last = meas.groupby("icustay_id")["hours"].max().rename("last_row")
+    ends = visits.set_index("icustay_id")[["subject_id", "los_hours"]].join(last, how="inner").dropna()
+    out["last_row_hours"] = RealSample(ends["last_row"].clip(lower=0), ends["subject_id"])
+    out["last_row_to_outtime_hours"] = RealSample((ends["los_hours"] - ends["last_row"]).clip(lower=0),
+                                                  ends["subject_id"])
     rows = meas[meas["value"].notna() | meas["value_text"].notna()][["subject_id", "icustay_id", "hours"]]
     rows = rows.drop_duplicates().sort_values(["icustay_id", "hours"])
     prev = rows.groupby("icustay_id")["hours"].shift(1).fillna(0.0)

@@ -224,9 +224,12 @@ def test_overwrite_replaces_an_earlier_generation(released_workspace, parquet_ru
 
 
 def test_an_unknown_job_lists_the_jobs(tmp_path, capsys, monkeypatch):
-    for variable in ("DAGSTER_HOME", "SYNEHRGY_HOME", "PATH"):  # materialize exports them: restored after
-        monkeypatch.setenv(variable, os.environ.get(variable, ""))
-    monkeypatch.delenv("DAGSTER_HOME")
-    assert main(["materialize", "--job", "nosuch", "--home", str(tmp_path / "home")]) == 2
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))  # materialize puts the venv's bin first: restored after
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    before = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "SYNEHRGY_HOME", "MIMIC_DIR", "SYNEHRGY_SYNTHETIC_PATIENTS")}
+    assert main(["materialize", "--job", "nosuch", "--home", str(tmp_path / "home"), "--mimic-dir", str(tmp_path),
+                 "--patients", "7"]) == 2
     err = capsys.readouterr().err
     assert "no job 'nosuch'; jobs: " in err and "synehrgy_end_to_end" in err and "Traceback" not in err
+    # the options went to the resources as arguments, not through the environment
+    assert {k: os.environ.get(k) for k in before} == before

@@ -117,7 +117,10 @@ def test_the_vocabulary_learns_where_each_variable_is_charted(vocab):
     assert vocab.variable_databases["heart_rate"] == ["carevue", "metavision"]
     kinds = {r["kind"] for r in vocab.relations}
     assert kinds == {"less_than", "sum_of"}
-    assert all(vocab.stay_offsets[k] is None for k in vocab.stay_offsets)  # the test cohort has no times
+    # the test cohort has no admission times; where a stay ends after its last row is learned
+    assert all(vocab.stay_offsets[k] is None for k in ("admit_to_icu_hours", "icu_to_discharge_hours_survived",
+                                                       "icu_to_discharge_hours_died"))
+    assert vocab.stay_offsets["last_row_hours"] and vocab.stay_offsets["last_row_to_outtime_hours"]
 
 
 def test_sampled_patients_keep_every_rule(vocab):
@@ -131,6 +134,38 @@ def test_without_the_rules_random_walks_break_them(vocab):
     for name in ("gender changes", "ethnicity changes", "visit after death",
                  "variable outside its ICU database"):
         assert breaks[name] > 0, (name, breaks)
+
+
+def _stay_clocks(vocab, seqs) -> np.ndarray:
+    """Each sampled stay's clock at its end (the model's hours: DT bin midpoints summed)."""
+    types = np.asarray(vocab.token_types)
+    clocks = []
+    for seq in seqs:
+        clock = None
+        for tok in seq:
+            if types[tok] == T.AGE:
+                if clock is not None:
+                    clocks.append(clock)
+                clock = 0.0
+            elif clock is not None:
+                clock += float(vocab.dt_hours[tok])
+        if clock is not None:
+            clocks.append(clock)
+    return np.asarray(clocks)
+
+
+def test_no_stay_runs_past_the_longest_real_one(vocab):
+    from synehrgy_assets.core.tokens.consistency import PatientConsistency
+
+    rules = PatientConsistency(vocab, np.asarray)
+    shortest = float(np.min(np.asarray(vocab.dt_hours)[rules.dt]))
+    assert np.isfinite(rules.max_stay_hours) and rules.max_stay_hours >= rules.min_stay_hours
+    over = {}
+    for consistency in (True, False):
+        constraint = GrammarConstraint(vocab, max_visits=6, consistency=consistency)
+        seqs = _walk(constraint, 32, 700, np.random.default_rng(5))
+        over[consistency] = int((_stay_clocks(vocab, seqs) > rules.max_stay_hours + shortest + 1e-9).sum())
+    assert over[True] == 0 and over[False] > 0, over
 
 
 def _row_state(vocab, constraint, values):
@@ -207,6 +242,27 @@ def test_decoding_draws_row_values_that_agree(vocab):
     joint = sample_row_values(vocab, tok, row, free, rng)
     assert crossed > 0.01
     assert (joint[1::2] - joint[0::2] >= 2 - 1e-9).all()
+
+
+def test_a_partner_drawn_at_its_edge_leaves_one_value_and_it_is_taken(vocab):
+    """mean is drawn first, up to the edge the systolic bin leaves it; the systolic value then has
+    exactly one feasible value (its bin's upper edge), which must be taken, not the free draw."""
+    import copy
+
+    from synehrgy_assets.core.tokens.relations import less_than_pairs, sample_row_values
+
+    v = copy.deepcopy(vocab)
+    mean_j, sys_j = (v.variable_names.index(n) for n in ("mean_blood_pressure", "systolic_blood_pressure"))
+    margin = next(m for a, b, m in less_than_pairs(v) if (a, b) == (mean_j, sys_j))
+    mean_tok, sys_tok = int(v.value_base[mean_j]) + 2, int(v.value_base[sys_j])
+    v.bin_high[sys_tok] = v.bin_low[mean_tok] + margin + 0.01
+    n_rows = 50
+    tok = np.tile([mean_tok, sys_tok], n_rows)
+    row = np.repeat(np.arange(n_rows), 2)
+    free = np.tile([v.bin_high[mean_tok], v.bin_low[sys_tok]], n_rows)  # crossed on purpose
+    joint = sample_row_values(v, tok, row, free, np.random.default_rng(0))
+    assert (joint[1::2] - joint[0::2] >= margin - 1e-9).all()
+    assert (joint[1::2] <= v.bin_high[sys_tok] + 1e-9).all()
 
 
 def test_nothing_follows_an_in_hospital_death(vocab):

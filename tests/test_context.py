@@ -156,7 +156,7 @@ def _write_summary(home, **train):
     base = {"header_in_context_share": 1.0, "history_in_context_share": 1.0,
             "windows_rejected_by_grammar": 0, "windows": 10}
     payload = {"n_ctx": 64, "vocabulary_version": "x", "splits": {"train": {**base, **train}}}
-    path = token_assets.tokens_dir(ws) / "summary.json"
+    path = ws.layout.token_summary
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload))
     return ws

@@ -307,14 +307,14 @@ def test_the_simulated_hospital_is_named_where_it_is_used(tmp_path):
     from synehrgy_assets.resources import MimicSourceResource
 
     source = MimicSourceResource(synthetic_hospital=True, synthetic_patients=30)
-    assert source.uses_synthetic_hospital and source.data_source == "simulated hospital"
+    assert source.uses_synthetic_hospital and source.data_source == "synthetic hospital"
     with dg.instance_for_test() as instance:
         result = _raw_only(source, tmp_path / "home", instance)
         assert result.success
         meta = result.asset_materializations_for_node("mimic_raw_files")[0].metadata
-        assert meta["data_source"].value == "simulated hospital" and meta["simulated_patients"].value == 30
+        assert meta["data_source"].value == "synthetic hospital" and meta["simulated_patients"].value == 30
         messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert any(m.startswith("Raw data source: the simulated hospital") for m in messages), messages
+    assert any(m.startswith("Raw data source: the synthetic hospital (asked for") for m in messages), messages
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -138,7 +138,7 @@ def test_whole_graph_on_the_synthetic_hospital(released_workspace, tmp_path):
     graph = released_workspace
     mats = assert_whole_graph(graph.result, graph.home, graph.defs)
     home, defs, instance = copy_workspace(graph, tmp_path / "ws")
-    assert mats["mimic_raw/patients"]["data_source"] == "simulated hospital"
+    assert mats["mimic_raw/patients"]["data_source"] == "synthetic hospital"
     assert mats["mimic_raw/patients"]["simulated_patients"] == 150
     assert mats["patient_split"]["patients/train"] > mats["patient_split"]["patients/test"] > 0
     assert mats["visits"]["dagster/row_count"] > 150

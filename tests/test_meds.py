@@ -339,7 +339,7 @@ def test_asset_materializes_into_private_folder(tmp_path):
 
     workspace = WorkspaceResource(home=str(tmp_path / "home"))
     workspace.ensure()
-    build_marts(workspace.duckdb_path)
+    build_marts(workspace.layout.duckdb)
     result = dg.materialize(
         [meds_export], resources={"workspace": workspace},
         run_config={"ops": {"meds_export": {"config": {"shard_rows": 10}}}},
@@ -347,7 +347,7 @@ def test_asset_materializes_into_private_folder(tmp_path):
     assert result.success
     (mat,) = result.asset_materializations_for_node("meds_export")
     meta = {k: v.value for k, v in mat.metadata.items()}
-    out = workspace.private_dir / "meds"
+    out = workspace.layout.private / "meds"
     shards, data = read_data(out)
     assert meta["path"] == str(out)
     assert meta["events"] == data.num_rows and meta["shards"] == len(shards) > 1 and meta["subjects"] == 4

@@ -131,7 +131,7 @@ def test_a_moved_workspace_keeps_its_artifacts(graph, tmp_path):
 
 def test_reroot_changes_only_locations_under_the_old_root(tmp_path):
     """A location that merely shares a prefix with the old root is left alone."""
-    from synehrgy_assets.resources import reroot_artifacts
+    from synehrgy_assets.core.mlflow_store import reroot_artifacts
 
     db = tmp_path / "mlflow.db"
     con = sqlite3.connect(str(db))

@@ -303,23 +303,21 @@ def test_the_evaluation_asset_loads_every_token_sequence_and_the_real_sampling_f
     import duckdb
 
     from synehrgy_assets.defs.evaluation import privacy_inputs
-    from synehrgy_assets.defs.synthesis import synthetic_dir
-    from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
     from synehrgy_assets.resources import WorkspaceResource
 
     vocab, seqs, _ = world
     workspace = WorkspaceResource(home=str(tmp_path))
     workspace.ensure()
-    con = duckdb.connect(str(workspace.duckdb_path))
+    con = duckdb.connect(str(workspace.layout.duckdb))
     con.execute("create schema synehrgy")
     con.execute("create table synehrgy.patient_split as select * from (values (1, 'train'), (2, 'train'), "
                 "(3, 'train'), (4, 'val'), (5, 'test')) t(subject_id, split)")
     con.close()
-    vocabulary_path(workspace).parent.mkdir(parents=True)
-    vocab.to_json(vocabulary_path(workspace))
-    seqs["train"].save(tokens_dir(workspace) / "train")
-    seqs["test"].save(tokens_dir(workspace) / "test")
-    out = synthetic_dir(workspace) / "sequences"
+    workspace.layout.vocabulary.parent.mkdir(parents=True)
+    vocab.to_json(workspace.layout.vocabulary)
+    seqs["train"].save(workspace.layout.tokens / "train")
+    seqs["test"].save(workspace.layout.tokens / "test")
+    out = workspace.layout.synthetic_sequences
     out.mkdir(parents=True)
     np.save(out / "tokens.npy", np.asarray(seqs["heldout"].tokens))
     np.save(out / "offsets.npy", np.asarray(seqs["heldout"].offsets))
@@ -331,7 +329,7 @@ def test_the_evaluation_asset_loads_every_token_sequence_and_the_real_sampling_f
     assert m["visit_sequence_copy_fraction"] == 0.0 and m["ngram_shared_fraction_test"] == 0.0
     streams, error, _ = privacy_inputs(workspace, {"vocabulary_version": "another"})
     assert streams is None and "different vocabularies" in error
-    (tokens_dir(workspace) / "test" / "sequences.json").unlink()
+    (workspace.layout.tokens / "test" / "sequences.json").unlink()
     streams, error, _ = privacy_inputs(workspace, provenance)
     assert streams is None and "unavailable" in error
     assert json.dumps(error)  # a plain message for report.errors

@@ -438,11 +438,11 @@ def test_grammar_restart_and_take_rows(vocab):
 
 
 def test_forced_closure_rate_check_fails_on_a_high_rate_and_passes_on_a_low_one(tmp_path):
-    from synehrgy_assets.defs.synthesis import MAX_FORCED_CLOSURE_RATE, forced_closure_rate, synthetic_dir
+    from synehrgy_assets.defs.synthesis import MAX_FORCED_CLOSURE_RATE, forced_closure_rate
     from synehrgy_assets.resources import WorkspaceResource
 
     workspace = WorkspaceResource(home=str(tmp_path))
-    folder = synthetic_dir(workspace) / "sequences"
+    folder = workspace.layout.synthetic_sequences
     folder.mkdir(parents=True)
 
     def check(provenance: dict):

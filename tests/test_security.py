@@ -24,11 +24,11 @@ def test_a_quote_in_the_home_path_is_a_path_not_sql(tmp_path):
     home = tmp_path / "o'brien's home'; drop table main.visits; --"
     workspace = WorkspaceResource(home=str(home))
     workspace.ensure()
-    build_marts(workspace.duckdb_path)
+    build_marts(workspace.layout.duckdb)
     result = dg.materialize([meds_export], resources={"workspace": workspace},
                             run_config={"ops": {"meds_export": {"config": {"shard_rows": 10}}}})
     assert result.success
-    with duckdb.connect(str(workspace.duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(workspace.layout.duckdb), read_only=True) as con:
         assert con.execute("select count(*) from main.visits").fetchall()[0][0] > 0
     assert sql_literal("a'b") == "'a''b'"
     with workspace.connect(read_only=True) as con:
@@ -41,8 +41,8 @@ def test_the_workspace_files_holding_real_rows_are_owner_only(tmp_path):
     with workspace.connect() as con:
         con.execute("create table t as select 1 as x")
     assert _mode(home) == 0o700
-    assert _mode(workspace.private_dir) == 0o700
-    assert _mode(workspace.duckdb_path) == 0o600
+    assert _mode(workspace.layout.private) == 0o700
+    assert _mode(workspace.layout.duckdb) == 0o600
 
     ml = MlflowResource(home=str(home))
     ml.setup()
@@ -50,10 +50,10 @@ def test_the_workspace_files_holding_real_rows_are_owner_only(tmp_path):
     assert _mode(home / "mlflow.db") == 0o600
     assert _mode(home / "mlartifacts") == 0o700
 
-    tokens = workspace.private_dir / "tokens" / "train" / "windows"
+    tokens = workspace.layout.private / "tokens" / "train" / "windows"
     tokens.mkdir(parents=True)
     (tokens / "tokens.npy").write_bytes(b"x")
-    owner_only_tree(workspace.private_dir / "tokens")
+    owner_only_tree(workspace.layout.private / "tokens")
     assert _mode(tokens) == 0o700 and _mode(tokens / "tokens.npy") == 0o600
 
 

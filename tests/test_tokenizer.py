@@ -643,7 +643,10 @@ def test_round_trip(vocab, cohort, seed):
                     assert lo <= value <= hi
                     assert spec.valid_low <= value <= spec.valid_high
         if expected_rows:
-            assert d.los_hours == pytest.approx(got_rows[-1][0])
+            # a stay ends after its last row (a drawn tail), within the real LOS range unless its
+            # rows already run past it
+            last_row = got_rows[-1][0]
+            assert last_row <= d.los_hours <= max(last_row, vocab.los_quantiles[-1])
 
 
 def test_decode_sampling_follows_within_bin_distribution(vocab, train):
@@ -933,3 +936,52 @@ def test_duplicate_values_keep_the_median_bin(vocab, train):
     dup, median_only = with_values(values[::-1]), with_values([values[1]])
     assert dup.stats["n_duplicate_values"] == 2
     np.testing.assert_array_equal(dup.tokens, median_only.tokens)
+
+
+def _constant_stays(end_of_stay_known: bool = True):
+    """One stay per patient, every stay exactly 48 h, rows only inside the window (the shape of a
+    PhysioNet-style extract)."""
+    cohort = synthetic_cohort(80, seed=3, max_visits=1)
+    visits = cohort.visits.assign(los_hours=48.0)
+    meas = cohort.measurements
+    meas = meas[(meas["hours"] >= 0) & (meas["hours"] < 48)].reset_index(drop=True)
+    constant = StagedCohort(visits, cohort.visit_codes, cohort.visit_phenotypes, meas)
+    vocab = TokenVocabulary.fit(constant)
+    if not end_of_stay_known:  # a vocabulary from before the stay-end quantiles
+        vocab.stay_offsets["last_row_to_outtime_hours"] = vocab.stay_offsets["last_row_hours"] = None
+    return constant, vocab
+
+
+def test_constant_stays_decode_to_their_length_and_may_close_before_it():
+    from synehrgy_assets.core.tokens.consistency import PatientConsistency
+
+    constant, vocab = _constant_stays()
+    assert set(vocab.los_quantiles) == {48.0}
+    last_rows = vocab.stay_offsets["last_row_hours"]
+    assert last_rows is not None and max(last_rows) < 48.0
+    # the sampler lets a stay close at the real stays' last rows, not only once 48 h are charted
+    assert PatientConsistency(vocab, np.asarray).min_stay_hours == last_rows[0] < 48.0
+    decoded, report = decode(encode(constant, vocab), vocab, seed=1)
+    assert report.n_valid == constant.n_patients
+    last_row = decoded.measurements.groupby("icustay_id")["hours"].max()
+    los = decoded.visits.set_index("icustay_id")["los_hours"]
+    # 48 h, unless the drawn row times already ran past 48 h (never before its own last row)
+    np.testing.assert_array_equal(los, np.maximum(48.0, last_row.reindex(los.index).fillna(0.0)))
+    assert (los == 48.0).mean() > 0.95
+    # without the stay-end quantiles a stay ends at its last row, never at 48 h: what the test catches
+    _, old = _constant_stays(end_of_stay_known=False)
+    decoded_old, _ = decode(encode(constant, old), old, seed=1)
+    assert (decoded_old.visits["los_hours"] < 48.0).mean() > 0.5
+    assert PatientConsistency(old, np.asarray).min_stay_hours == 48.0
+
+
+def test_stay_length_is_the_identity_on_a_continuous_los_and_never_before_the_last_row():
+    from synehrgy_assets.core.tokens.stay_end import stay_length
+
+    los = list(np.linspace(10.0, 100.0, 9))
+    last = np.array([20.0, 47.2, 5.0, 120.0])
+    out = stay_length(last, np.array([1.0, 0.3, 0.5, 2.0]), los)
+    np.testing.assert_allclose(out[:2], [21.0, 47.5])
+    assert out[2] == 10.0          # below every real LOS: the shortest real one
+    assert out[3] == 120.0         # past every real LOS: never before its own last row
+    np.testing.assert_array_equal(stay_length(last, np.zeros(4), None), last)

@@ -37,9 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from synehrgy_assets.core.workspace_layout import STAGING_BUILDS as BUILDS_DIR
+from synehrgy_assets.core.workspace_layout import STAGING_STATE as STATE_FILE
+from synehrgy_assets.core.workspace_layout import STAGING_STATE_LOCK as STATE_LOCK
+
 MARKER_TABLE = "main.staging_build"
 MARTS = ("visits", "visit_codes", "visit_phenotypes", "measurements", "cohort", "staging_audit")
-BUILDS_DIR = "staging_builds"
 
 
 class StagingBuildError(RuntimeError):
@@ -205,9 +208,6 @@ def read_marker(con, require_complete: bool = True) -> BuildInfo:
 # ---------------------------------------------------------------------------------------------
 # Publication: a green dbt build waits in its folder until its blocking checks have judged it
 # ---------------------------------------------------------------------------------------------
-
-STATE_FILE = "staging_state.json"
-STATE_LOCK = ".staging_state.lock"
 
 
 @contextmanager

@@ -291,7 +291,9 @@ def staging_loss_summary(
 
     from synehrgy_assets.core.staging_build import StagingBuildError, read_marker, read_state, refusal
 
-    db = Path(home) / "warehouse.duckdb"
+    from synehrgy_assets.core.workspace_layout import WorkspaceLayout
+
+    db = WorkspaceLayout(home).duckdb
     state = read_state(Path(home))
     if run_failed and state and state.get("status") == "failed" and state.get("build_id") is None:
         return []  # the raw files were refused in this run: its own error names them

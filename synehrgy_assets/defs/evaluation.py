@@ -4,14 +4,13 @@
 import json
 import shutil
 import time
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from synehrgy_assets.defs._metadata import gate_figures, md_escape, md_table, png_markdown
 from synehrgy_assets.defs.gates import ReleaseGateResource, write_verdict
-from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
+from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort
 from synehrgy_assets.defs.tokens import (
     REAL_MART_DEPS,
     SPLITS,
@@ -19,8 +18,6 @@ from synehrgy_assets.defs.tokens import (
     patient_split,
     split_subject_ids,
     token_sequences,
-    tokens_dir,
-    vocabulary_path,
 )
 from synehrgy_assets.resources import MimicSourceResource, MlflowResource, WorkspaceResource, write_json
 
@@ -28,10 +25,6 @@ from synehrgy_assets.resources import MimicSourceResource, MlflowResource, Works
 class EvaluationConfig(dg.Config):
     max_patients: int = Field(default=5000, description="Cap per set (seeded sample) to bound the cost.")
     seed: int = Field(default=0, description="Seed of the patient samples, the utility models and the attacks.")
-
-
-def evaluation_dir(workspace: WorkspaceResource) -> Path:
-    return workspace.artifacts_dir / "evaluation"
 
 
 def privacy_inputs(workspace: WorkspaceResource, provenance: dict):
@@ -49,9 +42,9 @@ def privacy_inputs(workspace: WorkspaceResource, provenance: dict):
         counts = {split: len(split_subject_ids(con, split)) for split in SPLITS}
     member_share = counts["train"] / max(sum(counts.values()), 1)
     try:
-        vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
-        real = {split: TokenSequences.load(tokens_dir(workspace) / split) for split in ("train", "test")}
-        seq_dir = synthetic_dir(workspace) / "sequences"
+        vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
+        real = {split: TokenSequences.load(workspace.layout.tokens / split) for split in ("train", "test")}
+        seq_dir = workspace.layout.synthetic_sequences
         synthetic = TokenSequences(np.load(seq_dir / "tokens.npy", mmap_mode="r"),
                                    np.load(seq_dir / "offsets.npy"), np.zeros(0, np.int64), np.zeros(0, np.int64),
                                    vocab_version=str(provenance.get("vocabulary_version")))
@@ -95,7 +88,7 @@ def evaluation(
     real_train = load_split(workspace, "train", config.max_patients, config.seed)
     real_test = load_split(workspace, "test", config.max_patients, config.seed)
     synthetic = load_synthetic_cohort(workspace)
-    provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
+    provenance = json.loads((workspace.layout.synthetic_cohort / "provenance.json").read_text())
     streams, streams_error, member_share = privacy_inputs(workspace, provenance)
     report = evaluate(real_train, real_test, synthetic, seed=config.seed,  # variables: the dbt seed
                       tokens=streams, member_share=member_share)
@@ -152,7 +145,7 @@ def evaluation(
     rules_md = (patient_rules.markdown_table(patient_rules.rule_table(rule_counts, thresholds))
                 if rule_counts is not None else f"not measured: {report.errors.get('patient_rules', '')}")
 
-    out = evaluation_dir(workspace)
+    out = workspace.layout.evaluation
     tmp = out.with_name("evaluation.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
@@ -162,10 +155,10 @@ def evaluation(
     if rule_counts is not None:  # exact counts stay private; the shares that may leave go beside the report
         report.tables["patient_rules"] = patient_rules.publishable_table(
             patient_rules.rule_table(rule_counts, thresholds))
-        private_rule_counts_path(workspace).parent.mkdir(parents=True, exist_ok=True)
-        rule_counts.to_csv(private_rule_counts_path(workspace), index=False)
+        workspace.layout.private_rule_counts.parent.mkdir(parents=True, exist_ok=True)
+        rule_counts.to_csv(workspace.layout.private_rule_counts, index=False)
     else:
-        private_rule_counts_path(workspace).unlink(missing_ok=True)
+        workspace.layout.private_rule_counts.unlink(missing_ok=True)
     for name, table in report.tables.items():
         table.to_csv(tmp / f"{name}.csv", index=False)
     (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets,
@@ -173,7 +166,7 @@ def evaluation(
     evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
                  "cohort_id": provenance.get("cohort_id")}
     write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
-    write_json(private_metrics_path(workspace), {"metrics": report.metrics, "held_back": held, **evaluated})
+    write_json(workspace.layout.private_metrics, {"metrics": report.metrics, "held_back": held, **evaluated})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
@@ -249,17 +242,6 @@ def full_report(public: dict, held: dict, tables: dict, errors: dict, gates_md: 
     return "\n".join(lines) + "\n"
 
 
-def private_metrics_path(workspace: WorkspaceResource) -> Path:
-    """Every metric, small cells included: what the gates judge. Never logged."""
-    return workspace.private_dir / "evaluation" / "metrics.json"
-
-
-def private_rule_counts_path(workspace: WorkspaceResource) -> Path:
-    """Patients breaking each patient rule, synthetic and real test (exact counts): what
-    `patient_rules_gate` judges. Never logged."""
-    return workspace.private_dir / "evaluation" / "patient_rule_counts.csv"
-
-
 def patient_rule_counts(context, workspace: WorkspaceResource, mimic_source: MimicSourceResource, errors: dict):
     """The patient rules (core/patient_rules.py) on the synthetic cohort's MIMIC-III tables and on the
     raw tables of the real test patients (the dbt staging views), as one `both_sides` table; None
@@ -269,7 +251,7 @@ def patient_rule_counts(context, workspace: WorkspaceResource, mimic_source: Mim
     from synehrgy_assets.core import patient_rules
 
     started = time.perf_counter()
-    mimic_dir = synthetic_dir(workspace) / "cohort" / "mimic"
+    mimic_dir = workspace.layout.synthetic_cohort / "mimic"
     try:
         synthetic = {t: pd.read_parquet(mimic_dir / f"{t}.parquet") for t in patient_rules.REQUIRED_COLUMNS}
         try:
@@ -290,7 +272,7 @@ def patient_rule_counts(context, workspace: WorkspaceResource, mimic_source: Mim
 
 
 def _evaluated(workspace: WorkspaceResource) -> dict:
-    return json.loads(private_metrics_path(workspace).read_text())
+    return json.loads(workspace.layout.private_metrics.read_text())
 
 
 def _gate(gate):
@@ -309,7 +291,7 @@ def _gate(gate):
         evaluated = _evaluated(workspace)
         cohort_id = evaluated.get("cohort_id")
         verdict, table = judge(gate, workspace, evaluated, release_gate)
-        current = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text()).get("cohort_id")
+        current = json.loads((workspace.layout.synthetic_cohort / "provenance.json").read_text()).get("cohort_id")
         if current != cohort_id:  # the cohort was regenerated after it was evaluated
             verdict.passed = False
             verdict.reason = f"stale: evaluation judged cohort {cohort_id}, the workspace holds {current}"
@@ -339,12 +321,12 @@ def judge(gate, workspace: WorkspaceResource, evaluated: dict, release_gate: Rel
     metrics = evaluated["metrics"]
     if gate is patient_rules_gate:
         if tables is None:
-            path = private_rule_counts_path(workspace)
+            path = workspace.layout.private_rule_counts
             tables = {"patient_rule_counts": pd.read_csv(path) if path.exists() else None}
         verdict = gate(metrics, release_gate.thresholds(), tables.get("patient_rule_counts"))
     elif gate is marginal_gate:
         if tables is None:
-            out = evaluation_dir(workspace)
+            out = workspace.layout.evaluation
             tables = {n: pd.read_csv(out / f"{n}.csv") for n in ("fidelity_marginals", "fidelity_baseline_marginals")}
         verdict = gate(metrics, release_gate.thresholds(), tables["fidelity_marginals"],
                        tables["fidelity_baseline_marginals"])

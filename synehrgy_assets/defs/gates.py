@@ -46,10 +46,6 @@ ReleaseGateResource = create_model(
 ReleaseGateResource.__doc__ = _ReleaseGates.__doc__
 
 
-def gates_dir(workspace: WorkspaceResource) -> Path:
-    return workspace.artifacts_dir / "gates"
-
-
 def cohort_fingerprint(cohort_dir: Path) -> str:
     """sha256 (16 hex digits) over the cohort's Parquet files, names included, in a fixed order."""
     digest = hashlib.sha256()
@@ -66,8 +62,8 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
 
 def write_verdict(workspace: WorkspaceResource, check: str, cohort_id: str | None, passed: bool,
                   detail: dict) -> None:
-    gates_dir(workspace).mkdir(parents=True, exist_ok=True)
-    write_json(gates_dir(workspace) / f"{check}.json",
+    workspace.layout.gates.mkdir(parents=True, exist_ok=True)
+    write_json(workspace.layout.gates / f"{check}.json",
                {"check": check, "cohort_id": cohort_id, "passed": bool(passed), **_finite(detail)})
 
 
@@ -76,7 +72,7 @@ def read_verdicts(workspace: WorkspaceResource, checks: list[str], cohort_id: st
     check recorded them); only a PASSED verdict on `cohort_id` passes."""
     out = {}
     for check in checks:
-        path = gates_dir(workspace) / f"{check}.json"
+        path = workspace.layout.gates / f"{check}.json"
         if not path.exists():
             out[check] = {"status": NOT_RUN, "passed": False, "reason": "never run in this workspace"}
             continue

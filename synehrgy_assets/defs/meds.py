@@ -1,7 +1,6 @@
 """The staged real cohort as a MEDS 0.4 dataset (docs/meds.md), in the private folder."""
 
 
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -18,11 +17,6 @@ class MedsExportConfig(dg.Config):
     )
 
 
-def meds_dir(workspace: WorkspaceResource) -> Path:
-    """Real patient events: private, never logged or released."""
-    return workspace.private_dir / "meds"
-
-
 @dg.asset(
     group_name="staging",
     deps=[patient_split, *(mart_key(m) for m in ("visits", "visit_codes", "visit_phenotypes", "measurements"))],
@@ -37,10 +31,10 @@ def meds_export(
 ) -> dg.MaterializeResult:
     from synehrgy_assets.core.meds import export_meds
 
-    out = meds_dir(workspace)
+    out = workspace.layout.meds
     # Read-only: other assets may read the warehouse meanwhile. The sort may spill: keep it in the workspace.
     with workspace.connect(read_only=True) as con:
-        con.execute(f"set temp_directory = {sql_literal(workspace.root / 'duckdb_tmp')}")
+        con.execute(f"set temp_directory = {sql_literal(workspace.layout.duckdb_tmp)}")
         summary = export_meds(con, out, shard_rows=config.shard_rows)
     context.log.info(
         f"MEDS export {summary.dataset_version}: {summary.events:,} events, {summary.subjects:,} subjects, "
@@ -75,7 +69,7 @@ def meds_export(
 def meds_export_readable(workspace: WorkspaceResource) -> dg.AssetCheckResult:
     from synehrgy_assets.core.meds_checks import check_meds_dir
 
-    check = check_meds_dir(meds_dir(workspace))
+    check = check_meds_dir(workspace.layout.meds)
     return dg.AssetCheckResult(
         passed=check.passed,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -51,7 +51,7 @@ def mimic_raw_files(
             header_case=mimic_source.synthetic_header_case,
         )
         context.log.warning(
-            f"Raw data source: the {data_source} (--synthetic-hospital), simulated patients, not real ones: "
+            f"Raw data source: the {data_source} (asked for: --synthetic-hospital), simulated patients, not real ones: "
             f"writing {config} to {out_dir}")
         # generate_hospital writes into a private temp dir and moves files in only on success.
         summary = generate_hospital(out_dir, config, progress=context.log.info)

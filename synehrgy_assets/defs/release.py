@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from synehrgy_assets.core.datacard import release_datacard
-from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks, evaluation_dir
+from synehrgy_assets.core.datacard import champion_line, cohort_coverage, pull_instructions, release_datacard
+from synehrgy_assets.defs.evaluation import evaluation, evaluation_checks
 from synehrgy_assets.defs.gates import NOT_RUN, STALE, cohort_fingerprint, read_verdicts
-from synehrgy_assets.defs.synthesis import synthetic_cohort, synthetic_dir
+from synehrgy_assets.defs.synthesis import synthetic_cohort
 from synehrgy_assets.defs.training import CHAMPION_ALIAS
 from synehrgy_assets.defs.validation import gx_checks
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
@@ -60,15 +60,18 @@ def synthetic_release(
     context: dg.AssetExecutionContext, workspace: WorkspaceResource, mlflow_tracking: MlflowResource
 ) -> dg.MaterializeResult:
     import mlflow
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    from synehrgy_assets.mlflow_models import RELEASE_MODEL_CODE
+    from synehrgy_assets.mlflow_models import (
+        RELEASE_INPUT_EXAMPLE, RELEASE_MODEL_CODE, input_example, release_signature, training_dataset,
+    )  # fmt: skip
 
-    cohort_dir = synthetic_dir(workspace) / "cohort"
+    cohort_dir = workspace.layout.synthetic_cohort
     cohort_id, status = gate_status(workspace, cohort_dir)
     passed = all(s["passed"] for s in status.values())
     provenance = json.loads((cohort_dir / "provenance.json").read_text())
-    evaluated = json.loads((evaluation_dir(workspace) / "metrics.json").read_text())
+    evaluated = json.loads((workspace.layout.evaluation / "metrics.json").read_text())
     metrics = evaluated["metrics"]
     if evaluated.get("cohort_id") != cohort_id:
         raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
@@ -80,13 +83,14 @@ def synthetic_release(
         tables.mkdir()
         # Only synthetic tables travel: the MIMIC-shaped ones and the marts-shaped ones.
         for sub in ("mimic", "marts"):
-            for f in (synthetic_dir(workspace) / "cohort" / sub).glob("*.parquet"):
+            for f in (workspace.layout.synthetic_cohort / sub).glob("*.parquet"):
                 shutil.copy(f, tables / f.name)
         exports = release_exports(tables, Path(tmp), cohort_id)
         contents = {f"tables/{f.name}": pq.read_metadata(f).num_rows for f in sorted(tables.glob("*.parquet"))}
         contents.update({f"{name}/{file}": n for name, result in exports.items() for file, n in result.rows.items()})
         card_args = release_card_args(mlflow_tracking, provenance, status, passed, data_versions, cohort_id,
                                       n_visits=contents.get("tables/visits.parquet", "?"))
+        card_args["coverage"] = cohort_coverage(read_coverage_tables(tables), contents)
         card = Path(tmp) / "release_card.md"
         card.write_text(_release_card(provenance, metrics, status, passed))
         datacard = Path(tmp) / "datacard.md"
@@ -94,30 +98,31 @@ def synthetic_release(
         with mlflow_tracking.start_run(context, run_name="synthetic_release", tags={"synehrgy.stage": "release"}) as run:
             mlflow.log_artifact(str(card))
             mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
+            if card_args["training"] is not None:  # what the generator of these patients learned from
+                mlflow.log_input(training_dataset(card_args["training"]), context="generator_training")
+            example = input_example(RELEASE_INPUT_EXAMPLE)
             info = mlflow.pyfunc.log_model(
                 name="synthetic_cohort",
                 python_model=str(RELEASE_MODEL_CODE),
                 artifacts={"tables": str(tables), "mimic_csv": str(exports["mimic_csv"].out_dir),
                            "meds": str(exports["meds"].out_dir), "datacard": str(datacard)},
-                signature=release_signature(),
+                signature=release_signature(pd.read_parquet(tables / f"{example['table'].iloc[0]}.parquet")),
+                input_example=example,
                 registered_model_name=mlflow_tracking.release_name,
             )
     version = str(info.registered_model_version)
     client = mlflow_tracking.client()
-    describe_models(client, mlflow_tracking, version, card_args, contents)
     tags = {
         "validation_status": "passed" if passed else "failed",
+        "gates_passed": f"{sum(1 for s in status.values() if s['passed'])}/{len(status)}",
         "generator_model": mlflow_tracking.model_name,
         "generator_version": str(provenance["model_version"]),
         "vocabulary_version": provenance["vocabulary_version"],
         "dagster_run_id": context.run.run_id,
         "cohort_id": cohort_id,
     }
-    for k, v in tags.items():
-        client.set_model_version_tag(mlflow_tracking.release_name, version, k, v)
-    client.set_model_version_tag(
-        mlflow_tracking.model_name, str(provenance["model_version"]), "validation_status", tags["validation_status"]
-    )
+    tag_models(client, mlflow_tracking, version, str(provenance["model_version"]), tags, card_args["training"])
+    describe_models(client, mlflow_tracking, version, card_args, contents)
     if passed:
         client.set_registered_model_alias(mlflow_tracking.release_name, CHAMPION_ALIAS, version)
         client.set_registered_model_alias(mlflow_tracking.model_name, CHAMPION_ALIAS, str(provenance["model_version"]))
@@ -141,14 +146,49 @@ def synthetic_release(
             "released_files": dg.MetadataValue.md(
                 "| file | rows |\n|---|---:|\n" + "\n".join(f"| `{k}` | {v:,} |" for k, v in sorted(contents.items()))),
             "meds_dataset_version": exports["meds"].details["dataset_version"],
-            "consume": dg.MetadataValue.md(
-                "```python\nimport mlflow\n"
-                f"mlflow.set_tracking_uri('{mlflow_tracking.resolved_tracking_uri}')\n"
-                f"path = mlflow.artifacts.download_artifacts('models:/{mlflow_tracking.release_name}@{CHAMPION_ALIAS}')\n"
-                "```"
-            ),
+            "consume": dg.MetadataValue.md("\n".join(pull_instructions(
+                mlflow_tracking.resolved_tracking_uri, mlflow_tracking.release_name, str(version),
+                mlflow_tracking.model_name, str(provenance["model_version"]))[2:])),
         }
     )
+
+
+def read_coverage_tables(tables: Path) -> dict:
+    """The columns of the released tables that `cohort_coverage` counts (Parquet files the release lacks
+    are left out: counted as empty)."""
+    import pandas as pd
+
+    columns = {"visits": ["subject_id", "icu_database", "mortality_inhospital"],
+               "visit_codes": ["subject_id", "code_type", "icd9_code"], "visit_phenotypes": ["subject_id", "phenotype"],
+               "ICUSTAYS": ["subject_id", "first_careunit", "last_careunit"],
+               "CHARTEVENTS": ["subject_id", "itemid"], "LABEVENTS": ["subject_id", "itemid"]}
+    return {name: pd.read_parquet(tables / f"{name}.parquet", columns=cols)
+            for name, cols in columns.items() if (tables / f"{name}.parquet").exists()}
+
+
+def tag_models(client, mlflow_tracking: MlflowResource, version: str, gen_version: str, tags: dict,
+               training) -> None:
+    """The release version's tags (its verdict, what made it and its generator's training data), the
+    generator version's verdict, and both registered models' tags; the release's `champion` tag names
+    the version `@champion` points at once this release is judged, or says why none does."""
+    from synehrgy_assets.mlflow_models import registered_model_tags, synehrgy_version
+
+    release, generator = mlflow_tracking.release_name, mlflow_tracking.model_name
+    for k, v in {**(training.tags() if training else {}), **tags, "synehrgy_version": synehrgy_version()}.items():
+        client.set_model_version_tag(release, version, k, v)
+    for k in ("validation_status", "gates_passed"):
+        client.set_model_version_tag(generator, gen_version, k, tags[k])
+    champion = version if tags["validation_status"] == "passed" else champion_version(client, release)
+    for k, v in {**registered_model_tags("synthetic release", training),
+                 "champion": champion or "none: no release has passed every gate"}.items():
+        client.set_registered_model_tag(release, k, v)
+
+
+def champion_version(client, name: str) -> str | None:
+    try:
+        return (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
+    except Exception:  # noqa: BLE001 - a model without aliases
+        return None
 
 
 def staging_build(context: dg.AssetExecutionContext) -> dict[str, str]:
@@ -184,12 +224,16 @@ def release_exports(tables: Path, tmp: Path, cohort_id: str) -> dict:
 
 def release_card_args(mlflow_tracking: MlflowResource, provenance: dict, status: dict, passed: bool,
                       data_versions: dict, cohort_id: str, n_visits="?") -> dict:
+    from synehrgy_assets.core.training_data import TrainingData
+
     report = provenance.get("decode_report", {})
     gen_version = str(provenance["model_version"])
-    run_id = ""
+    run_id, training = "", None
     try:
-        run_id = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, gen_version).run_id or ""
-    except Exception:  # noqa: BLE001 - the card then says '?'
+        generator = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, gen_version)
+        run_id = generator.run_id or ""
+        training = TrainingData.from_tags(generator.tags or {})  # what the generator recorded when trained
+    except Exception:  # noqa: BLE001 - the card then says '?' and "not recorded"
         pass
     return {
         "release_name": mlflow_tracking.release_name,
@@ -204,6 +248,7 @@ def release_card_args(mlflow_tracking: MlflowResource, provenance: dict, status:
         "generator": {"name": mlflow_tracking.model_name, "version": gen_version, "mlflow_run_id": run_id,
                       "vocabulary_version": provenance.get("vocabulary_version")},
         "data_versions": data_versions,
+        "training": training,
     }
 
 
@@ -213,25 +258,23 @@ def describe_models(client, mlflow_tracking: MlflowResource, version: str, card_
     version, and the generator's registered model and the version that made this release."""
     from synehrgy_assets.core.datacard import generator_datacard, release_datacard
 
-    card = release_datacard(release_version=version, contents=contents, **card_args)
+    champion = version if card_args["passed"] else champion_version(client, mlflow_tracking.release_name)
+    statuses = {v.version: (v.tags or {}).get("validation_status", "untagged")
+                for v in client.search_model_versions(f"name = '{mlflow_tracking.release_name}'")}
+    card = release_datacard(release_version=version, contents=contents,
+                            champion=champion_line(mlflow_tracking.release_name, champion, statuses), **card_args)
     client.update_registered_model(mlflow_tracking.release_name, description=card)
     client.update_model_version(mlflow_tracking.release_name, version, description=card)
     gen = card_args["generator"]
     common = dict(generator_name=gen["name"], tracking_uri=card_args["tracking_uri"],
                   release_name=mlflow_tracking.release_name)
-    client.update_registered_model(gen["name"], description=generator_datacard(generator_version=None, **common))
+    client.update_registered_model(gen["name"], description=generator_datacard(
+        generator_version=None, training=card_args["training"], **common))
     client.update_model_version(gen["name"], gen["version"], description=generator_datacard(
         generator_version=gen["version"], vocabulary_version=gen["vocabulary_version"],
         mlflow_run_id=gen["mlflow_run_id"], data_versions=card_args["data_versions"],
         release={"version": version, "cohort_id": card_args["cohort"]["cohort_id"]}, gates=card_args["gates"],
-        **common))
-
-
-def release_signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    return ModelSignature(inputs=Schema([ColSpec("string", "table")]))
+        training=card_args["training"], **common))
 
 
 def _release_card(provenance: dict, metrics: dict, status: dict, passed: bool) -> str:

@@ -22,9 +22,9 @@ def retraining_refusal(workspace: WorkspaceResource) -> str | None:
     if not state or state.get("status") == "published":
         return None
     published = None
-    if workspace.duckdb_path.exists():
+    if workspace.layout.duckdb.exists():
         try:
-            with duckdb.connect(str(workspace.duckdb_path), read_only=True) as con:
+            with duckdb.connect(str(workspace.layout.duckdb), read_only=True) as con:
                 published = read_marker(con, require_complete=False).build_id
         except Exception:  # held by a running job, or no marker: the state alone decides
             published = None

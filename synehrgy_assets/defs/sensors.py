@@ -29,7 +29,7 @@ def directory_fingerprint(directory: Path) -> str:
 def mimic_files_sensor(context: dg.SensorEvaluationContext, mimic_source: MimicSourceResource):
     mimic_dir = mimic_source.mimic_dir.strip()
     if not mimic_dir or not Path(mimic_dir).is_dir():
-        return dg.SkipReason("No MIMIC-III folder configured (MIMIC_DIR), or it is not a directory: nothing to watch")
+        return dg.SkipReason("mimic_source.mimic_dir (MIMIC_DIR) is not set or not a directory: nothing to watch")
     fingerprint = directory_fingerprint(Path(mimic_dir))
     if fingerprint == context.cursor:
         return dg.SkipReason(f"no change in {mimic_dir}")

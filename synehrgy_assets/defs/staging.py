@@ -3,7 +3,6 @@
 
 import fcntl
 import json
-import os
 import shutil
 import sys
 from functools import cache
@@ -83,7 +82,7 @@ DBT_RUNS_KEPT = 3
 def dbt_run_folder(workspace: WorkspaceResource, build_id: str) -> Path:
     """`<home>/private/dbt_runs/<build id>`: the target and log path of one staging build's dbt run.
     The newest DBT_RUNS_KEPT - 1 earlier ones are kept for reading; older ones are removed."""
-    runs = workspace.private_dir / "dbt_runs"
+    runs = workspace.layout.dbt_runs
     runs.mkdir(parents=True, exist_ok=True)
     earlier = sorted(p for p in runs.iterdir() if p.is_dir())  # build ids start with their UTC time
     for old in earlier[: max(len(earlier) - (DBT_RUNS_KEPT - 1), 0)]:
@@ -91,17 +90,16 @@ def dbt_run_folder(workspace: WorkspaceResource, build_id: str) -> Path:
     return runs / build_id
 
 
-def dbt_environment(workspace: WorkspaceResource, duckdb_path: Path | None = None) -> dict[str, str]:
-    """The variables profiles.yml reads (dbt runs with its own working directory).
-
-    `duckdb_path` is the build file dbt writes (core/staging_build.py); the published warehouse is
-    `workspace.duckdb_path`, which dbt never writes."""
+def dbt_profile_vars(workspace: WorkspaceResource, duckdb_path: Path) -> dict[str, str]:
+    """The `--vars` that profiles.yml reads: the build file dbt writes (core/staging_build.py; the
+    published warehouse `workspace.layout.duckdb` is never written by dbt), its settings and its
+    spill folder (which holds real rows: inside the workspace)."""
     workspace.ensure()
     return {
-        "SYNEHRGY_DUCKDB_PATH": str(duckdb_path or workspace.duckdb_path),
-        "SYNEHRGY_DUCKDB_THREADS": str(workspace.duckdb_threads),
-        "SYNEHRGY_DUCKDB_MEMORY_LIMIT": workspace.duckdb_memory_limit,
-        "SYNEHRGY_DUCKDB_TEMP_DIR": str(workspace.root / "duckdb_tmp"),
+        "synehrgy_duckdb_path": str(duckdb_path),
+        "synehrgy_duckdb_threads": str(workspace.duckdb_threads),
+        "synehrgy_duckdb_memory_limit": workspace.duckdb_memory_limit,
+        "synehrgy_duckdb_temp_dir": str(workspace.layout.duckdb_tmp),
     }
 
 
@@ -131,16 +129,16 @@ def dbt_mimic_models(
     files = mimic_source.resolve(workspace)
     build_id, build_db = new_build(workspace.root)
     stats, fingerprint = file_stats(files.files), source_fingerprint(files.files)
-    os.environ.update(dbt_environment(workspace, build_db))
     context.log.info(
         f"Staging build {build_id}: {files.directory} ({files.header_case}-case headers) into {build_db}; "
-        f"published to {workspace.duckdb_path} only if dbt succeeds and every blocking check passes"
+        f"published to {workspace.layout.duckdb} only if dbt succeeds and every blocking check passes"
     )
     try:
         # dbt's artifacts and dbt.log go to the workspace's private folder (they can quote what DuckDB
         # read), not into the installed project, where one folder per run would pile up.
         dbt_folder = dbt_run_folder(workspace, build_id)
-        invocation = dbt.cli(["build", "--vars", json.dumps(files.dbt_vars())], context=context, raise_on_error=False,
+        dbt_vars = {**files.dbt_vars(), **dbt_profile_vars(workspace, build_db)}
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, raise_on_error=False,
                              target_path=dbt_folder)
         events = list(invocation.stream())
         if not invocation.is_successful():
@@ -171,7 +169,7 @@ def dbt_mimic_models(
         record_failure(workspace.root, build_id, " ".join((reason or type(exc).__name__).split())[:400])
         raise
     context.log.info(
-        f"Staging build {build_id} is green in dbt; it is published to {workspace.duckdb_path} once the "
+        f"Staging build {build_id} is green in dbt; it is published to {workspace.layout.duckdb} once the "
         f"blocking checks ({', '.join(BLOCKING_LOSS_CHECKS)}) pass"
     )
     yield from with_row_counts(events, workspace, {**info.metadata(), "staging_published": False}, db_path=build_db)
@@ -187,7 +185,7 @@ def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict |
     """
     import duckdb
 
-    with duckdb.connect(str(db_path or workspace.duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(db_path or workspace.layout.duckdb), read_only=True) as con:
         tables = {
             r[0]
             for r in con.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()

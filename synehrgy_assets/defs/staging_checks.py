@@ -68,7 +68,7 @@ def _make_check(name: str):
 
         workspace.ensure()
         published = "n/a"
-        with judging(workspace.root, workspace.duckdb_path, context.run.run_id) as (db, pending):
+        with judging(workspace.root, workspace.layout.duckdb, context.run.run_id) as (db, pending):
             if db is None:  # another blocking check of this run failed the build: nothing to judge
                 return dg.AssetCheckResult(
                     passed=False, severity=dg.AssetCheckSeverity.WARN,
@@ -81,15 +81,15 @@ def _make_check(name: str):
                 build = con.execute("select any_value(build_id) from main.staging_build").fetchall()[0][0]
             r = evaluate_loss(name, audit, config.thresholds())
             if pending and name in BLOCKING_LOSS_CHECKS:
-                state = record_verdict(workspace.root, workspace.duckdb_path, str(build), name, r.severity, r.message())
+                state = record_verdict(workspace.root, workspace.layout.duckdb, str(build), name, r.severity, r.message())
                 published = state.get("status", "?")
         if r.severity != "PASS":
             (context.log.warning if r.severity == "WARN" else context.log.error)(f"{name} on {mart}: {r.message()}")
         if published == "published":
-            context.log.info(f"Staging build {build}: every blocking check passed; published to {workspace.duckdb_path}")
+            context.log.info(f"Staging build {build}: every blocking check passed; published to {workspace.layout.duckdb}")
         elif published == "failed":
             context.log.error(f"Staging build {build} is not published (discarded): {name} is an ERROR; "
-                              f"{workspace.duckdb_path} keeps the previous build")
+                              f"{workspace.layout.duckdb} keeps the previous build")
         return dg.AssetCheckResult(
             passed=r.passed,
             severity=dg.AssetCheckSeverity.ERROR if r.severity == "ERROR" else dg.AssetCheckSeverity.WARN,

@@ -16,7 +16,6 @@ from synehrgy_assets.core.output_dirs import staged_dir
 from synehrgy_assets.core.release_gates import GateThresholds
 from synehrgy_assets.defs._metadata import Progress
 from synehrgy_assets.defs.gates import cohort_fingerprint
-from synehrgy_assets.defs.tokens import tokens_dir, vocabulary_path
 from synehrgy_assets.defs.training import CANDIDATE_ALIAS, gpt_checkpoint
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource, write_json
 
@@ -66,10 +65,6 @@ class SyntheticSequencesConfig(dg.Config):
 MAX_FORCED_CLOSURE_RATE = GateThresholds().max_forced_closure_rate
 
 
-def synthetic_dir(workspace: WorkspaceResource) -> Path:
-    return workspace.artifacts_dir / "synthetic"
-
-
 def load_generator(mlflow_tracking: MlflowResource, alias: str, device):
     """The registered generator by alias, as `core/generation.Generator` (the CLI's and the pyfunc's
     loader), and its model version."""
@@ -96,11 +91,11 @@ def synthetic_sequences(
 ) -> dg.MaterializeResult:
     if config.from_shards:
         return dg.MaterializeResult(metadata=assemble_shards(workspace, config.from_shards, config.seed))
-    summary_path = tokens_dir(workspace) / "summary.json"
+    summary_path = workspace.layout.token_summary
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     n = config.n_patients or summary["splits"]["train"]["patients"]
     metadata = sample_to(context, config, workspace, mlflow_tracking, n, config.seed,
-                         synthetic_dir(workspace) / "sequences", summary)
+                         workspace.layout.synthetic_sequences, summary)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -172,7 +167,7 @@ def sample_to(context, config: SyntheticSequencesConfig, workspace: WorkspaceRes
     ),
 )
 def forced_closure_rate(workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    path = synthetic_dir(workspace) / "sequences" / "provenance.json"
+    path = workspace.layout.synthetic_sequences / "provenance.json"
     provenance = json.loads(path.read_text())
     if "forced_closure_rate" not in provenance:
         return dg.AssetCheckResult(
@@ -210,10 +205,6 @@ def shard_seed(seed: int, key: str) -> int:
     return int(np.random.SeedSequence([int(seed), shard_index(key)]).generate_state(1, dtype=np.uint32)[0])
 
 
-def shards_dir(workspace: WorkspaceResource) -> Path:
-    return synthetic_dir(workspace) / "shards"
-
-
 class SyntheticShardConfig(SyntheticSequencesConfig):
     n_patients: int = Field(
         default=0, description="Patients per shard; 0 = the train split's patients / the number of shards, rounded up.")
@@ -238,11 +229,11 @@ def synthetic_sequence_shards(
     mlflow_tracking: MlflowResource,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    summary_path = tokens_dir(workspace) / "summary.json"
+    summary_path = workspace.layout.token_summary
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     n = config.n_patients or -(-int(summary["splits"]["train"]["patients"]) // len(shard_partitions.get_partition_keys()))
     seed = shard_seed(config.seed, key)
-    metadata = sample_to(context, config, workspace, mlflow_tracking, n, seed, shards_dir(workspace) / key, summary,
+    metadata = sample_to(context, config, workspace, mlflow_tracking, n, seed, workspace.layout.synthetic_shards / key, summary,
                          extra_provenance={"shard": key, "base_seed": config.seed})
     return dg.MaterializeResult(metadata={"shard": key, "base_seed": config.seed, **metadata})
 
@@ -258,7 +249,7 @@ def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
     keys = [f"shard-{i:03d}" for i in range(int(k))]
     provs, parts = [], []
     for key in keys:
-        d = shards_dir(workspace) / key
+        d = workspace.layout.synthetic_shards / key
         if not (d / "provenance.json").is_file():
             raise FileNotFoundError(f"from_shards={k}: {d} is missing: materialize partition {key} of "
                                     "synthetic_sequence_shards first")
@@ -284,7 +275,7 @@ def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
         "n_rolls": int(sum(p.get("n_rolls", 0) for p in provs)),
         "shards": [{"shard": p["shard"], "seed": p["seed"], "n_patients": p["n_patients"]} for p in provs],
     })
-    with staged_dir(synthetic_dir(workspace) / "sequences") as tmp:
+    with staged_dir(workspace.layout.synthetic_sequences) as tmp:
         np.save(tmp / "tokens.npy", flat)
         np.save(tmp / "offsets.npy", offsets)
         np.save(tmp / "forced.npy", forced)
@@ -310,9 +301,9 @@ def synthetic_cohort(
     from synehrgy_assets.core.generation import unflatten
     from synehrgy_assets.core.tokens import TokenVocabulary, decode
 
-    seq_dir = synthetic_dir(workspace) / "sequences"
+    seq_dir = workspace.layout.synthetic_sequences
     provenance = json.loads((seq_dir / "provenance.json").read_text())
-    vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
+    vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
     if vocab.version != provenance["vocabulary_version"]:
         raise ValueError(
             f"synthetic_sequences used vocabulary {provenance['vocabulary_version']}, the workspace has "
@@ -324,7 +315,7 @@ def synthetic_cohort(
     mimic_tables = cohort_to_mimic_tables(cohort, seed=int(provenance["seed"]))
     marts = dict(zip(MART_TABLES, cohort.frames()))
 
-    parquet_dir = synthetic_dir(workspace) / "cohort"
+    parquet_dir = workspace.layout.synthetic_cohort
     with staged_dir(parquet_dir) as tmp:
         (tmp / "mimic").mkdir()
         (tmp / "marts").mkdir()
@@ -384,5 +375,5 @@ def _report_dict(report) -> dict:
 def load_synthetic_cohort(workspace: WorkspaceResource):
     from synehrgy_assets.core.cohort import StagedCohort
 
-    parquet_dir = synthetic_dir(workspace) / "cohort" / "marts"
+    parquet_dir = workspace.layout.synthetic_cohort / "marts"
     return StagedCohort(*(pd.read_parquet(parquet_dir / f"{t}.parquet") for t in MART_TABLES))

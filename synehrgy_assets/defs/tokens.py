@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from synehrgy_assets.core.training_data import source_kind
 from synehrgy_assets.defs._metadata import histogram_png, png_markdown
 from synehrgy_assets.defs.staging import mart_key, published_build
 from synehrgy_assets.resources import WorkspaceResource, owner_only_tree, write_json
@@ -145,10 +146,6 @@ class TokenVocabularyConfig(dg.Config):
     )
 
 
-def vocabulary_path(workspace: WorkspaceResource) -> Path:
-    return workspace.artifacts_dir / "vocabulary" / "token_vocabulary.json"
-
-
 @dg.asset(
     group_name="tokens",
     deps=[patient_split, *REAL_MART_DEPS],
@@ -168,7 +165,7 @@ def token_vocabulary(
         VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count,
                          min_patients=config.min_patients),
     )
-    path = vocabulary_path(workspace)
+    path = workspace.layout.vocabulary
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     vocab.to_json(tmp)
@@ -221,10 +218,6 @@ def _progress_logger(context: dg.AssetExecutionContext, split: str):
     return report
 
 
-def tokens_dir(workspace: WorkspaceResource) -> Path:
-    return workspace.private_dir / "token_sequences"
-
-
 @dg.asset(
     group_name="tokens",
     deps=[token_vocabulary, patient_split, *REAL_MART_DEPS],
@@ -240,8 +233,8 @@ def token_sequences(
     from synehrgy_assets.core.tokens import TokenVocabulary, context_windows, encode_marts
     from synehrgy_assets.core.tokens.context import ContextFormat
 
-    vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
-    out = tokens_dir(workspace)
+    vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
+    out = workspace.layout.tokens
     with workspace.connect(read_only=True) as con:
         build = published_build(con)
     meta: dict = {"vocabulary_version": vocab.version, "n_ctx": config.n_ctx, **build.metadata()}
@@ -280,7 +273,11 @@ def token_sequences(
             train_lengths = lengths
     owner_only_tree(out)  # token arrays of real patients: 0600 files, 0700 folders
     cap = max_tokens_per_patient_default(train_lengths)
-    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version,
+    # The staging build these sequences were encoded from, for the generator's record of its
+    # training data (the raw folder's name only, never its path).
+    staging = {"build_id": build.build_id, "source_folder": Path(build.source_dir).name,
+               "source_kind": source_kind(build.source_dir), "source_fingerprint": build.source_fingerprint}
+    write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version, "staging": staging,
                                       "max_tokens_per_patient_default": cap, "splits": stats})
     train = stats["train"]
     meta.update(
@@ -321,7 +318,7 @@ def _clipped_to_k_anonymous_range(lengths: np.ndarray) -> np.ndarray:
 
 
 def _train_summary(workspace: WorkspaceResource) -> dict:
-    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
+    summary = json.loads((workspace.layout.token_summary).read_text())
     return {**summary["splits"]["train"], "n_ctx": summary["n_ctx"]}
 
 

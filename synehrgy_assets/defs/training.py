@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from synehrgy_assets.defs._metadata import Progress, figure_png, png_markdown
-from synehrgy_assets.defs.tokens import token_sequences, tokens_dir, vocabulary_path
+from synehrgy_assets.defs.tokens import token_sequences
 from synehrgy_assets.resources import MlflowResource, WorkspaceResource
 
 CANDIDATE_ALIAS = "candidate"
@@ -162,10 +162,12 @@ def gpt_checkpoint(
     from synehrgy_assets.core.model import GPTConfig, save_checkpoint
     from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
     from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
-    from synehrgy_assets.mlflow_models import GENERATOR_MODEL_CODE, generator_signature
+    from synehrgy_assets.mlflow_models import (
+        GENERATOR_INPUT_EXAMPLE, GENERATOR_MODEL_CODE, generator_signature, input_example, training_dataset,
+    )  # fmt: skip
 
-    vocab = TokenVocabulary.from_json(vocabulary_path(workspace))
-    summary = json.loads((tokens_dir(workspace) / "summary.json").read_text())
+    vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
+    summary = json.loads((workspace.layout.token_summary).read_text())
     if summary["vocabulary_version"] != vocab.version:
         raise ValueError(
             f"token_sequences were encoded with vocabulary {summary['vocabulary_version']} but the current "
@@ -173,8 +175,10 @@ def gpt_checkpoint(
         )
     windows, context_lengths, windows_summary = {}, {}, {}
     for split in ("train", "val"):
-        seqs = TokenSequences.load(tokens_dir(workspace) / split)
-        split_windows = ContextWindows.load(tokens_dir(workspace) / split / "windows")
+        seqs = TokenSequences.load(workspace.layout.tokens / split)
+        if split == "train":
+            data = training_data(vocab, summary, seqs)
+        split_windows = ContextWindows.load(workspace.layout.tokens / split / "windows")
         windows[split] = split_windows.arrays(seqs)
         # Leading context-only tokens per window (the context format's prefix and overlap).
         context_lengths[split] = np.asarray(split_windows.context_lengths, dtype=np.int64)
@@ -227,7 +231,7 @@ def gpt_checkpoint(
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
-    resume_dir = workspace.artifacts_dir / "checkpoints" / "_resume" / resume_key
+    resume_dir = workspace.layout.resume_checkpoints / resume_key
     budget = None
     if config.budget:  # the epochs that fit the time on this machine (core/training_budget.py)
         budget = budget_plan(context, config, model, windows, context_lengths, train_config, vocab, loss_weights,
@@ -261,6 +265,7 @@ def gpt_checkpoint(
                    if budget else {}),
             }
         )
+        mlflow.log_input(training_dataset(data), context="training")
 
         progress = Progress(context, every_seconds=config.progress_every_seconds)
 
@@ -287,8 +292,8 @@ def gpt_checkpoint(
 
             context.log.info(f"Launching torchrun with {config.n_processes} processes")
             result = train_with_torchrun(
-                model, config.n_processes, workspace.private_dir / "ddp" / resume_key,
-                {"kind": "token_dir", "path": tokens_dir(workspace)}, train_config, vocab.pad_id,
+                model, config.n_processes, workspace.layout.ddp / resume_key,
+                {"kind": "token_dir", "path": workspace.layout.tokens}, train_config, vocab.pad_id,
                 token_types=vocab.token_types, loss_weights=loss_weights, checkpoint_dir=resume_dir,
                 on_log=on_log, log=context.log.info,
             )
@@ -319,7 +324,7 @@ def gpt_checkpoint(
                              if calibration.applied else f"Outcome calibration skipped: {calibration.reason}")
             if calibration.applied:
                 mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
-        ckpt_dir = workspace.artifacts_dir / "checkpoints" / run.info.run_id
+        ckpt_dir = workspace.layout.checkpoints / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
         # generates patients as long as the graph does.
@@ -335,13 +340,14 @@ def gpt_checkpoint(
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(GENERATOR_MODEL_CODE),
-            artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(vocabulary_path(workspace))},
+            artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(workspace.layout.vocabulary)},
             signature=generator_signature(),
+            input_example=input_example(GENERATOR_INPUT_EXAMPLE),
             registered_model_name=mlflow_tracking.model_name,
         )
         version = str(info.registered_model_version)
         client = mlflow_tracking.client()
-        client.set_model_version_tag(mlflow_tracking.model_name, version, "vocabulary_version", vocab.version)
+        tag_generator(client, mlflow_tracking.model_name, version, data)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
         client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
@@ -379,6 +385,30 @@ def gpt_checkpoint(
                 "budget_epochs": budget.epochs} if budget else {}),
         }
     )
+
+
+def training_data(vocab, summary: dict, train_seqs):
+    """What this generator is trained on (core/training_data.py): the staging build that token_sequences
+    recorded, the digest of the train token arrays, the train patient count and the vocabulary's contents."""
+    from synehrgy_assets.core.training_data import UNKNOWN, TrainingData, sequences_digest, vocabulary_contents
+
+    staging = summary.get("staging") or {}  # sequences encoded before it was recorded: unknown
+    digest = sequences_digest({"tokens": train_seqs.tokens, "offsets": train_seqs.offsets}, vocab.version)
+    return TrainingData(kind=staging.get("source_kind", UNKNOWN), folder=staging.get("source_folder", UNKNOWN),
+                        source_fingerprint=staging.get("source_fingerprint", UNKNOWN), digest=digest,
+                        vocabulary_version=vocab.version, n_train_patients=len(train_seqs),
+                        staging_build_id=staging.get("build_id", ""), vocabulary=vocabulary_contents(vocab))
+
+
+def tag_generator(client, name: str, version: str, data) -> None:
+    """The version's training data and the synehrgy release that made it as model-version tags; the
+    registered model carries what it is and the newest version's data source."""
+    from synehrgy_assets.mlflow_models import registered_model_tags, synehrgy_version
+
+    for key, value in {**data.tags(), "synehrgy_version": synehrgy_version()}.items():
+        client.set_model_version_tag(name, version, key, value)
+    for key, value in registered_model_tags("generator", data).items():
+        client.set_registered_model_tag(name, key, value)
 
 
 # The trainer's history names, as per-step MLflow series: `tokens_per_second` there is the throughput

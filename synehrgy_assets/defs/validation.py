@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from synehrgy_assets.defs.gates import write_verdict
-from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort, synthetic_dir
+from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort
 from synehrgy_assets.resources import WorkspaceResource
 
 
@@ -23,7 +23,7 @@ def _check(suite: str):
     def _gx_check(workspace: WorkspaceResource) -> dg.AssetCheckResult:
         from synehrgy_assets.core import validation
 
-        provenance = json.loads((synthetic_dir(workspace) / "cohort" / "provenance.json").read_text())
+        provenance = json.loads((workspace.layout.synthetic_cohort / "provenance.json").read_text())
         cohort_id = provenance.get("cohort_id")
         cohort = load_synthetic_cohort(workspace)
         if suite == "visits":

@@ -17,6 +17,7 @@ from synehrgy_assets.core.cohort import (
 from synehrgy_assets.core.tokens.encoding import TokenSequences
 from synehrgy_assets.core.tokens.grammar import TokenType, Violations, find_violations
 from synehrgy_assets.core.tokens.relations import _cdf, _quantile, sample_row_values
+from synehrgy_assets.core.tokens.stay_end import stay_length
 from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, COVARIATES, MIN_ROW_GAP_HOURS, TokenVocabulary
 
 T = TokenType
@@ -235,7 +236,10 @@ def decode(
     los = np.full(n_visits, np.nan)
     row_last = np.ones(len(dt_pos), dtype=bool)
     row_last[:-1] = row_visit[1:] != row_visit[:-1]
-    los[row_visit[row_last]] = row_hours[row_last]
+    tail = vocab.stay_offsets.get("last_row_to_outtime_hours")
+    last_hours = row_hours[row_last]
+    los[row_visit[row_last]] = last_hours if tail is None else stay_length(
+        last_hours, _sample_quantiles(tail, len(last_hours), rng), vocab.los_quantiles)
     empty = np.isnan(los)
     if empty.any():
         if vocab.los_quantiles is not None:

@@ -101,7 +101,8 @@ def sample_row_values(vocab, val_tok: np.ndarray, val_row: np.ndarray, values: n
                 bound = np.where(drawn, values[p], vocab.bin_high[val_tok[p]]) - margin
                 upper[has] = np.minimum(upper[has], bound)
         shaped = (lower > low) | (upper < high)
-        feasible = shaped & (lower < upper)
+        # lower == upper is one feasible value (an earlier partner drawn at the edge its bin left)
+        feasible = shaped & (lower <= upper)
         if not feasible.any():
             continue
         f = np.flatnonzero(feasible)

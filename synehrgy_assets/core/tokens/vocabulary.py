@@ -33,6 +33,7 @@ from synehrgy_assets.core.tokens.columns import (
     _int_column,
 )
 from synehrgy_assets.core.tokens.grammar import TokenType
+from synehrgy_assets.core.tokens.stay_end import STAY_END, fit_stay_end
 
 
 T = TokenType
@@ -57,7 +58,7 @@ COVARIATES = (
 )
 # Learned hospital-stay offsets around the ICU stay (hours; docs/tokens.md section 4): the decoder
 # samples them instead of inventing the admission and discharge times.
-STAY_OFFSETS = ("admit_to_icu_hours", "icu_to_discharge_hours_survived", "icu_to_discharge_hours_died")
+STAY_OFFSETS = ("admit_to_icu_hours", "icu_to_discharge_hours_survived", "icu_to_discharge_hours_died", *STAY_END)
 CODE_TYPES = (("diagnosis", "DX", T.DX), ("procedure", "PX", T.PX))
 
 # Age in years: [18,20), [20,25), ..., [85,90), then one bucket for MIMIC's capped >89 ages.
@@ -683,6 +684,8 @@ class TokenVocabulary:
         hours = _float_column(meas, "measurements", "hours", allow_null=False)
         text = meas["value_text"]
         meas_subject = _int_column(meas, "measurements", "subject_id")
+        stay_offsets.update(fit_stay_end(visits, meas, lambda v, p: clipped_quantiles(
+            v, p, k_levels, config, k_anonymous_range(v, p, config.min_patients))))
         var_specs: list[VariableSpec] = []
         n_clipped = 0
         n_values = 0
