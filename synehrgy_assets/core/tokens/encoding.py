@@ -33,15 +33,8 @@ from synehrgy_assets.core.tokens.columns import (
     _prepare_visits,
     _to_arrow_strings,
 )
-from synehrgy_assets.core.tokens.vocabulary import (
-    AGE_CAP,
-    AGE_EDGES,
-    COVARIATES,
-    TokenVocabulary,
-    _check_code_types,
-    _raise_unknown_variables,
-    _visit_column,
-)
+from synehrgy_assets.core.tokens.vocab_fit import _check_code_types, _raise_unknown_variables, _visit_column
+from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, AGE_EDGES, COVARIATES, TokenVocabulary
 
 # ----------------------------------------------------------------------------------------------
 # Token sequences
