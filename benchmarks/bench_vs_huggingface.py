@@ -52,7 +52,8 @@ from _machine import cpu_model, gpu_bf16_peak  # noqa: E402
 from synehrgy_assets.core.model import GPT, GPTConfig  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary  # noqa: E402
-from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, resolve_precision, train  # noqa: E402
+from synehrgy_assets.core.devices import resolve_device, resolve_precision  # noqa: E402
+from synehrgy_assets.core.trainer import TrainConfig, init_model, train  # noqa: E402
 
 # ---------------------------------------------------------------- data
 

@@ -72,7 +72,8 @@ from synehrgy_assets.core.model import GPTConfig, load_checkpoint, save_checkpoi
 from synehrgy_assets.core.packing import collate_packed, epoch_rows  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary  # noqa: E402
-from synehrgy_assets.core.trainer import TrainConfig, autocast_context, init_model, train  # noqa: E402
+from synehrgy_assets.core.devices import autocast_context  # noqa: E402
+from synehrgy_assets.core.trainer import TrainConfig, init_model, train  # noqa: E402
 
 STAGES = ("preflight", "data", "train_small", "train_mid", "train_10m", "generate")
 # The sizes of the issue: the CPU default (2 layers x 4 heads x width 128), 6 x 512, and about
