@@ -1,6 +1,6 @@
 """Code size: the largest modules and the longest functions of the project's packages.
 
-    python benchmarks/code_size.py [--top N] [--over LINES] [DIR ...]
+    python benchmarks/code_size.py [--top N] [--over LINES] [DIR_OR_FILE ...]
 
 Prints two tables: the N largest ``.py`` files (``wc -l`` lines) and the N longest functions
 (lines from the ``def`` line, decorators included, to the function's last line), then how
@@ -19,7 +19,8 @@ DEFAULT_DIRS = ("synehrgy_assets", "orchestration")
 
 
 def python_files(dirs: list[Path]) -> list[Path]:
-    return sorted(p for d in dirs for p in d.rglob("*.py") if "__pycache__" not in p.parts)
+    found = [p for d in dirs for p in ([d] if d.is_file() else d.rglob("*.py")) if "__pycache__" not in p.parts]
+    return sorted(found)
 
 
 def line_count(path: Path) -> int:
