@@ -119,6 +119,18 @@ def test_in_process_by_default_and_multiprocess_by_run_config(tmp_path):
             assert dg.validate_run_config(job, {"execution": {"config": execution}}) is not None
 
 
+def test_the_executor_adapter_still_matches_dagsters_executor():
+    """orchestration/jobs.py reads the choices of Dagster's multi_or_in_process executor (no public
+    API gives them) and restates its requirements: a Dagster that changes either fails here."""
+    from orchestration.jobs import _CHOICES, in_process_by_default_executor
+
+    base = dg.multi_or_in_process_executor
+    assert isinstance(_CHOICES, dg.Selector) and sorted(_CHOICES.fields) == ["in_process", "multiprocess"]
+    for choice in ({"in_process": {}}, {"multiprocess": {}}):
+        assert in_process_by_default_executor.get_requirements(choice) == base.get_requirements(choice), choice
+    assert in_process_by_default_executor.get_requirements({"multiprocess": {}})  # the check can fail
+
+
 def test_gating_checks_are_error_severity_and_never_block(tmp_path):
     """Labels and severities agree: the gating checks record ERROR results and do not block the
     release (which records a failed cohort as `failed`)."""
