@@ -455,3 +455,14 @@ def test_an_untimed_birth_fails_the_export(marts, tmp_path):
     with pytest.raises(MedsExportError, match=r"fails its checks: 1 non-static events have no time .*MEDS_BIRTH"):
         export(marts, tmp_path / "meds")
     assert not (tmp_path / "meds").exists()
+
+
+def test_a_second_export_into_a_folder_being_written_is_refused_at_once(tmp_path):
+    from synehrgy_assets.core.meds import _export_lock
+
+    with _export_lock(tmp_path / "meds"):
+        with pytest.raises(MedsExportError, match="another export is writing"):
+            with _export_lock(tmp_path / "meds"):
+                pass
+    with _export_lock(tmp_path / "meds"):  # released with the first
+        pass

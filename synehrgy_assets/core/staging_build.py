@@ -25,7 +25,6 @@ Plain Python and DuckDB, no Dagster.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock
 
 from synehrgy_assets.core.workspace_layout import STAGING_BUILDS as BUILDS_DIR
 from synehrgy_assets.core.workspace_layout import STAGING_STATE as STATE_FILE
@@ -215,12 +216,8 @@ def _state_lock(root: Path) -> Iterator[None]:
     """Serialises the checks of one build (they may run in parallel processes): each reads the
     pending file, records its verdict, and the last one publishes or discards it."""
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(root / STATE_LOCK, mode=0o600):
         yield
-    finally:
-        os.close(fd)
 
 
 def read_state(root: Path) -> dict | None:

@@ -1,7 +1,6 @@
 """Stage 1: dbt_mimic stages the raw tables into DuckDB; every dbt model is a Dagster asset."""
 
 
-import fcntl
 import json
 import shutil
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import dagster as dg
+from filelock import FileLock
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, DbtProjectPreparer, dbt_assets
 
 from synehrgy_assets.defs.raw import raw_table_key
@@ -49,8 +49,7 @@ def dbt_project() -> DbtProject:
     # Processes that load the definitions at once (a code server and a CLI run, the test workers)
     # would otherwise write target/manifest.json together and one could read it half-written.
     project.manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(project.manifest_path.parent / ".prepare.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(project.manifest_path.parent / ".prepare.lock"):
         preparer.prepare_if_dev(project)
         if not project.manifest_path.exists() or _manifest_is_stale(project.manifest_path):
             # Scripts, pytest and `dagster asset materialize` do not run the dev preparer; a manifest
