@@ -38,6 +38,7 @@ from typing import Iterator
 
 from filelock import FileLock
 
+from synehrgy_assets.core.output_dirs import write_text_atomic
 from synehrgy_assets.core.workspace_layout import STAGING_BUILDS as BUILDS_DIR
 from synehrgy_assets.core.workspace_layout import STAGING_STATE as STATE_FILE
 from synehrgy_assets.core.workspace_layout import STAGING_STATE_LOCK as STATE_LOCK
@@ -233,11 +234,7 @@ def read_state(root: Path) -> dict | None:
 
 
 def _write_state(root: Path, state: dict) -> None:
-    path = Path(root) / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_text_atomic(Path(root) / STATE_FILE, json.dumps(state, indent=2, sort_keys=True), mode=0o600)
 
 
 def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str],

@@ -410,14 +410,13 @@ def _state_fingerprint(
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over the old state."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    from synehrgy_assets.core.output_dirs import atomic_file, stale_temp_files
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a process killed mid-write
+    for stale in stale_temp_files(path):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
 
 

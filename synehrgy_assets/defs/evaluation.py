@@ -2,13 +2,13 @@
 
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from synehrgy_assets.core.output_dirs import staged_dir
 from synehrgy_assets.defs._metadata import gate_figures, md_escape, md_table, png_markdown
 from synehrgy_assets.defs.gates import ReleaseGateResource, write_verdict
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort
@@ -220,11 +220,17 @@ def _write_evaluation(workspace: WorkspaceResource, report, public: dict, held: 
     """The evaluation folder (plots, tables, report, published metrics), written aside and swapped in
     whole; every metric and the exact rule counts go to the private folder. Returns the folder and
     the plots."""
+    out = workspace.layout.evaluation
+    with staged_dir(out) as tmp:
+        plots = _write_evaluation_files(tmp, workspace, report, public, held, gates_md, targets, rules_md,
+                                        rule_counts, thresholds, provenance)
+    return out, plots
+
+
+def _write_evaluation_files(tmp: Path, workspace: WorkspaceResource, report, public: dict, held: dict,
+                            gates_md: str, targets, rules_md: str, rule_counts, thresholds, provenance: dict) -> dict:
     from synehrgy_assets.core import patient_rules
 
-    out = workspace.layout.evaluation
-    tmp = out.with_name("evaluation.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
     plots = report.plots()
     for name, png in plots.items():
@@ -244,9 +250,7 @@ def _write_evaluation(workspace: WorkspaceResource, report, public: dict, held: 
                  "cohort_id": provenance.get("cohort_id")}
     write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
     write_json(workspace.layout.private_metrics, {"metrics": report.metrics, "held_back": held, **evaluated})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out, plots
+    return plots
 
 
 def utility_panel_metadata(context, tables: dict) -> dict:

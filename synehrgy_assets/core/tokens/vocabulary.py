@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from synehrgy_assets.core.cohort import StagedCohort
+from synehrgy_assets.core.output_dirs import write_text_atomic
 from synehrgy_assets.core.tokens.bins import NumericBins, VariableSpec, _BinGrid, clipped_quantiles
 from synehrgy_assets.core.tokens.grammar import TokenType
 from synehrgy_assets.core.tokens.vocab_config import (
@@ -305,11 +306,9 @@ class TokenVocabulary:
         return vocab
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the vocabulary (whole: a reader never sees half a file)."""
         content = {**self.to_dict(), "version": self.version}
-        path.write_text(json.dumps(content, indent=1, sort_keys=True, allow_nan=False))
-        return path
+        return write_text_atomic(path, json.dumps(content, indent=1, sort_keys=True, allow_nan=False))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TokenVocabulary":
