@@ -1,6 +1,6 @@
 """Code size: the largest modules and the longest functions of the project's packages.
 
-    python benchmarks/code_size.py [--top N] [--over LINES] [DIR_OR_FILE ...]
+    python benchmarks/code_size.py [--top N] [--over LINES] [--root TREE] [DIR_OR_FILE ...]
 
 Prints two tables: the N largest ``.py`` files (``wc -l`` lines) and the N longest functions
 (lines from the ``def`` line, decorators included, to the function's last line), then how
@@ -54,13 +54,14 @@ def main() -> None:
     parser.add_argument("dirs", nargs="*", default=list(DEFAULT_DIRS))
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--over", type=int, default=80, help="count functions longer than this")
+    parser.add_argument("--root", type=Path, default=REPO, help="the tree the folders are in (default: this repo)")
     args = parser.parse_args()
 
-    dirs = [(REPO / d) if not Path(d).is_absolute() else Path(d) for d in args.dirs]
-    files = python_files(dirs)
-    sizes = sorted(((line_count(p), p.relative_to(REPO)) for p in files), reverse=True)
+    root = args.root.resolve()
+    files = python_files([root / d for d in args.dirs])
+    sizes = sorted(((line_count(p), p.relative_to(root)) for p in files), reverse=True)
     funcs = sorted(
-        ((n, f"{p.relative_to(REPO)}:{line}", name) for p in files for n, name, line in functions(p)),
+        ((n, f"{p.relative_to(root)}:{line}", name) for p in files for n, name, line in functions(p)),
         reverse=True,
     )
 
