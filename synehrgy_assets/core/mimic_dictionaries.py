@@ -3,7 +3,7 @@
 ICD-9 code list, and the dictionary tables D_ITEMS, D_LABITEMS, D_ICD_DIAGNOSES and
 D_ICD_PROCEDURES built from them.
 
-Shared by the synthetic hospital and the decoder of synthetic cohorts. Reference data only: no
+Shared by the synthetic hospital and the writer of synthetic cohorts (`mimic_writer.py`). Reference data only: no
 patient data, no simulation.
 """
 
@@ -72,7 +72,7 @@ class Item:
     scale: float = 1.0
     offset: float = 0.0
     text_map: str | None = None
-    canonical: bool = False  # the one ITEMID the decoder writes for this variable
+    canonical: bool = False  # the one ITEMID mimic_writer writes for this variable
     abbreviation: str | None = None
     category: str | None = None
     fluid: str | None = None
@@ -390,7 +390,7 @@ def event_value_columns(itemids: np.ndarray, valuenum: np.ndarray, text: np.ndar
 
 
 
-# reference ranges for the 'abnormal' flag (the synthetic hospital and the decoder)
+# reference ranges for the 'abnormal' flag (the synthetic hospital and mimic_writer)
 LAB_REFERENCE_RANGES: dict[int, tuple[float, float]] = {
     51006: (6, 20), 50912: (.5, 1.2), 50931: (70, 100), 50971: (3.3, 5.1), 50902: (96, 108),
     50882: (22, 32), 50868: (8, 20), 50983: (133, 145), 50893: (8.4, 10.3), 50970: (2.7, 4.5),
