@@ -60,7 +60,7 @@ def load_old_sampler():
 def vocabulary(path: str | None) -> TokenVocabulary:
     if path:
         return TokenVocabulary.from_json(path)
-    from tests.test_tokenizer import synthetic_cohort
+    from tests.helpers.toy_cohort import synthetic_cohort
 
     return TokenVocabulary.fit(synthetic_cohort(400, seed=1), VocabularyConfig())
 

@@ -73,7 +73,7 @@ def load_token_data(args) -> tuple[TokenVocabulary, list[np.ndarray], np.ndarray
         windows, context = cw.arrays(seqs), np.asarray(cw.context_lengths, dtype=np.int64)
     else:
         from synehrgy_assets.core.tokens import VocabularyConfig, encode
-        from tests.test_tokenizer import synthetic_cohort
+        from tests.helpers.toy_cohort import synthetic_cohort
 
         cohort = synthetic_cohort(args.cohort_patients, seed=1, max_visits=4, rows_per_visit=40)
         vocab = TokenVocabulary.fit(cohort, VocabularyConfig())

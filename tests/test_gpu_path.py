@@ -16,9 +16,9 @@ from synehrgy_assets.core.packing import OneAhead, collate_packed, pack_rows
 from synehrgy_assets.core.sampler import sample
 from synehrgy_assets.core.tokens import GrammarConstraint
 from synehrgy_assets.core.trainer import init_model, train
+from tests.helpers.toy_windows import (BOS, EOS, FIRST_DX, N_CTX, PAD, VOCAB, model_config, quick_config, toy_clocks,
+                                      typed_window, typed_windows)
 from tests.test_sampler import grammar_model, tail_roll, vocab, vocab_kwargs  # noqa: F401 (vocab: fixture)
-from tests.test_trainer import (BOS, EOS, FIRST_DX, N_CTX, PAD, VOCAB, model_config, quick_config, toy_clocks,
-                                typed_window, typed_windows)
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 

@@ -14,7 +14,7 @@ from synehrgy_assets.core.model import GPT, GPTConfig, KVCache
 from synehrgy_assets.core.sampler import _choose, prefill_rows, sample
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary, VocabularyConfig, decode
 from synehrgy_assets.core.tokens.grammar import TokenType
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 from tests.tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401 (single_thread: autouse fixture)
 
 PAD, BOS, EOS = 0, 1, 2

@@ -9,7 +9,7 @@ import torch
 
 from synehrgy_assets.core.trainer import TrainConfig, init_model, train
 from synehrgy_assets.core.training_budget import BudgetError, parse_budget, plan_epochs, probe_throughput
-from tests.test_trainer import PAD, model_config, quick_config, typed_windows
+from tests.helpers.toy_windows import PAD, model_config, quick_config, typed_windows
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 
