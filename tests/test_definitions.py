@@ -50,7 +50,7 @@ def test_workspace_yaml_points_at_the_definitions():
     assert ws["load_from"][0]["python_module"]["module_name"] == "orchestration.definitions"
 
 
-# ---- launchpad knobs, executor, checks, sensors (issue 11) -------------------------------------
+# ---- launchpad knobs, executor, checks, sensors -------------------------------------------------
 
 def undocumented_fields(job: dg.JobDefinition) -> list[str]:
     """`ops.<op>.config.<field>` and `resources.<resource>.config.<field>` paths of the job's run
