@@ -536,7 +536,7 @@ def test_a_dataset_without_icd_codes_runs_the_whole_graph(ws: Workspace, tmp_pat
     it succeeds, the code gates pass as 'not applicable' with the reason, and the evaluation says so
     in one warning."""
     from tests.small_graph import SHARED_RUN_CONFIG
-    from tests.test_end_to_end import check_results, failure_text, materialize_graph
+    from tests.helpers.graph_runs import check_results, failure_text, materialize_graph
 
     raw = _bad_copy(ws, "no_codes_graph", _header_only("diagnoses_icd", "procedures_icd"))
     home = tmp_path / "home"
