@@ -272,86 +272,19 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
         mh = cohort.measurements.groupby("icustay_id")["hours"].max()
         max_hours = mh.reindex(visits["icustay_id"]).fillna(0).to_numpy(dtype=float)
     t = _visit_times(visits, rng, max_hours)
-    group, first = t["group"], t["first"]
-    n_pat = int(first.sum())
     ids = {
-        "subject": start_subject_id + group,
+        "subject": start_subject_id + t["group"],
         "hadm": start_subject_id + 10_000_000 + np.arange(n),
         "icustay": start_subject_id + 20_000_000 + np.arange(n),
     }
 
-    # patients --------------------------------------------------------------------------------
-    age = _float(visits, "age_years", "visits")
-    capped = visits["age_is_capped"].fillna(False).to_numpy(dtype=bool) | (age >= 90)
-    age0 = np.where(np.isnan(age), 65.0, age)[first]
-    shifted = np.where(capped[first], 300 + rng.uniform(0, .9, n_pat), age0)
-    intime0 = t["intime"][first]
-    dob = (intime0 - (shifted * _SECONDS_PER_YEAR).astype(np.int64)) // 86400 * 86400
-    died = t["died"]
-    death_at = np.where(died, t["dischtime"], np.iinfo(np.int64).min)
-    last_death = np.maximum.reduceat(death_at, np.flatnonzero(first)) if n else death_at
-    has_death = last_death > np.iinfo(np.int64).min
-    dod = np.where(has_death, last_death // 86400 * 86400, 0)
-    gender = visits["gender"].to_numpy()[first]
-    if not set(pd.Series(gender).dropna()) <= {"M", "F"}:
-        raise ValueError(f"synthetic cohort: visits.gender must be 'M' or 'F', got {sorted(set(gender))}")
-    patients = pd.DataFrame({
-        "row_id": np.arange(1, n_pat + 1),
-        "subject_id": ids["subject"][first],
-        "gender": pd.Series(gender, dtype="str"),
-        "dob": _as_datetime(dob),
-        "dod": _as_datetime(dod, ~has_death),
-        "dod_hosp": _as_datetime(dod, ~has_death),
-        "dod_ssn": _as_datetime(dod, ~has_death),
-        "expire_flag": has_death.astype(np.int64),
-    })
-
-    # admissions and ICU stays ----------------------------------------------------------------
-    def text(column: str, default: str) -> pd.Series:
-        return visits[column].astype("str").where(visits[column].notna(), default).reset_index(drop=True)
-
-    adm_type = text("admission_type", "EMERGENCY")
-    ethnicity = text("ethnicity_group", "UNKNOWN").map(lambda g: _ETHNICITY.get(g, g))
-    careunit = text("first_careunit", "MICU")
-    admissions = pd.DataFrame({
-        "row_id": np.arange(1, n + 1),
-        "subject_id": ids["subject"],
-        "hadm_id": ids["hadm"],
-        "admittime": _as_datetime(t["admittime"]),
-        "dischtime": _as_datetime(t["dischtime"]),
-        "deathtime": _as_datetime(t["dischtime"], ~died),
-        "admission_type": adm_type,
-        "admission_location": adm_type.map(lambda a: _ADMISSION_LOCATION.get(a, "EMERGENCY ROOM ADMIT")),
-        "discharge_location": pd.Series(np.where(died, "DEAD/EXPIRED", "HOME"), dtype="str"),
-        "insurance": text("insurance", "Medicare"),
-        "language": pd.Series([None] * n, dtype="str"),
-        "religion": pd.Series([None] * n, dtype="str"),
-        "marital_status": pd.Series([None] * n, dtype="str"),
-        "ethnicity": ethnicity,
-        "edregtime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
-        "edouttime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
-        "diagnosis": pd.Series([None] * n, dtype="str"),
-        "hospital_expire_flag": died.astype(np.int64),
-        "has_chartevents_data": np.ones(n, dtype=np.int64),
-    })
-    ward = careunit.map(lambda c: _WARD.get(c, 23)).to_numpy(dtype=np.int64)
+    patients = _patients(visits, t, ids, rng)
+    careunit = _text(visits, "first_careunit", "MICU")
     database = (visits["icu_database"].astype(object).where(visits["icu_database"].notna(), None)
                 .reset_index(drop=True) if "icu_database" in visits.columns
                 else pd.Series([None] * n, dtype=object))
-    icustays = pd.DataFrame({
-        "row_id": np.arange(1, n + 1),
-        "subject_id": ids["subject"],
-        "hadm_id": ids["hadm"],
-        "icustay_id": ids["icustay"],
-        "dbsource": database.fillna("metavision").astype("str"),
-        "first_careunit": careunit,
-        "last_careunit": careunit,
-        "first_wardid": ward,
-        "last_wardid": ward,
-        "intime": _as_datetime(t["intime"]),
-        "outtime": _as_datetime(t["outtime"]),
-        "los": np.round((t["outtime"] - t["intime"]) / 86400.0, 4),
-    })
+    admissions = _admissions(visits, t, ids)
+    icustays = _icustays(t, ids, careunit, database)
 
     # codes -----------------------------------------------------------------------------------
     codes = cohort.visit_codes
@@ -372,6 +305,88 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
     if include_dictionaries:
         tables.update(_dictionaries(code_tables))
     return tables
+
+
+def _text(visits: pd.DataFrame, column: str, default: str) -> pd.Series:
+    return visits[column].astype("str").where(visits[column].notna(), default).reset_index(drop=True)
+
+
+def _patients(visits: pd.DataFrame, t: dict, ids: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
+    """PATIENTS: DOB from the first visit's age (> 89 shifted ~300 years, as MIMIC does), DOD from
+    the last in-hospital death."""
+    first = t["first"]
+    n_pat = int(first.sum())
+    age = _float(visits, "age_years", "visits")
+    capped = visits["age_is_capped"].fillna(False).to_numpy(dtype=bool) | (age >= 90)
+    age0 = np.where(np.isnan(age), 65.0, age)[first]
+    shifted = np.where(capped[first], 300 + rng.uniform(0, .9, n_pat), age0)
+    intime0 = t["intime"][first]
+    dob = (intime0 - (shifted * _SECONDS_PER_YEAR).astype(np.int64)) // 86400 * 86400
+    death_at = np.where(t["died"], t["dischtime"], np.iinfo(np.int64).min)
+    last_death = np.maximum.reduceat(death_at, np.flatnonzero(first)) if len(visits) else death_at
+    has_death = last_death > np.iinfo(np.int64).min
+    dod = np.where(has_death, last_death // 86400 * 86400, 0)
+    gender = visits["gender"].to_numpy()[first]
+    if not set(pd.Series(gender).dropna()) <= {"M", "F"}:
+        raise ValueError(f"synthetic cohort: visits.gender must be 'M' or 'F', got {sorted(set(gender))}")
+    return pd.DataFrame({
+        "row_id": np.arange(1, n_pat + 1),
+        "subject_id": ids["subject"][first],
+        "gender": pd.Series(gender, dtype="str"),
+        "dob": _as_datetime(dob),
+        "dod": _as_datetime(dod, ~has_death),
+        "dod_hosp": _as_datetime(dod, ~has_death),
+        "dod_ssn": _as_datetime(dod, ~has_death),
+        "expire_flag": has_death.astype(np.int64),
+    })
+
+
+def _admissions(visits: pd.DataFrame, t: dict, ids: dict[str, np.ndarray]) -> pd.DataFrame:
+    """ADMISSIONS: one per visit; `has_chartevents_data` is set once the events are written."""
+    n, died = len(visits), t["died"]
+    adm_type = _text(visits, "admission_type", "EMERGENCY")
+    ethnicity = _text(visits, "ethnicity_group", "UNKNOWN").map(lambda g: _ETHNICITY.get(g, g))
+    return pd.DataFrame({
+        "row_id": np.arange(1, n + 1),
+        "subject_id": ids["subject"],
+        "hadm_id": ids["hadm"],
+        "admittime": _as_datetime(t["admittime"]),
+        "dischtime": _as_datetime(t["dischtime"]),
+        "deathtime": _as_datetime(t["dischtime"], ~died),
+        "admission_type": adm_type,
+        "admission_location": adm_type.map(lambda a: _ADMISSION_LOCATION.get(a, "EMERGENCY ROOM ADMIT")),
+        "discharge_location": pd.Series(np.where(died, "DEAD/EXPIRED", "HOME"), dtype="str"),
+        "insurance": _text(visits, "insurance", "Medicare"),
+        "language": pd.Series([None] * n, dtype="str"),
+        "religion": pd.Series([None] * n, dtype="str"),
+        "marital_status": pd.Series([None] * n, dtype="str"),
+        "ethnicity": ethnicity,
+        "edregtime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
+        "edouttime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
+        "diagnosis": pd.Series([None] * n, dtype="str"),
+        "hospital_expire_flag": died.astype(np.int64),
+        "has_chartevents_data": np.ones(n, dtype=np.int64),
+    })
+
+
+def _icustays(t: dict, ids: dict[str, np.ndarray], careunit: pd.Series, database: pd.Series) -> pd.DataFrame:
+    """ICUSTAYS: one per visit, DBSOURCE the visit's ICU database (metavision when unknown)."""
+    n = len(careunit)
+    ward = careunit.map(lambda c: _WARD.get(c, 23)).to_numpy(dtype=np.int64)
+    return pd.DataFrame({
+        "row_id": np.arange(1, n + 1),
+        "subject_id": ids["subject"],
+        "hadm_id": ids["hadm"],
+        "icustay_id": ids["icustay"],
+        "dbsource": database.fillna("metavision").astype("str"),
+        "first_careunit": careunit,
+        "last_careunit": careunit,
+        "first_wardid": ward,
+        "last_wardid": ward,
+        "intime": _as_datetime(t["intime"]),
+        "outtime": _as_datetime(t["outtime"]),
+        "los": np.round((t["outtime"] - t["intime"]) / 86400.0, 4),
+    })
 
 
 def _code_rows(part: pd.DataFrame, visit_row: pd.Series, ids: dict[str, np.ndarray], table: str) -> pd.DataFrame:
