@@ -169,6 +169,43 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
     hours = _float(m, "hours", "measurements")
     if np.isnan(hours).any():
         raise ValueError("synthetic cohort: measurements.hours has missing values")
+    itemid, valuenum, text, is_lab = _items_and_values(m, database[pos])
+    numeric = ~np.isnan(valuenum)
+    valuenum[numeric] = round_values(valuenum[numeric], itemid[numeric])
+    charttime = intime[pos] + np.round(hours * 3600).astype(np.int64)
+    value, num, uom = event_value_columns(itemid, valuenum, text)
+    n = len(m)
+    chart_rows = np.flatnonzero(~is_lab)
+    chart_rows = chart_rows[np.lexsort((itemid[chart_rows], charttime[chart_rows], pos[chart_rows]))]
+    lab_rows = np.flatnonzero(is_lab)
+    lab_rows = lab_rows[np.lexsort((itemid[lab_rows], charttime[lab_rows], ids["subject"][pos[lab_rows]]))]
+    common = {"value": value, "valuenum": num, "valueuom": uom}
+    chart = _event_frame(chart_rows, {
+        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "icustay_id": ids["icustay"][pos],
+        "itemid": itemid, "charttime": charttime,
+        "storetime": charttime + rng.integers(5, 60, n) * 60, "cgid": np.full(n, 90_000), **common,
+    })
+    chart.insert(0, "row_id", np.arange(1, len(chart) + 1))
+    for column in ("charttime", "storetime"):
+        chart[column] = _as_datetime(chart[column].to_numpy())
+    chart["warning"] = 0
+    chart["error"] = 0
+    chart["resultstatus"] = pd.Series([None] * len(chart), dtype="str")
+    chart["stopped"] = pd.Series([None] * len(chart), dtype="str")
+    lab = _event_frame(lab_rows, {
+        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "itemid": itemid,
+        "charttime": charttime, **common,
+    })
+    lab.insert(0, "row_id", np.arange(1, len(lab) + 1))
+    lab["charttime"] = _as_datetime(lab["charttime"].to_numpy())
+    lab["flag"] = _lab_flags(lab["itemid"].to_numpy(), lab["valuenum"].to_numpy(dtype=float, na_value=np.nan))
+    return chart[table_columns("CHARTEVENTS")], lab[table_columns("LABEVENTS")]
+
+
+def _items_and_values(m: pd.DataFrame, row_db: np.ndarray):
+    """Per measurement: the ITEMID of its variable in its stay's database, the value in that item's
+    unit (a categorical score where MIMIC keeps one), the text code of a categorical item, and
+    whether the item is a lab."""
     values = _float(m, "value", "measurements")
     texts = m["value_text"].reset_index(drop=True)
     variables = m["variable"].to_numpy()
@@ -177,7 +214,6 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
     valuenum = np.full(n, np.nan)
     text = np.full(n, -1, dtype=np.int64)
     is_lab = np.zeros(n, dtype=bool)
-    row_db = database[pos]
     groups = pd.DataFrame({"variable": variables, "db": row_db}).groupby(["variable", "db"], dropna=False).indices
     for (variable, db), rows in groups.items():
         item = item_for(variable, None if pd.isna(db) else db)
@@ -195,50 +231,23 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
             if np.isnan(values[rows]).any():
                 raise ValueError(f"synthetic cohort: measurements.value is missing for '{variable}'")
             valuenum[rows] = values[rows] * item.scale + item.offset
-    numeric = ~np.isnan(valuenum)
-    valuenum[numeric] = round_values(valuenum[numeric], itemid[numeric])
-    charttime = intime[pos] + np.round(hours * 3600).astype(np.int64)
-    value, num, uom = event_value_columns(itemid, valuenum, text)
+    return itemid, valuenum, text, is_lab
 
-    def frame(rows: np.ndarray, columns: dict) -> pd.DataFrame:
-        out = {}
-        for name, col in columns.items():
-            if isinstance(col, (pa.Array, pa.ChunkedArray)):
-                col = pc.take(col, pa.array(rows))
-                if pa.types.is_floating(col.type):
-                    col = col.to_pandas()
-                else:
-                    col = pc.cast(col, pa.string()).to_pandas().astype("str")
+
+def _event_frame(rows: np.ndarray, columns: dict) -> pd.DataFrame:
+    """The `rows` of every column (numpy or arrow; arrow text as pandas str)."""
+    out = {}
+    for name, col in columns.items():
+        if isinstance(col, (pa.Array, pa.ChunkedArray)):
+            col = pc.take(col, pa.array(rows))
+            if pa.types.is_floating(col.type):
+                col = col.to_pandas()
             else:
-                col = np.asarray(col)[rows]
-            out[name] = pd.Series(col).reset_index(drop=True)
-        return pd.DataFrame(out)
-
-    chart_rows = np.flatnonzero(~is_lab)
-    chart_rows = chart_rows[np.lexsort((itemid[chart_rows], charttime[chart_rows], pos[chart_rows]))]
-    lab_rows = np.flatnonzero(is_lab)
-    lab_rows = lab_rows[np.lexsort((itemid[lab_rows], charttime[lab_rows], ids["subject"][pos[lab_rows]]))]
-    common = {"value": value, "valuenum": num, "valueuom": uom}
-    chart = frame(chart_rows, {
-        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "icustay_id": ids["icustay"][pos],
-        "itemid": itemid, "charttime": charttime,
-        "storetime": charttime + rng.integers(5, 60, n) * 60, "cgid": np.full(n, 90_000), **common,
-    })
-    chart.insert(0, "row_id", np.arange(1, len(chart) + 1))
-    for column in ("charttime", "storetime"):
-        chart[column] = _as_datetime(chart[column].to_numpy())
-    chart["warning"] = 0
-    chart["error"] = 0
-    chart["resultstatus"] = pd.Series([None] * len(chart), dtype="str")
-    chart["stopped"] = pd.Series([None] * len(chart), dtype="str")
-    lab = frame(lab_rows, {
-        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "itemid": itemid,
-        "charttime": charttime, **common,
-    })
-    lab.insert(0, "row_id", np.arange(1, len(lab) + 1))
-    lab["charttime"] = _as_datetime(lab["charttime"].to_numpy())
-    lab["flag"] = _lab_flags(lab["itemid"].to_numpy(), lab["valuenum"].to_numpy(dtype=float, na_value=np.nan))
-    return chart[table_columns("CHARTEVENTS")], lab[table_columns("LABEVENTS")]
+                col = pc.cast(col, pa.string()).to_pandas().astype("str")
+        else:
+            col = np.asarray(col)[rows]
+        out[name] = pd.Series(col).reset_index(drop=True)
+    return pd.DataFrame(out)
 
 
 def _lab_flags(itemid: np.ndarray, valuenum: np.ndarray) -> pd.Series:
