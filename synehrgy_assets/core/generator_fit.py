@@ -161,7 +161,10 @@ def plan_generator_fit(spec: GeneratorFitSpec, vocab, tokens_dir: Path, resume_r
                             str(device), resume_key, Path(resume_root) / resume_key)
     if spec.budget:  # the epochs that fit the time on this machine (core/training_budget.py)
         plan.budget = _budget_plan(plan, log)
-        plan.train_config = dataclasses.replace(train_config, epochs=plan.budget.epochs)
+        # The planned epochs come from a probe; the deadline holds the budget if the machine slows.
+        plan.train_config = dataclasses.replace(
+            train_config, epochs=plan.budget.epochs,
+            deadline_seconds=max(plan.budget.budget_seconds - plan.budget.probe_seconds, 1.0))
     log(
         f"Training GPT ({model.num_parameters():,} parameters) on {device}: {plan.train_config.epochs:g} epochs"
         + (f" (at most {spec.max_steps} steps)" if spec.max_steps else "")

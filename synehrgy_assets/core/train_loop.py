@@ -55,6 +55,7 @@ class TrainState:
     batch_in_epoch: int = 0
     finished: bool = False
     stopped_early: bool = False
+    stopped_at_deadline: bool = False
     tokens_seen: int = 0  # supervised targets
     positions_seen: int = 0
     padding_seen: int = 0
@@ -79,7 +80,8 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> "TrainState":
-        return cls(**{f.name: saved[f.name] for f in fields(cls)})
+        # A field added later takes its default in a state saved before it existed.
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
 
 class EpochBatches:
@@ -239,7 +241,9 @@ class TrainingRun:
             lr = lr_at(st.step, plan.total_steps, config)
             self._step(batches, lr)
             step = st.step
-            is_last = step == plan.total_steps
+            if self._past_deadline():
+                st.stopped_at_deadline = st.finished = True
+            is_last = step == plan.total_steps or st.stopped_at_deadline
             do_eval = bool(plan.val_batches) and (step % plan.eval_every == 0 or is_last)
             if step % config.log_every == 0 or is_last or do_eval:
                 self._log(lr, len(batches), do_eval)
@@ -256,6 +260,18 @@ class TrainingRun:
             self.write_state()
         if st.best_state is not None:
             self.model.load_state_dict(st.best_state)
+
+    def _past_deadline(self) -> bool:
+        """Whether training time (this session and earlier ones) reached `deadline_seconds`; every
+        DDP rank takes rank 0's answer, so all stop at the same step."""
+        deadline = self.config.deadline_seconds
+        if not deadline:
+            return False
+        past = self.prior_seconds + time.perf_counter() - self.session_start >= deadline
+        if self.dist.enabled:
+            flag = torch.tensor([1.0 if past and self.dist.rank == 0 else 0.0], device=self.device)
+            past = bool(self.dist.all_reduce_sum(flag).item() > 0)
+        return past
 
     def _step(self, batches: list[list[np.ndarray]], lr: float) -> None:
         """One optimizer step on the epoch's next global batch (this rank's share of its rows)."""
@@ -368,6 +384,7 @@ class TrainingRun:
             steps=st.step,
             best_step=st.best_step,
             stopped_early=st.stopped_early,
+            stopped_at_deadline=st.stopped_at_deadline,
             total_steps=plan.total_steps,
             steps_per_epoch=plan.steps_per_epoch,
             epochs_run=st.epoch + st.batch_in_epoch / len(self.epoch_batches(st.epoch)),

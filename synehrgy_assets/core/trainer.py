@@ -83,6 +83,10 @@ class TrainConfig:
     val_max_windows: int | None = None  # None = the whole val split; else a seeded sample
     patience: int | None = 3  # evaluations without improvement before stopping; 0/None = off
     min_delta: float = 0.0  # an improvement of the val loss by at most this counts as none (a plateau)
+    # Wall seconds of training (all sessions of a resumed run) after which it stops, with a last
+    # evaluation: a budget's epochs are planned from a probe, and a machine that slows down later
+    # must not overrun it. None/0 = no deadline.
+    deadline_seconds: float | None = None
     checkpoint_every: int = 100  # steps between resumable states (with a checkpoint_dir); 0 = end only
     pack_pool_windows: int = DEFAULT_POOL_WINDOWS
     seed: int = 0
@@ -138,6 +142,7 @@ class TrainResult:
     best_step: int | None
     stopped_early: bool
     total_steps: int = 0  # planned by the budget
+    stopped_at_deadline: bool = False  # the wall-time deadline ended the run before total_steps
     steps_per_epoch: int = 0
     epochs_run: float = 0.0
     train_tokens_per_epoch: int = 0

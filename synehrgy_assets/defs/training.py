@@ -49,7 +49,8 @@ class GptTrainingConfig(dg.Config):
     budget: str = Field(
         default="", description="Wall-time budget for training, e.g. '30m', '1h30m', '90s': a short probe "
         "measures this machine's seconds per step on these windows and the epochs are the most that fit "
-        "(at most budget_max_epochs; early stopping may end sooner); replaces `epochs`. Empty = `epochs`. "
+        "(at most budget_max_epochs; early stopping may end sooner, and training stops at the budget's end if the "
+        "machine slows down after the probe); replaces `epochs`. Empty = `epochs`. "
         "The choice is in the run log and the asset metadata (`budget`).")
     budget_max_epochs: float = Field(
         default=100.0, gt=0, description="Cap on the epochs a budget may choose (small data on a fast machine).")
@@ -325,6 +326,7 @@ def final_train_metrics(result) -> dict[str, float]:
         "final_steps": float(result.steps),
         "final_epochs_run": float(result.epochs_run),
         "final_stopped_early": float(result.stopped_early),
+        "final_stopped_at_deadline": float(result.stopped_at_deadline),
         "final_padding_fraction": float(result.padding_fraction),
     }
     if result.best_val_loss is not None:  # None when the val split has no windows
