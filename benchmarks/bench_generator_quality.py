@@ -1,6 +1,6 @@
 """Generator quality ablation: train, generate and evaluate variants side by side on one staged cohort.
 
-Measures what makes the generator learn how measurements depend on the outcome (issue: faithful
+Measures what makes the generator learn how measurements depend on the outcome (a faithful
 generator): model size and epochs, outcome conditioning, the mortality loss weight. Each variant
 runs the pure core exactly as the graph does (vocabulary on train, context windows, packed
 training with early stopping, sliding-window generation, decoding, `metrics.evaluate` against

@@ -20,7 +20,8 @@ import torch
 
 from synehrgy_assets.core.model import GPT, GPTConfig
 from synehrgy_assets.core.sampler import sample
-from synehrgy_assets.core.trainer import TrainConfig, resolve_device, resolve_precision, train
+from synehrgy_assets.core.devices import resolve_device, resolve_precision
+from synehrgy_assets.core.trainer import TrainConfig, train
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 PAD, BOS, EOS = 0, 1, 2

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _machine import cpu_model  # noqa: E402
 from synehrgy_assets.core.model import GPT, GPTConfig  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
-from synehrgy_assets.core.trainer import resolve_device  # noqa: E402
+from synehrgy_assets.core.devices import resolve_device  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenType, TokenVocabulary, VocabularyConfig  # noqa: E402
 
 OLD_COMMIT = "9051ca9"
@@ -60,7 +60,7 @@ def load_old_sampler():
 def vocabulary(path: str | None) -> TokenVocabulary:
     if path:
         return TokenVocabulary.from_json(path)
-    from tests.test_tokenizer import synthetic_cohort
+    from tests.helpers.toy_cohort import synthetic_cohort
 
     return TokenVocabulary.fit(synthetic_cohort(400, seed=1), VocabularyConfig())
 

@@ -43,7 +43,7 @@ RAW_SUMMARY = "synehrgy_bench_raw.json"
 RESULTS = REPO / "benchmarks" / "out" / "staging.jsonl"
 DBT_PROJECT = REPO / "dbt_mimic"  # --project-dir points elsewhere, e.g. a copy holding a proposed change
 
-# Full MIMIC-III v1.4 sizes used for the linear extrapolation (issue target).
+# Full MIMIC-III v1.4 sizes used for the linear extrapolation (the full-data staging time).
 FULL_CHARTEVENTS_ROWS = 330_000_000
 FULL_LABEVENTS_ROWS = 28_000_000
 TARGET_WALL_S = 15 * 60

@@ -1,4 +1,4 @@
-"""Tokenizer throughput: staged DuckDB marts → token arrays (issue: ≥ 20,000 patients/s on 2 cores).
+"""Tokenizer throughput: staged DuckDB marts → token arrays (the target: ≥ 20,000 patients/s on 2 cores).
 
 Reads the marts of a staged warehouse (e.g. the full-scale synthetic hospital staged by
 `bench_staging.py`, or a workspace's `warehouse.duckdb`), fits the vocabulary on a sample, then

@@ -52,7 +52,8 @@ from _machine import cpu_model, gpu_bf16_peak  # noqa: E402
 from synehrgy_assets.core.model import GPT, GPTConfig  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary  # noqa: E402
-from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, resolve_precision, train  # noqa: E402
+from synehrgy_assets.core.devices import resolve_device, resolve_precision  # noqa: E402
+from synehrgy_assets.core.trainer import TrainConfig, init_model, train  # noqa: E402
 
 # ---------------------------------------------------------------- data
 
@@ -72,7 +73,7 @@ def load_token_data(args) -> tuple[TokenVocabulary, list[np.ndarray], np.ndarray
         windows, context = cw.arrays(seqs), np.asarray(cw.context_lengths, dtype=np.int64)
     else:
         from synehrgy_assets.core.tokens import VocabularyConfig, encode
-        from tests.test_tokenizer import synthetic_cohort
+        from tests.helpers.toy_cohort import synthetic_cohort
 
         cohort = synthetic_cohort(args.cohort_patients, seed=1, max_visits=4, rows_per_visit=40)
         vocab = TokenVocabulary.fit(cohort, VocabularyConfig())

@@ -72,10 +72,11 @@ from synehrgy_assets.core.model import GPTConfig, load_checkpoint, save_checkpoi
 from synehrgy_assets.core.packing import collate_packed, epoch_rows  # noqa: E402
 from synehrgy_assets.core.sampler import sample  # noqa: E402
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary  # noqa: E402
-from synehrgy_assets.core.trainer import TrainConfig, autocast_context, init_model, train  # noqa: E402
+from synehrgy_assets.core.devices import autocast_context  # noqa: E402
+from synehrgy_assets.core.trainer import TrainConfig, init_model, train  # noqa: E402
 
 STAGES = ("preflight", "data", "train_small", "train_mid", "train_10m", "generate")
-# The sizes of the issue: the CPU default (2 layers x 4 heads x width 128), 6 x 512, and about
+# Three sizes that span the use: the CPU default (2 layers x 4 heads x width 128), 6 x 512, and about
 # 10 M weights at context 1,024.
 SIZES = {
     "train_small": dict(n_layer=2, n_head=4, n_embd=128, n_ctx=512),
@@ -141,7 +142,7 @@ def sync(device: torch.device) -> None:
 
 def build_data(work: Path, plan: dict) -> dict:
     from synehrgy_assets.core.tokens import VocabularyConfig, encode
-    from tests.test_tokenizer import synthetic_cohort
+    from tests.helpers.toy_cohort import synthetic_cohort
 
     cohort = synthetic_cohort(plan["patients"], seed=1, max_visits=4, rows_per_visit=plan["rows_per_visit"])
     vocab = TokenVocabulary.fit(cohort, VocabularyConfig())

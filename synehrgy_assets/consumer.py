@@ -5,7 +5,7 @@ Used by `python -m orchestration.cli generate` and by the generator's MLflow pyf
 does), so the same seed gives the same tables:
 
     sample (KV-cached, grammar-constrained; `--where`: rejection, core/conditions.py) -> decode tokens
-    -> marts-shaped cohort -> MIMIC-III-shaped tables (`core/decoder.py`)
+    -> marts-shaped cohort -> MIMIC-III-shaped tables (`core/mimic_writer.py`)
     -> Parquet | MIMIC CSV | MEDS (`core/exports.py`, into a folder `core/output_dirs.py` allows)
 
 A local workspace's store is opened where the workspace is now (core/mlflow_store.py: a moved

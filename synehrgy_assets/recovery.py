@@ -12,7 +12,6 @@ Only public Dagster and MLflow APIs are used.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import dagster as dg
+from filelock import FileLock, Timeout
 
 from synehrgy_assets.core.workspace_layout import WORKSPACE_LOCK
 
@@ -196,34 +196,27 @@ class WorkspaceBusy(RuntimeError):
 
 @contextmanager
 def workspace_lock(root: Path | str, run_id: str | None = None) -> Iterator[Path]:
-    """Hold `<root>/.synehrgy.lock` (fcntl.flock) for the block; raise `WorkspaceBusy` at once if held.
+    """Hold `<root>/.synehrgy.lock` (a kernel lock, `filelock`) for the block; raise `WorkspaceBusy`
+    at once if held. The lock file names its holder (pid, run, since) for that message.
 
     The kernel drops the lock when the holder dies (kill -9 included), so a stale file never blocks."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        lock = FileLock(path, timeout=0, mode=0o600).acquire()
+    except Timeout:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-            except ValueError:
-                holder = {}
-            raise WorkspaceBusy(
-                f"Workspace {root} is in use by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}) "
-                f"since {holder.get('since', '?')}; wait for it or stop it."
-            ) from None
-        payload = json.dumps(
+            holder = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        raise WorkspaceBusy(
+            f"Workspace {root} is in use by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}) "
+            f"since {holder.get('since', '?')}; wait for it or stop it."
+        ) from None
+    with lock:
+        path.write_text(json.dumps(
             {"pid": os.getpid(), "run_id": run_id or "?", "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
              "host": socket.gethostname()}
-        ).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, payload, 0)
-        try:
-            yield path
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        ))
+        yield path

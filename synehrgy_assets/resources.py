@@ -337,8 +337,7 @@ def _package_version() -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file + rename) so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    """Write JSON atomically (`output_dirs.write_text_atomic`) so readers never see a half-written file."""
+    from synehrgy_assets.core.output_dirs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.xdist_units import work_unit_scheduler, xdist_work_unit
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEMO = REPO.parent / "shared" / "data" / "mimic-iii-demo"
 
@@ -93,34 +95,11 @@ def _keep_mlflow_environment():
         yield
 
 
-# The modules whose tests read the session's shared workspace (tests/small_graph.py, the fixture
-# `released_workspace`): one xdist work unit, so it is built once. Checked at collection.
-SHARED_WORKSPACE_MODULES = frozenset({
-    "test_cli_generate.py", "test_definitions.py", "test_end_to_end.py", "test_exports.py", "test_gate_metadata.py",
-    "test_meds_clients.py", "test_mlflow_hygiene.py", "test_partitions.py", "test_progress.py", "test_registry.py",
-    "test_training_budget.py", "test_ui_browser.py", "test_workspace_moves.py",
-})
-
-
-def xdist_work_unit(nodeid: str) -> str:
-    """The work unit of a test under scripts/test.sh's two workers: the shared-workspace modules
-    together, every other module on its own (its module-scoped fixtures built once)."""
-    module = nodeid.split("::")[0]
-    return "shared_workspace" if Path(module).name in SHARED_WORKSPACE_MODULES else module
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's `--dist loadgroup` marks do nothing under pytest 9 (xdist 3.8 appends the group
-    to `item._nodeid`, an attribute pytest 9 no longer reads), so the grouping is a scheduler of
-    ours: xdist's load-scope scheduling with `xdist_work_unit` as the scope."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class WorkUnitScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return xdist_work_unit(nodeid)
-
-    return WorkUnitScheduling(config, log)
+    """The shared-workspace modules on one worker, every other module a unit of its own
+    (tests/helpers/xdist_units.py says why this is not `--dist loadgroup`)."""
+    return work_unit_scheduler(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -128,4 +107,4 @@ def pytest_collection_modifyitems(config, items):
                         and xdist_work_unit(item.nodeid) != "shared_workspace"})
     if misplaced:
         raise pytest.UsageError(f"{', '.join(misplaced)} use(s) the shared workspace: add the module to "
-                                "SHARED_WORKSPACE_MODULES in tests/conftest.py (else each worker builds it)")
+                                "SHARED_WORKSPACE_MODULES in tests/helpers/xdist_units.py (else each worker builds it)")

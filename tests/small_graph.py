@@ -2,7 +2,7 @@
 graph's results: the release, export, `generate` CLI, browser, hygiene, progress, partition,
 sensor and end-to-end tests (tests that change a workspace work on a copy: `copy_workspace`).
 
-The graph runs once on the built-in simulated hospital (asked for: `synthetic_hospital=True`; 150 patients) with a GPT of 30 steps and
+The graph runs once on the built-in synthetic hospital (asked for: `synthetic_hospital=True`; 150 patients) with a GPT of 30 steps and
 40 generated patients of at most 300 tokens (an under-trained model writes long patients: the
 cap keeps generation to seconds), judged by gates every cohort passes (`lax_gates`), so the
 release is promoted and both registered models have a `champion`/`candidate` alias to look at.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.test_end_to_end import SMALL_RUN_CONFIG
+from tests.helpers.graph_runs import SMALL_RUN_CONFIG
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SmallGraph:
     @functools.cached_property
     def mats(self) -> dict[str, dict]:
         """Every asset's latest metadata as plain values (`materialized` of the run)."""
-        from tests.test_end_to_end import materialized
+        from tests.helpers.graph_runs import materialized
 
         return materialized(self.result)
 
@@ -61,14 +61,14 @@ SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"].update(
 
 def _definitions(home: Path) -> dg.Definitions:
     from synehrgy_assets.definitions import build_definitions
-    from tests.test_end_to_end import lax_gates
+    from tests.helpers.graph_runs import lax_gates
 
     return build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150, release_gate=lax_gates())
 
 
 @functools.cache
 def small_graph() -> SmallGraph:
-    from tests.test_end_to_end import failure_text
+    from tests.helpers.graph_runs import failure_text
 
     home = Path(tempfile.mkdtemp(prefix="synehrgy_small_graph_"))
     atexit.register(shutil.rmtree, home, True)

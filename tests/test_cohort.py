@@ -19,7 +19,7 @@ from synehrgy_assets.core.cohort import (
     load_staged_cohort,
 )
 from synehrgy_assets.core.tokens import TokenVocabulary, encode, encode_marts
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from synehrgy_assets.core.conditions import (
 from synehrgy_assets.core.generation import ConditionInfeasible, Generator, SamplingParams, length_cap
 from synehrgy_assets.core.model import GPT, GPTConfig
 from synehrgy_assets.core.tokens import TokenVocabulary, VocabularyConfig
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 

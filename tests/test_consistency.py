@@ -13,7 +13,7 @@ import pytest
 
 from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary, VocabularyConfig, decode
 from synehrgy_assets.core.tokens.grammar import TokenType
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 
 T = TokenType
 

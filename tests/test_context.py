@@ -11,7 +11,7 @@ from synehrgy_assets.core.tokens.grammar import TokenType, find_violations
 from synehrgy_assets.core.tokens.windows import ContextWindows, context_windows, reference_fraction
 from synehrgy_assets.defs import tokens as token_assets
 from synehrgy_assets.resources import WorkspaceResource
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 
 T = TokenType
 

@@ -12,7 +12,7 @@ import torch
 from synehrgy_assets.core import distributed
 from synehrgy_assets.core.ddp_entry import run_torchrun, write_spec, write_window_arrays
 from synehrgy_assets.core.trainer import TrainConfig, init_model, train
-from tests.test_trainer import PAD, TOKEN_TYPES, model_config, typed_windows
+from tests.helpers.toy_windows import PAD, TOKEN_TYPES, model_config, typed_windows
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 # Stated tolerance: the two runs differ only by float summation order (gradients all-reduced over

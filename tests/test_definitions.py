@@ -127,7 +127,7 @@ def test_cli_runs_are_runs_of_the_code_location(tmp_path):
         assert instance.get_run_by_id(plain.run_id).remote_job_origin is None
 
 
-# ---- launchpad knobs, executor, checks, sensors (issue 11) -------------------------------------
+# ---- launchpad knobs, executor, checks, sensors -------------------------------------------------
 
 def undocumented_fields(job: dg.JobDefinition) -> list[str]:
     """`ops.<op>.config.<field>` and `resources.<resource>.config.<field>` paths of the job's run
@@ -194,6 +194,18 @@ def test_in_process_by_default_and_multiprocess_by_run_config(tmp_path):
         assert job.executor_def.config_schema.as_field().default_value == {"in_process": {}}
         for execution in ({"in_process": {}}, {"multiprocess": {"max_concurrent": 2}}):
             assert dg.validate_run_config(job, {"execution": {"config": execution}}) is not None
+
+
+def test_the_executor_adapter_still_matches_dagsters_executor():
+    """synehrgy_assets/defs/jobs.py reads the choices of Dagster's multi_or_in_process executor (no public
+    API gives them) and restates its requirements: a Dagster that changes either fails here."""
+    from synehrgy_assets.defs.jobs import _CHOICES, in_process_by_default_executor
+
+    base = dg.multi_or_in_process_executor
+    assert isinstance(_CHOICES, dg.Selector) and sorted(_CHOICES.fields) == ["in_process", "multiprocess"]
+    for choice in ({"in_process": {}}, {"multiprocess": {}}):
+        assert in_process_by_default_executor.get_requirements(choice) == base.get_requirements(choice), choice
+    assert in_process_by_default_executor.get_requirements({"multiprocess": {}})  # the check can fail
 
 
 def test_gating_checks_are_error_severity_and_never_block(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 
 from synehrgy_assets.core.datacard import release_datacard
 from synehrgy_assets.core.cohort import StagedCohort
-from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
 from synehrgy_assets.core.exports import FORMATS, MART_TABLES, export_cohort, read_parquet_cohort, write_meds
 from synehrgy_assets.core.output_dirs import OWNER_MARKER, OutputRefused
 from synehrgy_assets.core.meds import MedsExportError
@@ -259,7 +259,7 @@ def _untimed(marts: dict) -> dict:
 
 def test_meds_takes_the_times_of_untimed_visits_from_icustays(tmp_path):
     from synehrgy_assets.core.cohort import StagedCohort
-    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
     from synehrgy_assets.core.meds_checks import check_meds_dir
 
     marts = _untimed(_tiny_cohort())
@@ -283,7 +283,7 @@ def test_meds_takes_the_times_of_untimed_visits_from_icustays(tmp_path):
 
 def test_meds_refuses_untimed_visits_it_cannot_time(tmp_path):
     from synehrgy_assets.core.cohort import StagedCohort
-    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
 
     marts = _untimed(_tiny_cohort())
     with pytest.raises(ValueError, match=r"3 of 3 rows of `visits` have no intime/outtime, and no ICUSTAYS"):
@@ -300,7 +300,7 @@ def test_meds_refuses_untimed_visits_it_cannot_time(tmp_path):
 
 def _tiny_mimic(marts: dict) -> dict:
     from synehrgy_assets.core.cohort import StagedCohort
-    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
 
     return cohort_to_mimic_tables(StagedCohort(*(marts[t] for t in MART_TABLES)), seed=3)
 

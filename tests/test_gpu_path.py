@@ -16,9 +16,9 @@ from synehrgy_assets.core.packing import OneAhead, collate_packed, pack_rows
 from synehrgy_assets.core.sampler import sample
 from synehrgy_assets.core.tokens import GrammarConstraint
 from synehrgy_assets.core.trainer import init_model, train
-from tests.test_sampler import grammar_model, tail_roll, vocab, vocab_kwargs  # noqa: F401 (vocab: fixture)
-from tests.test_trainer import (BOS, EOS, FIRST_DX, N_CTX, PAD, VOCAB, model_config, quick_config, toy_clocks,
-                                typed_window, typed_windows)
+from tests.helpers.toy_windows import (BOS, EOS, FIRST_DX, N_CTX, PAD, VOCAB, model_config, quick_config, toy_clocks,
+                                      typed_window, typed_windows)
+from tests.helpers.toy_sampling import grammar_model, tail_roll, toy_vocabulary, vocab_kwargs
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 
@@ -51,6 +51,11 @@ def packed_batch(conditioned: bool):
     tensors = {"idx": torch.from_numpy(batch.inputs), "targets": torch.from_numpy(batch.targets),
                "positions": torch.from_numpy(batch.positions), "segments": torch.from_numpy(batch.segments)}
     return model, tensors
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return toy_vocabulary()
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def test_meds_clients_on_the_real_mimic_demo(mimic_demo_dir, tmp_path):
     import dagster as dg
 
     from synehrgy_assets.definitions import build_definitions
-    from tests.test_end_to_end import check_results, failure_text
+    from tests.helpers.graph_runs import check_results, failure_text
 
     home = tmp_path / "demo"
     defs = build_definitions(home=str(home), mimic_dir=str(mimic_demo_dir))

@@ -16,7 +16,7 @@ import pytest
 import dagster as dg
 
 from tests.small_graph import SHARED_RUN_CONFIG
-from tests.test_end_to_end import assert_whole_graph, lax_gates
+from tests.helpers.graph_runs import assert_whole_graph, lax_gates
 
 
 def free_port() -> int:

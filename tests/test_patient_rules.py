@@ -180,7 +180,7 @@ def test_todays_decoder_output_is_judged():
     """The decoder writes one canonical item per variable, CareVue's among them (FiO2 189, GCS total 198)
     in stays labelled metavision: the rules see it."""
     from synehrgy_assets.core.cohort import StagedCohort
-    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
 
     visits = pd.DataFrame({
         "subject_id": [1, 1, 2], "hadm_id": [11, 12, 21], "icustay_id": [111, 121, 211], "visit_index": [0, 1, 0],

@@ -27,7 +27,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.test_end_to_end import SMALL_RUN_CONFIG, failure_text, materialized
+from tests.helpers.graph_runs import SMALL_RUN_CONFIG, failure_text, materialized
 
 REPO = Path(__file__).resolve().parents[1]
 PG_USER, PG_DB = "synehrgy", "dagster"

@@ -32,7 +32,7 @@ from tests.leak_scan import (
     stored_number_dependencies,
     vocabulary_dependencies,
 )
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_cohort import synthetic_cohort
 
 K = 10
 LEVELS = np.linspace(0, 1, 11)

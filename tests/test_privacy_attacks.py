@@ -28,7 +28,7 @@ from synehrgy_assets.core.release_gates import (
 )
 from synehrgy_assets.core.tokens import TokenVocabulary, decode, encode
 from synehrgy_assets.core.tokens.grammar import TokenType
-from tests.test_metrics import VARIABLES, make_cohort
+from tests.helpers.metric_cohorts import VARIABLES, make_cohort
 
 MEMBER_SHARE = 0.8  # 400 train patients of 500 real ones
 ATTACKS = ("mia_auroc", "codes_mia_auroc", "domias_mia_auroc")

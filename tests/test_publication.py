@@ -10,64 +10,15 @@ with a message naming it. The same flow with real dbt runs in tests/test_bad_inp
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
-from synehrgy_assets.core.staging_build import (
-    MARTS, new_build, publish, read_marker, read_state, record_pending, write_marker,
-)  # fmt: skip
-from synehrgy_assets.core.staging_checks import BLOCKING_LOSS_CHECKS
+from synehrgy_assets.core.staging_build import new_build, publish, read_marker, read_state
 from synehrgy_assets.resources import WorkspaceResource
-
-
-def _audit(valuenum_not_numeric: int) -> list[tuple[str, str, str, int]]:
-    return [
-        ("icustays", "", "raw", 100), ("icustays", "", "patients_raw", 50),
-        ("measurements", "heart_rate", "candidate", 1000), ("measurements", "", "patients_with_candidates", 50),
-        ("measurements", "", "valuenum_not_numeric", valuenum_not_numeric),
-        ("measurements", "", "patients_valuenum_not_numeric", 20 if valuenum_not_numeric else 0),
-        ("codes", "diagnosis", "raw", 10), ("codes", "procedure", "raw", 5), ("codes", "", "patients_raw", 50),
-    ]
-
-
-def _write_build(db: Path, build_id: str, visits: int, valuenum_not_numeric: int = 0) -> None:
-    with duckdb.connect(str(db)) as con:
-        for mart in MARTS:
-            if mart != "staging_audit":
-                con.execute(f"create table main.{mart} as select range as subject_id from range({visits})")
-        con.execute("create table main.staging_audit (section varchar, item varchar, metric varchar, n bigint)")
-        con.executemany("insert into main.staging_audit values (?, ?, ?, ?)", _audit(valuenum_not_numeric))
-    write_marker(db, build_id, "/raw", "fp")
-
-
-_RUN_IDS: dict[str, str] = {}  # home -> the Dagster run id of its next check run (as dbt_mimic_models records it)
-
-
-def _stage_by_hand(home: Path, visits: int, valuenum_not_numeric: int = 0) -> str:
-    """What dbt_mimic_models leaves after a green dbt build: the build waits for its checks."""
-    build_id, db = new_build(home)
-    _write_build(db, build_id, visits, valuenum_not_numeric)
-    _RUN_IDS[str(home)] = str(uuid.uuid4())
-    record_pending(home, build_id, db, list(BLOCKING_LOSS_CHECKS), run_id=_RUN_IDS[str(home)])
-    return build_id
-
-
-def _run_checks(home: Path, checks=None) -> dg.ExecuteInProcessResult:
-    """The loss checks in one Dagster run, the run that staged the build (its id recorded above)."""
-    from synehrgy_assets.defs.staging import mart_key
-    from synehrgy_assets.defs.staging_checks import staging_loss_checks
-
-    checks = checks or staging_loss_checks
-    keys = [k for c in checks for k in c.check_keys]
-    marts = [dg.AssetSpec(mart_key(m)) for m in ("visits", "measurements", "visit_codes")]
-    defs = dg.Definitions(assets=marts, asset_checks=checks, resources={"workspace": WorkspaceResource(home=str(home))},
-                          jobs=[dg.define_asset_job("judge", selection=dg.AssetSelection.checks(*keys))])
-    return defs.resolve_job_def("judge").execute_in_process(
-        run_id=_RUN_IDS.get(str(home), str(uuid.uuid4())), raise_on_error=False)
+from tests.helpers.staged_builds import run_checks, stage_by_hand, write_build
 
 
 def _digest(home: Path) -> str:
@@ -85,12 +36,12 @@ def failed_home(tmp_path) -> tuple[Path, str, str]:
     """A workspace whose published build (135 visits) is good and whose newest build (130 visits,
     20 % of VALUENUM junk) failed its blocking check `valuenum_not_numeric`."""
     home = (tmp_path / "home").resolve()
-    good = _stage_by_hand(home, 135)
-    result = _run_checks(home)
+    good = stage_by_hand(home, 135)
+    result = run_checks(home)
     assert result.success and read_state(home)["status"] == "published"
     before = _digest(home)
-    bad = _stage_by_hand(home, 130, valuenum_not_numeric=200)
-    result = _run_checks(home)
+    bad = stage_by_hand(home, 130, valuenum_not_numeric=200)
+    result = run_checks(home)
     assert not result.success
     evaluation = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}["valuenum_not_numeric"]
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
@@ -113,16 +64,16 @@ def failed_home(tmp_path) -> tuple[Path, str, str]:
 
 def test_a_build_is_published_only_when_every_blocking_check_has_passed(tmp_path):
     home = (tmp_path / "home").resolve()
-    build = _stage_by_hand(home, 135)
+    build = stage_by_hand(home, 135)
     assert not (home / "warehouse.duckdb").exists()
     from synehrgy_assets.defs.staging_checks import staging_loss_checks
 
     # One blocking check alone is not enough: the build still waits, nothing is published.
-    _run_checks(home, [staging_loss_checks[0]])
+    run_checks(home, [staging_loss_checks[0]])
     state = read_state(home)
     assert state["status"] == "pending" and len(state["verdicts"]) == 1
     assert not (home / "warehouse.duckdb").exists()
-    assert _run_checks(home).success
+    assert run_checks(home).success
     assert read_state(home)["status"] == "published"
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert read_marker(con).build_id == build
@@ -146,9 +97,9 @@ def test_patient_split_refuses_a_build_whose_checks_have_not_run(tmp_path):
     from synehrgy_assets.defs.tokens import patient_split
 
     home = (tmp_path / "home").resolve()
-    good = _stage_by_hand(home, 135)
-    assert _run_checks(home).success
-    waiting = _stage_by_hand(home, 140)
+    good = stage_by_hand(home, 135)
+    assert run_checks(home).success
+    waiting = stage_by_hand(home, 140)
     result = dg.materialize([patient_split], resources={"workspace": WorkspaceResource(home=str(home))},
                             raise_on_error=False)
     text = _failure_text(result)
@@ -187,8 +138,8 @@ def test_the_weekly_schedule_runs_on_a_published_build(tmp_path):
     from synehrgy_assets.defs.schedules import weekly_retraining_schedule
 
     home = (tmp_path / "home").resolve()
-    _stage_by_hand(home, 135)
-    assert _run_checks(home).success
+    stage_by_hand(home, 135)
+    assert run_checks(home).success
     with dg.build_schedule_context(resources={"workspace": WorkspaceResource(home=str(home))}) as context:
         data = weekly_retraining_schedule.evaluate_tick(context)
     assert len(data.run_requests) == 1
@@ -197,12 +148,12 @@ def test_the_weekly_schedule_runs_on_a_published_build(tmp_path):
 def test_publish_carries_over_the_other_schemas(tmp_path):
     """The swap keeps what is not dbt's (the split, the synthetic tables) from the old warehouse."""
     home = (tmp_path / "home").resolve()
-    _stage_by_hand(home, 5)
-    assert _run_checks(home).success
+    stage_by_hand(home, 5)
+    assert run_checks(home).success
     with duckdb.connect(str(home / "warehouse.duckdb")) as con:
         con.execute("create schema synehrgy; create table synehrgy.patient_split as select 1 as x")
     build_id, db = new_build(home)
-    _write_build(db, build_id, 6)
+    write_build(db, build_id, 6)
     publish(db, home / "warehouse.duckdb")
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("select x from synehrgy.patient_split").fetchall() == [(1,)]

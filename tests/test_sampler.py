@@ -10,39 +10,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from synehrgy_assets.core.model import GPT, GPTConfig, KVCache
+from synehrgy_assets.core.model import GPT, KVCache
 from synehrgy_assets.core.sampler import _choose, prefill_rows, sample
-from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary, VocabularyConfig, decode
+from synehrgy_assets.core.tokens import GrammarConstraint, TokenVocabulary, decode
 from synehrgy_assets.core.tokens.grammar import TokenType
-from tests.test_tokenizer import synthetic_cohort
+from tests.helpers.toy_sampling import grammar_model, tail_roll, toy_vocabulary, vocab_kwargs
 from tests.tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401 (single_thread: autouse fixture)
 
 PAD, BOS, EOS = 0, 1, 2
 
 
-
-
-
-
-def tail_roll(k: int):
-    """A simple roll: <s> + the last k tokens (ends with the last token, as a roll must)."""
-    return lambda tokens: np.concatenate([tokens[:1], tokens[-k:]])
-
-
 @pytest.fixture(scope="module")
 def vocab() -> TokenVocabulary:
-    return TokenVocabulary.fit(synthetic_cohort(60, seed=1), VocabularyConfig())
-
-
-def grammar_model(vocab: TokenVocabulary, n_ctx: int = 64, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=vocab.size, n_ctx=n_ctx, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
-                    condition_table=vocab.condition_table())
-    return GPT(cfg).eval()
-
-
-def vocab_kwargs(vocab: TokenVocabulary) -> dict:
-    return dict(bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id)
+    return toy_vocabulary()
 
 
 class AlternatingConstraint:

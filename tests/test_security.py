@@ -19,7 +19,7 @@ def test_a_quote_in_the_home_path_is_a_path_not_sql(tmp_path):
     """meds_export sets DuckDB's temp_directory from the home path: a quote in it is quoted, and a
     crafted path cannot append a statement."""
     from synehrgy_assets.defs.meds import meds_export
-    from tests.test_meds import build_marts
+    from tests.helpers.meds_marts import build_marts
 
     home = tmp_path / "o'brien's home'; drop table main.visits; --"
     workspace = WorkspaceResource(home=str(home))
@@ -58,11 +58,11 @@ def test_the_workspace_files_holding_real_rows_are_owner_only(tmp_path):
 
 
 def test_a_published_build_is_owner_only(tmp_path):
-    from tests.test_publication import _run_checks, _stage_by_hand
+    from tests.helpers.staged_builds import run_checks, stage_by_hand
 
     home = (tmp_path / "home").resolve()
-    _stage_by_hand(home, 5)
-    assert _run_checks(home).success
+    stage_by_hand(home, 5)
+    assert run_checks(home).success
     assert _mode(home / "warehouse.duckdb") == 0o600
     assert _mode(home / "staging_state.json") == 0o600
 

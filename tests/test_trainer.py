@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from synehrgy_assets.core.model import IGNORE_INDEX, GPTConfig
+from synehrgy_assets.core.model import IGNORE_INDEX
 from synehrgy_assets.core.packing import (
     batches_of,
     collate_packed,
@@ -34,47 +34,13 @@ from synehrgy_assets.core.trainer import (
     token_groups,
     train,
 )
+from tests.helpers.toy_windows import (
+    BOS, EOS, FIRST_AGE, FIRST_DX, N_AGE, N_CTX, PAD, TOKEN_TYPES, VOCAB, model_config, quick_config,
+    toy_clocks, typed_window, typed_windows,
+)
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-PAD, BOS, EOS = 0, 1, 2
-VOCAB = 32
-FIRST_AGE, N_AGE = 3, 10  # "AGE" tokens 3..12: the one random choice of a window
-FIRST_DX, N_DX = 13, 19  # "DX" tokens 13..31: fully determined by the AGE token
-N_CTX = 32
-
-TOKEN_TYPES = np.full(VOCAB, int(TokenType.END_ADM), dtype=np.int8)  # structure
-TOKEN_TYPES[[PAD, BOS, EOS]] = [TokenType.PAD, TokenType.BOS, TokenType.EOS]
-TOKEN_TYPES[FIRST_AGE:FIRST_AGE + N_AGE] = TokenType.AGE
-TOKEN_TYPES[FIRST_DX:] = TokenType.DX
-
-
-
-
-def typed_window(age: int) -> np.ndarray:
-    """<s> AGE dx... </s>: the codes (and the length) follow from the AGE token."""
-    n_codes = 2 + (age - FIRST_AGE) % 5 * 2
-    codes = [FIRST_DX + (age - FIRST_AGE + j) % N_DX for j in range(n_codes)]
-    return np.array([BOS, age, *codes, EOS], dtype=np.int64)
-
-
-def typed_windows(n: int, seed: int) -> list[np.ndarray]:
-    ages = np.random.default_rng(seed).integers(FIRST_AGE, FIRST_AGE + N_AGE, size=n)
-    return [typed_window(int(a)) for a in ages]
-
-
-def model_config(**overrides) -> GPTConfig:
-    cfg = dict(vocab_size=VOCAB, n_ctx=N_CTX, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    cfg.update(overrides)
-    return GPTConfig(**cfg)
-
-
-def quick_config(**overrides) -> TrainConfig:
-    cfg = dict(epochs=4, batch_size=4, learning_rate=5e-3, warmup_steps=5, log_every=5, patience=None)
-    cfg.update(overrides)
-    return TrainConfig(**cfg)
-
-
 def window_set(windows, context=None) -> WindowSet:
     return WindowSet.build(windows, context, "w", N_CTX, VOCAB, PAD)
 
@@ -127,16 +93,6 @@ def test_padding_stays_under_five_percent_on_realistic_length_mixes(mix):
     assert used.max() <= n_ctx
     padding = 1 - used.sum() / (len(rows) * n_ctx)
     assert padding < 0.05, padding
-
-
-def toy_clocks() -> list[dict]:
-    """BOS sets both clocks to 0; every token adds 1 to the first, two DX tokens 2.5 to the second."""
-    add2 = [0.0] * VOCAB
-    add2[FIRST_DX] = add2[FIRST_DX + 1] = 2.5
-    sets = [-1.0] * VOCAB
-    sets[BOS] = 0.0
-    return [{"name": "count", "add": [1.0] * VOCAB, "set": sets, "edges": [1, 2, 4, 8, 16]},
-            {"name": "dx", "add": add2, "set": sets, "edges": [2, 5, 10]}]
 
 
 @pytest.mark.parametrize("conditioned", [False, True])
@@ -258,7 +214,7 @@ def test_per_type_validation_loss_beats_the_unigram_baseline_where_learnable(tra
     assert result.val_windows == 60 and result.val_padding_fraction is not None
 
 
-def test_token_groups_follow_the_issue():
+def test_token_groups_put_each_token_type_in_its_report_group():
     types = np.array([int(t) for t in TokenType], dtype=np.int8)
     group = dict(zip((t.name for t in TokenType), token_groups(types)))
     names = ("covariates", "labels", "codes", "values", "time_gaps", "structure")

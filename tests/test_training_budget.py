@@ -9,7 +9,7 @@ import torch
 
 from synehrgy_assets.core.trainer import TrainConfig, init_model, train
 from synehrgy_assets.core.training_budget import BudgetError, parse_budget, plan_epochs, probe_throughput
-from tests.test_trainer import PAD, model_config, quick_config, typed_windows
+from tests.helpers.toy_windows import PAD, model_config, quick_config, typed_windows
 from tests.tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 
@@ -53,6 +53,29 @@ def test_probe_measures_this_machine_and_leaves_the_model_alone():
     result = train(model, typed_windows(120, seed=1), typed_windows(40, seed=2),
                    quick_config(epochs=plan.epochs), PAD)
     assert result.total_steps == round(plan.epochs * probe["steps_per_epoch"]) == 20
+
+
+def test_a_deadline_holds_the_budget_when_the_machine_slows_down(monkeypatch):
+    """The epochs were planned for a faster machine: the deadline ends the run with a last
+    evaluation, keeps the best weights, and says so; without it the run goes on to the planned steps."""
+    import synehrgy_assets.core.train_loop as train_loop
+
+    windows, val = typed_windows(120, seed=1), typed_windows(40, seed=2)
+    clock = {"t": 0.0}
+
+    def slow_clock():  # every call is 0.5 s later: each step "takes" a few seconds
+        clock["t"] += 0.5
+        return clock["t"]
+
+    monkeypatch.setattr(train_loop.time, "perf_counter", slow_clock)
+    cfg = quick_config(epochs=20, eval_every=50, patience=0, deadline_seconds=30.0)
+    result = train(init_model(model_config(), 0), windows, val, cfg, PAD)
+    assert result.stopped_at_deadline and not result.stopped_early
+    assert 0 < result.steps < result.total_steps
+    assert "val_loss" in result.history[-1] and result.best_val_loss is not None  # a last evaluation
+    unbounded = train(init_model(model_config(), 0), windows, val,
+                      quick_config(epochs=20, eval_every=50, patience=0), PAD)
+    assert not unbounded.stopped_at_deadline and unbounded.steps == unbounded.total_steps
 
 
 def test_early_stopping_ends_a_plateau():

@@ -24,7 +24,7 @@ from synehrgy_assets.core.metrics import (
     weighted_auroc,
 )
 from synehrgy_assets.core.release_gates import GateThresholds, utility_gate
-from tests.test_metrics import VARIABLES, make_cohort
+from tests.helpers.metric_cohorts import VARIABLES, make_cohort
 
 
 @pytest.fixture(scope="module")

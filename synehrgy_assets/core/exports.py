@@ -88,7 +88,7 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
 
 def visits_with_times(visits: pd.DataFrame, mimic_tables: Mapping[str, pd.DataFrame] | None) -> pd.DataFrame:
     """`visits` with `intime` / `outtime`: as given when every visit has them, else the ICU stay times the
-    MIMIC-shaped tables of the same cohort hold (its `ICUSTAYS`, which the decoder writes one per visit, in
+    MIMIC-shaped tables of the same cohort hold (its `ICUSTAYS`, which mimic_writer writes one per visit, in
     (subject_id, visit_index) order, under fresh ids). The pairing is checked (the same visits per patient,
     in the same order, with the same length of stay); where it cannot be made, a ValueError says why, so a
     MEDS export never gets untimed events."""

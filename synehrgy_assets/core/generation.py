@@ -238,7 +238,7 @@ class Generator:
         `n_patients` patients that satisfy it, by rejection: see `_sample_where`. `max_attempts`
         bounds the patients sampled (default DEFAULT_ATTEMPTS_PER_PATIENT per patient asked for)."""
         from synehrgy_assets.core.conditions import Where, parse_where
-        from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+        from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
         from synehrgy_assets.core.exports import MART_TABLES
         from synehrgy_assets.core.tokens import decode
 

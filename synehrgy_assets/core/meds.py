@@ -14,7 +14,6 @@ the shards; nothing is materialised in Python. Code conventions: docs/meds.md.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import meds
+from filelock import FileLock, Timeout
 
 from synehrgy_assets.core.cohort import SEEDS_DIR
 
@@ -354,19 +354,16 @@ def _check_replaceable(out_dir: Path) -> None:
 def _export_lock(out_dir: Path) -> Iterator[None]:
     """One export per folder at a time; leftovers of a crashed export are removed under the lock."""
     lock_path = out_dir.with_name(f".{out_dir.name}.lock")
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MedsExportError(f"export_meds: another export is writing {out_dir} (lock {lock_path})") from None
+    try:
+        lock = FileLock(lock_path, timeout=0).acquire()
+    except Timeout:
+        raise MedsExportError(f"export_meds: another export is writing {out_dir} (lock {lock_path})") from None
+    with lock:
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         for stale in out_dir.parent.glob(f".{out_dir.name}.old-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

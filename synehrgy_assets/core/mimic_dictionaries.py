@@ -3,7 +3,7 @@
 ICD-9 code list, and the dictionary tables D_ITEMS, D_LABITEMS, D_ICD_DIAGNOSES and
 D_ICD_PROCEDURES built from them.
 
-Shared by the synthetic hospital and the decoder of synthetic cohorts. Reference data only: no
+Shared by the synthetic hospital and the writer of synthetic cohorts (`mimic_writer.py`). Reference data only: no
 patient data, no simulation.
 """
 
@@ -72,7 +72,7 @@ class Item:
     scale: float = 1.0
     offset: float = 0.0
     text_map: str | None = None
-    canonical: bool = False  # the one ITEMID the decoder writes for this variable
+    canonical: bool = False  # the one ITEMID mimic_writer writes for this variable
     abbreviation: str | None = None
     category: str | None = None
     fluid: str | None = None
@@ -225,322 +225,33 @@ def check_catalogue(variables_csv: str | Path | None = None) -> None:
         )
 
 # ---------------------------------------------------------------------------------------------
-# Built-in ICD-9 universe (written for this project; common ICU codes, MIMIC spelling: no dots)
+# Built-in ICD-9 universe (written for this project; common ICU codes, MIMIC spelling: no dots).
+# The codes and titles are data, in the package file core/data/icd9_builtin.csv (file order is the
+# order the synthetic hospital draws from).
 # ---------------------------------------------------------------------------------------------
 
-_DIAGNOSES_TEXT = """
-0380|Streptococcal septicemia
-03811|Methicillin susceptible Staphylococcus aureus septicemia
-03812|Methicillin resistant Staphylococcus aureus septicemia
-03842|Septicemia due to Escherichia coli
-03849|Other septicemia due to gram-negative organisms
-0389|Unspecified septicemia
-00845|Intestinal infection due to Clostridium difficile
-0414|Escherichia coli infection in conditions classified elsewhere
-04104|Streptococcus group D infection in conditions classified elsewhere
-04111|Methicillin susceptible Staphylococcus aureus infection elsewhere
-0413|Klebsiella pneumoniae infection in conditions classified elsewhere
-07054|Chronic hepatitis C without mention of hepatic coma
-07070|Unspecified viral hepatitis C without hepatic coma
-1120|Candidiasis of mouth
-1125|Disseminated candidiasis
-1509|Malignant neoplasm of esophagus, unspecified site
-1541|Malignant neoplasm of rectum
-1550|Malignant neoplasm of liver, primary
-1579|Malignant neoplasm of pancreas, part unspecified
-1629|Malignant neoplasm of bronchus and lung, unspecified
-1749|Malignant neoplasm of breast (female), unspecified
-185|Malignant neoplasm of prostate
-1970|Secondary malignant neoplasm of lung
-1977|Secondary malignant neoplasm of liver
-1983|Secondary malignant neoplasm of brain and spinal cord
-1985|Secondary malignant neoplasm of bone and bone marrow
-1991|Other malignant neoplasm without specification of site
-20300|Multiple myeloma, without mention of having achieved remission
-20500|Acute myeloid leukemia, without mention of having achieved remission
-2449|Unspecified acquired hypothyroidism
-25000|Diabetes mellitus without complication, type II or unspecified
-25001|Diabetes mellitus without complication, type I
-25013|Diabetes with ketoacidosis, type I, uncontrolled
-25040|Diabetes with renal manifestations, type II or unspecified
-25060|Diabetes with neurological manifestations, type II or unspecified
-2639|Unspecified protein-calorie malnutrition
-2720|Pure hypercholesterolemia
-2724|Other and unspecified hyperlipidemia
-2749|Gout, unspecified
-2752|Disorders of magnesium metabolism
-27541|Hypocalcemia
-2760|Hyperosmolality and/or hypernatremia
-2761|Hyposmolality and/or hyponatremia
-2762|Acidosis
-2767|Hyperpotassemia
-2768|Hypopotassemia
-27651|Dehydration
-27669|Other fluid overload
-27800|Obesity, unspecified
-27801|Morbid obesity
-2800|Iron deficiency anemia secondary to blood loss (chronic)
-2851|Acute posthemorrhagic anemia
-28521|Anemia in chronic kidney disease
-28529|Anemia of other chronic disease
-2859|Anemia, unspecified
-2866|Defibrination syndrome
-2869|Other and unspecified coagulation defects
-2875|Thrombocytopenia, unspecified
-2930|Delirium due to conditions classified elsewhere
-2948|Other persistent mental disorders due to conditions classified elsewhere
-29181|Alcohol withdrawal
-30000|Anxiety state, unspecified
-30390|Other and unspecified alcohol dependence, unspecified
-30500|Alcohol abuse, unspecified
-3051|Tobacco use disorder
-311|Depressive disorder, not elsewhere classified
-3310|Alzheimer's disease
-32723|Obstructive sleep apnea (adult) (pediatric)
-3453|Grand mal status
-3481|Anoxic brain damage
-34830|Encephalopathy, unspecified
-34831|Metabolic encephalopathy
-3485|Cerebral edema
-3572|Polyneuropathy in diabetes
-4019|Unspecified essential hypertension
-40390|Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage I through stage IV, or unspecified
-40391|Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage V or end stage renal disease
-41011|Acute myocardial infarction of other anterior wall, initial episode of care
-41041|Acute myocardial infarction of other inferior wall, initial episode of care
-41071|Subendocardial infarction, initial episode of care
-4111|Intermediate coronary syndrome
-412|Old myocardial infarction
-4139|Other and unspecified angina pectoris
-41400|Coronary atherosclerosis of unspecified type of vessel, native or graft
-41401|Coronary atherosclerosis of native coronary artery
-41519|Other pulmonary embolism and infarction
-4160|Primary pulmonary hypertension
-4168|Other chronic pulmonary heart diseases
-4233|Cardiac tamponade
-4240|Mitral valve disorders
-4241|Aortic valve disorders
-4254|Other primary cardiomyopathies
-4271|Paroxysmal ventricular tachycardia
-42731|Atrial fibrillation
-42732|Atrial flutter
-42741|Ventricular fibrillation
-4275|Cardiac arrest
-4280|Congestive heart failure, unspecified
-42822|Chronic systolic heart failure
-42823|Acute on chronic systolic heart failure
-42832|Chronic diastolic heart failure
-42833|Acute on chronic diastolic heart failure
-430|Subarachnoid hemorrhage
-431|Intracerebral hemorrhage
-4321|Subdural hemorrhage
-43310|Occlusion and stenosis of carotid artery without mention of cerebral infarction
-43411|Cerebral embolism with cerebral infarction
-43491|Cerebral artery occlusion, unspecified with cerebral infarction
-4400|Atherosclerosis of aorta
-44021|Atherosclerosis of native arteries of the extremities with intermittent claudication
-4412|Thoracic aneurysm without mention of rupture
-4414|Abdominal aneurysm without mention of rupture
-4439|Peripheral vascular disease, unspecified
-45341|Acute venous embolism and thrombosis of deep vessels of proximal lower extremity
-4560|Esophageal varices with bleeding
-4580|Orthostatic hypotension
-45829|Other iatrogenic hypotension
-4589|Hypotension, unspecified
-486|Pneumonia, organism unspecified
-4821|Pneumonia due to Pseudomonas
-48241|Methicillin susceptible pneumonia due to Staphylococcus aureus
-49121|Obstructive chronic bronchitis with (acute) exacerbation
-49390|Asthma, unspecified type, unspecified
-496|Chronic airway obstruction, not elsewhere classified
-5070|Pneumonitis due to inhalation of food or vomitus
-5119|Unspecified pleural effusion
-5180|Pulmonary collapse
-51881|Acute respiratory failure
-51882|Other pulmonary insufficiency, not elsewhere classified
-51883|Chronic respiratory failure
-51884|Acute and chronic respiratory failure
-53081|Esophageal reflux
-5570|Acute vascular insufficiency of intestine
-5589|Other and unspecified noninfectious gastroenteritis and colitis
-5609|Unspecified intestinal obstruction
-570|Acute and subacute necrosis of liver
-5712|Alcoholic cirrhosis of liver
-5715|Cirrhosis of liver without mention of alcohol
-5722|Hepatic encephalopathy
-5723|Portal hypertension
-5724|Hepatorenal syndrome
-5733|Hepatitis, unspecified
-5770|Acute pancreatitis
-5780|Hematemesis
-5781|Blood in stool
-5789|Hemorrhage of gastrointestinal tract, unspecified
-5845|Acute kidney failure with lesion of tubular necrosis
-5849|Acute kidney failure, unspecified
-5853|Chronic kidney disease, Stage III (moderate)
-5854|Chronic kidney disease, Stage IV (severe)
-5856|End stage renal disease
-5859|Chronic kidney disease, unspecified
-5990|Urinary tract infection, site not specified
-60000|Hypertrophy (benign) of prostate without urinary obstruction
-6826|Cellulitis and abscess of leg, except foot
-70703|Pressure ulcer, lower back
-71590|Osteoarthrosis, unspecified whether generalized or localized, site unspecified
-73300|Osteoporosis, unspecified
-7706|Transitory tachypnea of newborn
-7742|Neonatal jaundice associated with preterm delivery
-76518|Other preterm infants, 2000-2,499 grams
-7802|Syncope and collapse
-78039|Other convulsions
-78060|Fever, unspecified
-78097|Altered mental status
-7823|Edema
-78551|Cardiogenic shock
-78552|Septic shock
-78559|Other shock without mention of trauma
-78650|Chest pain, unspecified
-78791|Diarrhea
-78820|Retention of urine, unspecified
-78900|Abdominal pain, unspecified site
-78959|Other ascites
-7907|Bacteremia
-79902|Hypoxemia
-8052|Closed fracture of dorsal [thoracic] vertebra without mention of spinal cord injury
-8054|Closed fracture of lumbar vertebra without mention of spinal cord injury
-80702|Closed fracture of two ribs
-80703|Closed fracture of three ribs
-8208|Closed fracture of unspecified part of neck of femur
-85200|Subarachnoid hemorrhage following injury without mention of open intracranial wound, unspecified state of consciousness
-85220|Subdural hemorrhage following injury without mention of open intracranial wound, unspecified state of consciousness
-8600|Traumatic pneumothorax without mention of open wound into thorax
-9961|Mechanical complication of other vascular device, implant, and graft
-99591|Sepsis
-99592|Severe sepsis
-99662|Infection and inflammatory reaction due to other vascular device, implant, and graft
-9971|Cardiac complications
-9975|Urinary complications
-99811|Hemorrhage complicating a procedure
-99812|Hematoma complicating a procedure
-99859|Other postoperative infection
-V053|Need for prophylactic vaccination and inoculation against viral hepatitis
-V090|Infection with microorganisms resistant to penicillins
-V103|Personal history of malignant neoplasm of breast
-V1046|Personal history of malignant neoplasm of prostate
-V1251|Personal history of venous thrombosis and embolism
-V1254|Personal history of transient ischemic attack (TIA), and cerebral infarction without residual deficits
-V1582|Personal history of tobacco use
-V290|Observation for suspected infectious condition
-V3000|Single liveborn, born in hospital, delivered without mention of cesarean section
-V3001|Single liveborn, born in hospital, delivered by cesarean section
-V433|Heart valve replaced by other means
-V440|Tracheostomy status
-V4501|Cardiac pacemaker in situ
-V4511|Renal dialysis status
-V4581|Aortocoronary bypass status
-V4582|Percutaneous transluminal coronary angioplasty status
-V4986|Do not resuscitate status
-V5861|Long-term (current) use of anticoagulants
-V5866|Long-term (current) use of aspirin
-V5867|Long-term (current) use of insulin
-V667|Encounter for palliative care
-E8120|Other motor vehicle traffic accident involving collision with motor vehicle injuring driver of motor vehicle other than motorcycle
-E8490|Home accidents
-E8497|Accidents occurring in residential institution
-E8499|Accident occurring in unspecified place
-E8782|Surgical operation with implant of artificial internal device causing abnormal patient reaction
-E8788|Other specified surgical operations and procedures causing abnormal patient reaction
-E8798|Other specified procedures as the cause of abnormal reaction of patient
-E8859|Fall from other slipping, tripping, or stumbling
-E8889|Unspecified fall
-E9320|Adrenal cortical steroids causing adverse effects in therapeutic use
-E9331|Antineoplastic and immunosuppressive drugs causing adverse effects in therapeutic use
-E9342|Anticoagulants causing adverse effects in therapeutic use
-"""
-
-_PROCEDURES_TEXT = """
-0014|Injection or infusion of oxazolidinone class of antibiotics
-0017|Infusion of vasopressor agent
-0040|Procedure on single vessel
-0041|Procedure on two vessels
-0045|Insertion of one vascular stent
-0046|Insertion of two vascular stents
-0066|Percutaneous transluminal coronary angioplasty [PTCA]
-0124|Other craniotomy
-0131|Incision of cerebral meninges
-0331|Spinal tap
-311|Temporary tracheostomy
-3129|Other permanent tracheostomy
-3322|Fiber-optic bronchoscopy
-3324|Closed [endoscopic] biopsy of bronchus
-3404|Insertion of intercostal catheter for drainage
-3491|Thoracentesis
-3521|Open and other replacement of aortic valve with tissue graft
-3606|Insertion of non-drug-eluting coronary artery stent(s)
-3607|Insertion of drug-eluting coronary artery stent(s)
-3612|Aortocoronary bypass of two coronary arteries
-3613|Aortocoronary bypass of three coronary arteries
-3615|Single internal mammary-coronary artery bypass
-3722|Left heart cardiac catheterization
-3723|Combined right and left heart cardiac catheterization
-3761|Implant of pulsation balloon
-3778|Insertion of temporary transvenous pacemaker system
-3844|Resection of vessel with replacement, aorta, abdominal
-3891|Arterial catheterization
-3893|Venous catheterization, not elsewhere classified
-3895|Venous catheterization for renal dialysis
-3950|Angioplasty of other non-coronary vessel(s)
-3961|Extracorporeal circulation auxiliary to open heart surgery
-3971|Endovascular implantation of other graft in abdominal aorta
-3995|Hemodialysis
-4311|Percutaneous [endoscopic] gastrostomy [PEG]
-4443|Endoscopic control of gastric or duodenal bleeding
-4513|Other endoscopy of small intestine
-4516|Esophagogastroduodenoscopy [EGD] with closed biopsy
-4523|Colonoscopy
-4573|Open and other right hemicolectomy
-5110|Endoscopic retrograde cholangiopancreatography [ERCP]
-5123|Laparoscopic cholecystectomy
-5411|Exploratory laparotomy
-5491|Percutaneous abdominal drainage
-7935|Open reduction of fracture with internal fixation, femur
-8151|Total hip replacement
-8622|Excisional debridement of wound, infection, or burn
-8628|Nonexcisional debridement of wound, infection or burn
-8703|Computerized axial tomography of head
-8741|Computerized axial tomography of thorax
-8853|Angiocardiography of left heart structures
-8856|Coronary arteriography using two catheters
-8872|Diagnostic ultrasound of heart
-8891|Magnetic resonance imaging of brain and brain stem
-8962|Central venous pressure monitoring
-8964|Pulmonary artery wedge monitoring
-9390|Non-invasive mechanical ventilation
-9604|Insertion of endotracheal tube
-966|Enteral infusion of concentrated nutritional substances
-9670|Continuous invasive mechanical ventilation of unspecified duration
-9671|Continuous invasive mechanical ventilation for less than 96 consecutive hours
-9672|Continuous invasive mechanical ventilation for 96 consecutive hours or more
-9904|Transfusion of packed cells
-9905|Transfusion of platelets
-9907|Transfusion of other serum
-9915|Parenteral infusion of concentrated nutritional substances
-9955|Prophylactic administration of vaccine against other diseases
-9960|Cardiopulmonary resuscitation, not otherwise specified
-9962|Other electric countershock of heart
-9983|Other phototherapy
-"""
+BUILTIN_CODES_FILE = "data/icd9_builtin.csv"
 
 
-def _parse_codes(text: str) -> tuple[list[str], list[str]]:
-    rows = [line.split("|", 1) for line in text.strip().splitlines()]
-    return [r[0] for r in rows], [r[1] for r in rows]
+def _builtin_codes(code_type: str) -> tuple[list[str], list[str]]:
+    """(codes, titles) of one code type, in file order; codes stay text (leading zeros matter)."""
+    import csv
+    from importlib.resources import files
+
+    resource = files("synehrgy_assets.core").joinpath(BUILTIN_CODES_FILE)
+    with resource.open("r", encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["code_type"] == code_type]
+    if not rows:
+        raise ValueError(f"{BUILTIN_CODES_FILE} (package synehrgy_assets.core): no {code_type} codes in "
+                         "column 'code_type'")
+    return [r["icd9_code"] for r in rows], [r["title"] for r in rows]
 
 
-BUILTIN_DIAGNOSES, _DIAG_TITLES = _parse_codes(_DIAGNOSES_TEXT)
+BUILTIN_DIAGNOSES, _DIAG_TITLES = _builtin_codes("diagnosis")
 # MIMIC's own dictionary lacks a few codes that DIAGNOSES_ICD uses (e.g. 0414); so does ours,
 # so staging must not inner-join codes to D_ICD_DIAGNOSES.
 NOT_IN_DICTIONARY = {"0414"}
-BUILTIN_PROCEDURES, _PROC_TITLES = _parse_codes(_PROCEDURES_TEXT)
+BUILTIN_PROCEDURES, _PROC_TITLES = _builtin_codes("procedure")
 
 
 
@@ -679,7 +390,7 @@ def event_value_columns(itemids: np.ndarray, valuenum: np.ndarray, text: np.ndar
 
 
 
-# reference ranges for the 'abnormal' flag (the synthetic hospital and the decoder)
+# reference ranges for the 'abnormal' flag (the synthetic hospital and mimic_writer)
 LAB_REFERENCE_RANGES: dict[int, tuple[float, float]] = {
     51006: (6, 20), 50912: (.5, 1.2), 50931: (70, 100), 50971: (3.3, 5.1), 50902: (96, 108),
     50882: (22, 32), 50868: (8, 20), 50983: (133, 145), 50893: (8.4, 10.3), 50970: (2.7, 4.5),

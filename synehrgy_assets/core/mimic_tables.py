@@ -1,7 +1,7 @@
 """MIMIC-III v1.4 tables: their schemas (official column order) and a fast CSV writer.
 
 Shared by everything that reads or writes the MIMIC layout: the built-in synthetic hospital
-(`synthetic_hospital.py`), the decoder of synthetic cohorts (`decoder.py`) and the release's
+(`synthetic_hospital.py`), the writer of synthetic cohorts (`mimic_writer.py`) and the release's
 MIMIC-CSV export. Plain Python, no simulation and no patient data here.
 """
 

@@ -11,7 +11,9 @@ Every writer of user-visible output (`generate` in each format, the release's ex
 - the new content is written into a temporary sibling folder and swapped in whole (`staged_dir`),
   so a failed write leaves the previous content as it was.
 
-`staged_dir` alone (no ownership rules) is the write-temp-then-rename of the workspace's own folders.
+`staged_dir` alone (no ownership rules) is the write-temp-then-rename of the workspace's own folders;
+`atomic_file` is the same for one file (a JSON state, a checkpoint): readers see the old file or the
+new one, never half of one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -99,6 +102,38 @@ def swap_in(new: Path, out: Path, trash: Path) -> None:
             raise
     else:
         new.rename(out)
+
+
+@contextmanager
+def atomic_file(path: str | Path, *, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on success it replaces `path` in one rename
+    (with permissions `mode` when given), on failure it is removed and `path` stays as it was.
+
+    The temporary name is unique (pid and a random part), so two writers never share one; a file
+    left by a process killed mid-write starts with `.<name>.tmp-` (`stale_temp_files`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str, *, mode: int | None = None) -> Path:
+    """`path` holds `text`, written through `atomic_file`."""
+    with atomic_file(path, mode=mode) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def stale_temp_files(path: str | Path) -> list[Path]:
+    """Temporary files of `atomic_file` for `path` that a killed writer left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
 
 
 @contextmanager

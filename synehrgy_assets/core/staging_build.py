@@ -25,7 +25,6 @@ Plain Python and DuckDB, no Dagster.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from filelock import FileLock
+
+from synehrgy_assets.core.output_dirs import write_text_atomic
 from synehrgy_assets.core.workspace_layout import STAGING_BUILDS as BUILDS_DIR
 from synehrgy_assets.core.workspace_layout import STAGING_STATE as STATE_FILE
 from synehrgy_assets.core.workspace_layout import STAGING_STATE_LOCK as STATE_LOCK
@@ -215,12 +217,8 @@ def _state_lock(root: Path) -> Iterator[None]:
     """Serialises the checks of one build (they may run in parallel processes): each reads the
     pending file, records its verdict, and the last one publishes or discards it."""
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(root / STATE_LOCK, mode=0o600):
         yield
-    finally:
-        os.close(fd)
 
 
 def read_state(root: Path) -> dict | None:
@@ -236,11 +234,7 @@ def read_state(root: Path) -> dict | None:
 
 
 def _write_state(root: Path, state: dict) -> None:
-    path = Path(root) / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_text_atomic(Path(root) / STATE_FILE, json.dumps(state, indent=2, sort_keys=True), mode=0o600)
 
 
 def record_pending(root: Path, build_id: str, build_db: Path, required_checks: list[str],

@@ -20,6 +20,9 @@
   best weights, history) is written atomically every `checkpoint_every` steps and at the end, as
   plain tensors/containers loaded with `weights_only=True`. The batch order is a pure function of
   (seed, epoch), so a resumed run continues bit for bit where the killed one stopped.
+
+This module holds the configuration, the result, the data checks, evaluation and the saved state's
+format; the loop itself (plan, `TrainState`, steps, log records) is in `core/train_loop.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import math
 import os
 import resource
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,16 +45,7 @@ from synehrgy_assets.core import distributed
 from synehrgy_assets.core.devices import autocast_context, resolve_device, resolve_precision
 from synehrgy_assets.core.distributed import Dist
 from synehrgy_assets.core.model import GPT, IGNORE_INDEX, GPTConfig
-from synehrgy_assets.core.packing import (
-    DEFAULT_POOL_WINDOWS,
-    OneAhead,
-    PackedBatch,
-    batches_of,
-    collate_packed,
-    epoch_rows,
-    pack_rows,
-    target_tokens,
-)
+from synehrgy_assets.core.packing import DEFAULT_POOL_WINDOWS, PackedBatch, collate_packed, target_tokens
 from synehrgy_assets.core.tokens.grammar import TokenType
 
 logger = logging.getLogger(__name__)
@@ -90,6 +83,10 @@ class TrainConfig:
     val_max_windows: int | None = None  # None = the whole val split; else a seeded sample
     patience: int | None = 3  # evaluations without improvement before stopping; 0/None = off
     min_delta: float = 0.0  # an improvement of the val loss by at most this counts as none (a plateau)
+    # Wall seconds of training (all sessions of a resumed run) after which it stops, with a last
+    # evaluation: a budget's epochs are planned from a probe, and a machine that slows down later
+    # must not overrun it. None/0 = no deadline.
+    deadline_seconds: float | None = None
     checkpoint_every: int = 100  # steps between resumable states (with a checkpoint_dir); 0 = end only
     pack_pool_windows: int = DEFAULT_POOL_WINDOWS
     seed: int = 0
@@ -145,6 +142,7 @@ class TrainResult:
     best_step: int | None
     stopped_early: bool
     total_steps: int = 0  # planned by the budget
+    stopped_at_deadline: bool = False  # the wall-time deadline ended the run before total_steps
     steps_per_epoch: int = 0
     epochs_run: float = 0.0
     train_tokens_per_epoch: int = 0
@@ -417,14 +415,13 @@ def _state_fingerprint(
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over the old state."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    from synehrgy_assets.core.output_dirs import atomic_file, stale_temp_files
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a process killed mid-write
+    for stale in stale_temp_files(path):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
 
 
@@ -472,6 +469,8 @@ def train(
     `checkpoint_dir`, a matching saved state there is resumed. `tokens_seen` counts supervised
     targets; `tokens_per_second` excludes evaluation and checkpoint time.
     """
+    from synehrgy_assets.core.train_loop import run_training  # the loop imports this module's pieces
+
     if not train_windows:
         raise ValueError("train: train_windows is empty")
     vocab_size, n_ctx = model.config.vocab_size, model.config.n_ctx
@@ -506,280 +505,10 @@ def train(
         if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            return _train(model, train_set, val_set, config, pad_id, on_log, device, precision,
-                          token_types, loss_weights, checkpoint_dir, say, dist)
+            return run_training(model, train_set, val_set, config, pad_id, on_log, device, precision,
+                                token_types, loss_weights, checkpoint_dir, say, dist)
     finally:
         dist.teardown()
         if config.num_threads is not None:
             torch.set_num_threads(previous_threads)
 
-
-def _train(
-    model: GPT,
-    train_set: WindowSet,
-    val_set: WindowSet,
-    config: TrainConfig,
-    pad_id: int,
-    on_log: Callable[[dict[str, Any]], None] | None,
-    device: torch.device,
-    precision: str,
-    token_types: np.ndarray | None,
-    loss_weights: np.ndarray | None,
-    checkpoint_dir: str | Path | None,
-    say: Callable[[str], None],
-    dist: Dist = Dist(),
-) -> TrainResult:
-    start = time.perf_counter()
-    n_ctx, pool = model.config.n_ctx, config.pack_pool_windows
-    epoch_cache: dict[int, list[list[np.ndarray]]] = {}
-    global_batch = config.batch_size * dist.world_size  # batch_size rows on every rank
-
-    def epoch_batches(epoch: int) -> list[list[np.ndarray]]:
-        if epoch not in epoch_cache:
-            epoch_cache.clear()
-            epoch_cache[epoch] = batches_of(epoch_rows(train_set.lengths, n_ctx, config.seed, epoch, pool),
-                                            global_batch)
-        return epoch_cache[epoch]
-
-    # The plan: epoch 0's packing gives the steps per epoch (later epochs differ by a row or so).
-    steps_per_epoch = len(epoch_batches(0))
-    tokens_per_epoch = int(train_set.n_targets.sum())
-    total_steps = planned_steps(config, steps_per_epoch, tokens_per_epoch)
-    eval_every = config.eval_every or steps_per_epoch
-
-    # Validation: every window (or a seeded sample), packed once in a fixed order.
-    if config.val_max_windows is not None and len(val_set.windows) > config.val_max_windows:
-        picked = np.sort(np.random.default_rng([config.seed, 1]).choice(
-            len(val_set.windows), config.val_max_windows, replace=False))
-        val_set = val_set.subset(picked)
-    val_rows = pack_rows(val_set.lengths, n_ctx, None, pool)
-    val_batches = batches_of(val_rows, global_batch)
-    val_positions = len(val_rows) * n_ctx
-    val_padding = 1.0 - float((val_set.lengths - 1).sum()) / val_positions if val_rows else None
-
-    group = token_groups(token_types) if token_types is not None else None
-    baseline_total: float | None = None
-    baseline_by_type: dict[str, float] = {}
-    if group is not None and val_rows:
-        sums, counts = unigram_baseline(val_set, unigram_logprobs(train_set, token_types, pad_id), group, pad_id)
-        baseline_by_type = _per_group(sums, counts)
-        baseline_total = float(sums.sum() / max(counts.sum(), 1))
-
-    state_path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir is not None else None
-    fingerprint = _state_fingerprint(model, train_set, val_set, config, device, precision, pad_id,
-                                     token_types, loss_weights) if state_path is not None else ""
-
-    torch.manual_seed(config.seed + 7919 * dist.rank)  # dropout masks (rank 0: as in one process)
-    model.to(device).train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    forward = model
-    if dist.enabled:  # gradients averaged over the ranks (bucketed all-reduce overlapping backward)
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile if config.compile is not None else device.type == "cuda":
-        # Automatic dynamic shapes: one graph for the full batches, one more for a short last one.
-        forward = torch.compile(forward)
-    optimizer = make_optimizer(model, config, device)
-    pin = device.type == "cuda"
-
-    def host_batch(rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        return _host_tensors(collate_packed(train_set.windows, train_set.context, rows, n_ctx, pad_id), pin)
-
-    def local_share(rows: list[np.ndarray]) -> list[np.ndarray]:
-        # A rank without rows (a short last batch) runs one row with zero weight: DDP needs its backward.
-        return dist.shard(rows) or rows[:1]
-
-    prefetch = OneAhead(host_batch, enabled=config.prefetch if config.prefetch is not None else pin)
-    weights_t = torch.as_tensor(loss_weights, device=device) if loss_weights is not None else None
-
-    # Everything a resumed run needs, in plain containers (the checkpoint is this dict).
-    st: dict[str, Any] = {
-        "step": 0, "epoch": 0, "batch_in_epoch": 0, "finished": False, "stopped_early": False,
-        "tokens_seen": 0, "positions_seen": 0, "padding_seen": 0, "history": [],
-        "best_val": math.inf, "best_step": None, "best_state": None, "best_eval": None, "evals_since_best": 0,
-        "loss_sum": torch.zeros((), device=device), "loss_steps": 0, "window_tokens": 0,
-        "last_train_loss": float("nan"), "train_seconds": 0.0, "eval_seconds": 0.0, "checkpoint_seconds": 0.0,
-    }
-    resumed_from: int | None = None
-    saved = _load_state(state_path, fingerprint, say) if state_path is not None else None
-    if saved is not None:
-        model.load_state_dict(saved.pop("model"))
-        optimizer.load_state_dict(saved.pop("optimizer"))
-        torch.set_rng_state(saved.pop("rng"))
-        cuda_rng = saved.pop("cuda_rng", None)
-        if device.type == "cuda" and cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, device)
-        saved["loss_sum"] = saved["loss_sum"].to(device)
-        st.update({k: saved[k] for k in st})
-        resumed_from = st["step"]
-        if dist.rank:  # the saved RNG is rank 0's; the others draw their own dropout masks
-            torch.manual_seed(config.seed + 7919 * dist.rank + 104729 * resumed_from)
-        say(f"train: resuming from step {resumed_from} of {total_steps} ({state_path})")
-        if on_log is not None:  # replay, so a new tracking run holds the whole curve
-            for record in st["history"]:
-                on_log(dict(record))
-
-    dist.barrier()  # every rank has read the saved state before rank 0 may overwrite it
-
-    def write_state() -> None:
-        if not dist.is_main:
-            return
-        t0 = time.perf_counter()
-        payload = {k: v for k, v in st.items()}
-        payload.update(
-            format=STATE_FORMAT, version=STATE_VERSION, fingerprint=fingerprint,
-            model={k: v.detach().to("cpu") for k, v in model.state_dict().items()},
-            optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
-            loss_sum=st["loss_sum"].detach().to("cpu"),
-        )
-        if device.type == "cuda":
-            payload["cuda_rng"] = torch.cuda.get_rng_state(device)
-        _save_state(state_path, payload)
-        st["checkpoint_seconds"] += time.perf_counter() - t0
-
-    session_start = window_start = time.perf_counter()
-    session_other = 0.0  # eval + checkpoint seconds of this session
-    setup_seconds = session_start - start
-    prior_seconds = st["train_seconds"] + st["eval_seconds"] + st["checkpoint_seconds"]  # earlier sessions
-
-    while not st["finished"] and st["step"] < total_steps:
-        batches = epoch_batches(st["epoch"])
-        if st["batch_in_epoch"] >= len(batches):
-            st["epoch"] += 1
-            st["batch_in_epoch"] = 0
-            continue
-        step = st["step"]
-        lr = lr_at(step, total_steps, config)
-        for group_ in optimizer.param_groups:
-            group_["lr"] = lr
-        rows = batches[st["batch_in_epoch"]]
-        # Counts of the whole (global) batch; under DDP this rank runs its shard of the rows only.
-        n_tokens, n_positions, n_padding = distributed.global_batch_counts(
-            rows, train_set.lengths, train_set.n_targets, n_ctx)
-        local_rows = dist.shard(rows)
-        here = prefetch.get((st["epoch"], st["batch_in_epoch"]), local_share(rows))
-        tensors = {k: t.to(device, non_blocking=pin) for k, t in here.items()}
-        if st["batch_in_epoch"] + 1 < len(batches):  # collated while this step runs
-            following = batches[st["batch_in_epoch"] + 1]
-            prefetch.ahead((st["epoch"], st["batch_in_epoch"] + 1), local_share(following))
-        with autocast_context(device, precision):
-            _, per_token = forward(**tensors, reduction="none")
-        targets = tensors["targets"]
-        share = 1.0 if local_rows else 0.0
-        if weights_t is None:
-            loss = per_token.sum() * share / max(n_tokens, 1)
-        else:
-            w = weights_t[targets.clamp(min=0)] * (targets != IGNORE_INDEX) * share
-            loss = (per_token * w).sum() / dist.all_reduce_sum(w.sum().detach()).clamp(min=1e-12)
-        optimizer.zero_grad(set_to_none=True)
-        # This rank's part of the global mean; DDP averages gradients, hence the factor world_size.
-        (loss * dist.world_size if dist.enabled else loss).backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-
-        st["step"] = step = step + 1
-        st["batch_in_epoch"] += 1
-        st["tokens_seen"] += n_tokens
-        st["positions_seen"] += n_positions
-        st["padding_seen"] += n_padding
-        st["window_tokens"] += n_tokens
-        st["loss_sum"] += loss.detach()  # no host sync until a log step
-        st["loss_steps"] += 1
-
-        is_last = step == total_steps
-        do_eval = bool(val_batches) and (step % eval_every == 0 or is_last)
-        do_log = step % config.log_every == 0 or is_last or do_eval
-        if do_log:
-            # mean over the steps since the last log (the ranks' parts summed)
-            last = float(dist.all_reduce_sum(st["loss_sum"].clone()).item() / st["loss_steps"])
-            if not math.isfinite(last):
-                raise RuntimeError(f"train: loss became {last} by step {step} (lr {lr:.3g}); "
-                                   "lower learning_rate or check the windows")
-            now = time.perf_counter()
-            record: dict[str, Any] = {
-                "step": step,
-                "epoch": st["epoch"] + st["batch_in_epoch"] / len(batches),
-                "train_loss": last,
-                "lr": lr,
-                "tokens_seen": st["tokens_seen"],
-                "tokens_per_second": st["window_tokens"] / max(now - window_start, 1e-9),
-                "padding_fraction": st["padding_seen"] / st["positions_seen"],
-                "elapsed_seconds": prior_seconds + now - session_start,
-            }
-            st["last_train_loss"] = last
-            st["loss_sum"].zero_()
-            st["loss_steps"] = st["window_tokens"] = 0
-            window_start = now
-            if do_eval:
-                result = evaluate(model, val_set, val_batches, pad_id, device, precision, group, dist)
-                record["val_loss"] = result["loss"]
-                if group is not None:
-                    record["val_loss_by_type"] = result["by_type"]
-                    record["unigram_baseline_by_type"] = dict(baseline_by_type)
-                if result["loss"] < st["best_val"]:
-                    plateau = result["loss"] >= st["best_val"] - config.min_delta  # kept, but no progress
-                    st["best_val"], st["best_step"] = result["loss"], step
-                    st["evals_since_best"] = st["evals_since_best"] + 1 if plateau else 0
-                    st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                    st["best_eval"] = result
-                else:
-                    st["evals_since_best"] += 1
-                record["best_val_loss"] = st["best_val"]
-                spent = time.perf_counter() - window_start
-                st["eval_seconds"] += spent
-                session_other += spent
-                window_start = time.perf_counter()
-                if config.patience and st["evals_since_best"] >= config.patience:
-                    st["stopped_early"] = st["finished"] = True
-            st["history"].append(record)
-            if on_log is not None:
-                on_log(dict(record))
-        if state_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
-                and not st["finished"] and step < total_steps:
-            before = st["checkpoint_seconds"]
-            write_state()
-            session_other += st["checkpoint_seconds"] - before
-            window_start += st["checkpoint_seconds"] - before
-
-    prefetch.close()
-    st["train_seconds"] += max(time.perf_counter() - session_start - session_other, 0.0)
-    st["finished"] = True
-    if state_path is not None:
-        write_state()
-    if st["best_state"] is not None:
-        model.load_state_dict(st["best_state"])
-    peak, peak_kind = _peak_memory(device)
-    best_eval = st["best_eval"] or {}
-    seconds = st["train_seconds"] + st["eval_seconds"] + st["checkpoint_seconds"] + setup_seconds
-    return TrainResult(
-        history=st["history"],
-        best_val_loss=None if st["best_step"] is None else st["best_val"],
-        final_train_loss=st["last_train_loss"],
-        tokens_seen=st["tokens_seen"],
-        seconds=seconds,
-        tokens_per_second=st["tokens_seen"] / max(st["train_seconds"], 1e-9),
-        device=str(device),
-        precision=precision,
-        peak_memory_bytes=peak,
-        peak_memory_kind=peak_kind,
-        steps=st["step"],
-        best_step=st["best_step"],
-        stopped_early=st["stopped_early"],
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        epochs_run=st["epoch"] + st["batch_in_epoch"] / len(epoch_batches(st["epoch"])),
-        train_tokens_per_epoch=tokens_per_epoch,
-        padding_fraction=st["padding_seen"] / max(st["positions_seen"], 1),
-        val_padding_fraction=val_padding,
-        val_windows=len(val_set.windows),
-        val_tokens=int(val_set.n_targets.sum()),
-        val_loss_by_type=dict(best_eval.get("by_type", {})),
-        val_tokens_by_type=dict(best_eval.get("tokens_by_type", {})),
-        unigram_baseline=baseline_total,
-        unigram_baseline_by_type=baseline_by_type,
-        resumed_from_step=resumed_from,
-        eval_seconds=st["eval_seconds"],
-        checkpoint_seconds=st["checkpoint_seconds"],
-    )

@@ -2,12 +2,13 @@
 
 
 import json
-import shutil
 import time
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from synehrgy_assets.core.output_dirs import staged_dir
 from synehrgy_assets.defs._metadata import gate_figures, md_escape, md_table, png_markdown
 from synehrgy_assets.defs.gates import ReleaseGateResource, write_verdict
 from synehrgy_assets.defs.synthesis import load_synthetic_cohort, synthetic_cohort
@@ -77,12 +78,9 @@ def evaluation(
     release_gate: ReleaseGateResource,
     mimic_source: MimicSourceResource,
 ) -> dg.MaterializeResult:
-    import mlflow
-
     from synehrgy_assets.core import patient_rules
     from synehrgy_assets.core.metrics import evaluate
     from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
-    from synehrgy_assets.core.quality_targets import quality_targets
 
     started = time.perf_counter()
     real_train = load_split(workspace, "train", config.max_patients, config.seed)
@@ -94,28 +92,8 @@ def evaluation(
                       tokens=streams, member_share=member_share)
     if streams is None:  # the copy gates then fail as "not measured"
         report.errors["privacy/tokens"] = streams_error
-    # A dataset without ICD codes: the code gates say "not applicable" (core/release_gates.py); said once.
-    from synehrgy_assets.core.release_gates import CODE_TABLE_ROWS, empty_code_tables
-    from synehrgy_assets.core.staging_checks import read_audit
-
-    with workspace.connect(read_only=True) as con:
-        audit = read_audit(con, missing_ok=True)
-    for table, key in CODE_TABLE_ROWS.items() if audit else ():
-        code_type = "diagnosis" if table == "DIAGNOSES_ICD" else "procedure"
-        report.metrics[key] = float(audit.get(("codes", code_type, "raw"), 0))
-    code_words = ("code", "diagnos", "procedure", "phenotype")
-    if empty := empty_code_tables(report.metrics):
-        n_code = sum(any(w in name for w in code_words) for name in report.errors)
-        context.log.warning(f"The dataset has no ICD codes in {' and '.join(empty)}: the code-based metrics "
-                            f"({n_code} not computed) and gates report 'not applicable'.")
-    for name, error in report.errors.items():
-        if not (empty and any(w in name for w in code_words)):  # said once above
-            context.log.warning(f"metric {name} could not be computed: {error}")
-    decode_report = provenance.get("decode_report", {})
-    generation = {
-        "forced_closure_rate": provenance.get("forced_closure_rate", float("nan")),
-        "validity_rate": decode_report.get("n_valid", 0) / max(decode_report.get("n_sequences", 0), 1),
-    }
+    _say_metric_errors(context, workspace, report)
+    generation = generation_metrics(provenance)
     report.metrics.update({f"generation/{k}": float(v) for k, v in generation.items()})
     # The gates judge every metric (kept in the private folder); what leaves holds no small cell.
     held = small_cell_metrics(real_train, real_test)
@@ -124,61 +102,21 @@ def evaluation(
         context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
     thresholds = release_gate.thresholds()
     rule_counts = patient_rule_counts(context, workspace, mimic_source, report.errors)
-    targets = quality_targets(report.metrics, generation, thresholds)
-    targets.loc[targets["target"].str.startswith("mortality rate") &
-                bool(held.keys() & {"fidelity/mortality_rate_abs_diff", "fidelity_baseline/mortality_rate_abs_diff"}),
-                ["measured", "real_test_baseline"]] = float("nan")
-    report.tables["quality_targets"] = targets
+    targets = report.tables["quality_targets"] = _targets(report.metrics, generation, thresholds, held)
     n_met = int(targets["met"].sum())
     context.log.info(f"quality targets met: {n_met}/{len(targets)}")
 
-    # The gates as the checks will judge them (same functions and thresholds; the checks are the verdicts).
-    gates = [judge(g, workspace, {"metrics": report.metrics, "held_back": held}, release_gate,
-                   tables={**report.tables, "patient_rule_counts": rule_counts})[0]
-             for g in _gate_functions()]
+    gates, gates_md = _gate_verdicts(context, workspace, release_gate, report, held, rule_counts)
     n_passed = sum(bool(v.passed) for v in gates)
-    for v in gates:
-        if not v.passed:
-            context.log.warning(f"gate {v.name} fails: {v.reason}")
-    gates_md = "\n".join(["| gate | passed | why |", "|---|---|---|"]
-                         + [f"| {v.name} | {'yes' if v.passed else '**no**'} | {md_escape(v.reason)} |" for v in gates])
     rules_md = (patient_rules.markdown_table(patient_rules.rule_table(rule_counts, thresholds))
                 if rule_counts is not None else f"not measured: {report.errors.get('patient_rules', '')}")
 
-    out = workspace.layout.evaluation
-    tmp = out.with_name("evaluation.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "plots").mkdir(parents=True)
-    plots = report.plots()
-    for name, png in plots.items():
-        (tmp / "plots" / f"{name}.png").write_bytes(png)
-    if rule_counts is not None:  # exact counts stay private; the shares that may leave go beside the report
-        report.tables["patient_rules"] = patient_rules.publishable_table(
-            patient_rules.rule_table(rule_counts, thresholds))
-        workspace.layout.private_rule_counts.parent.mkdir(parents=True, exist_ok=True)
-        rule_counts.to_csv(workspace.layout.private_rule_counts, index=False)
-    else:
-        workspace.layout.private_rule_counts.unlink(missing_ok=True)
-    for name, table in report.tables.items():
-        table.to_csv(tmp / f"{name}.csv", index=False)
-    (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets,
-                                               rules_md))
-    evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
-                 "cohort_id": provenance.get("cohort_id")}
-    write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
-    write_json(workspace.layout.private_metrics, {"metrics": report.metrics, "held_back": held, **evaluated})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    out, plots = _write_evaluation(workspace, report, public, held, gates_md, targets, rules_md, rule_counts,
+                                   thresholds, provenance)
 
-    with mlflow_tracking.start_run(
-        context, run_name="evaluation", tags={"synehrgy.stage": "evaluate", "model_version": str(provenance["model_version"])}
-    ) as run:
-        mlflow.log_params(
-            {"real_train_patients": real_train.n_patients, "real_test_patients": real_test.n_patients,
-             "synthetic_patients": synthetic.n_patients, "seed": config.seed}
-        )
-        mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in public.items()})
-        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    run = _log_run(context, mlflow_tracking, provenance, {
+        "real_train_patients": real_train.n_patients, "real_test_patients": real_test.n_patients,
+        "synthetic_patients": synthetic.n_patients, "seed": config.seed}, public, out)
     panel_metadata = utility_panel_metadata(context, report.tables)
     # Curated: verdicts, targets and plots first; every figure in the linked report and MLflow run.
     run_url = mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id)
@@ -206,6 +144,113 @@ def evaluation(
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
+
+
+def generation_metrics(provenance: dict) -> dict[str, float]:
+    """The generation's own figures from the cohort's provenance: forced closures and decode validity."""
+    decode_report = provenance.get("decode_report", {})
+    return {
+        "forced_closure_rate": provenance.get("forced_closure_rate", float("nan")),
+        "validity_rate": decode_report.get("n_valid", 0) / max(decode_report.get("n_sequences", 0), 1),
+    }
+
+
+def _targets(metrics: dict, generation: dict, thresholds, held: dict):
+    """The quality targets; the mortality-rate figures blanked when they are held back (small cells)."""
+    from synehrgy_assets.core.quality_targets import quality_targets
+
+    targets = quality_targets(metrics, generation, thresholds)
+    targets.loc[targets["target"].str.startswith("mortality rate") &
+                bool(held.keys() & {"fidelity/mortality_rate_abs_diff", "fidelity_baseline/mortality_rate_abs_diff"}),
+                ["measured", "real_test_baseline"]] = float("nan")
+    return targets
+
+
+def _log_run(context, mlflow_tracking: MlflowResource, provenance: dict, params: dict, public: dict, out: Path):
+    """The evaluation's MLflow run: the sizes, every published metric and the evaluation folder."""
+    import mlflow
+
+    with mlflow_tracking.start_run(
+        context, run_name="evaluation", tags={"synehrgy.stage": "evaluate", "model_version": str(provenance["model_version"])}
+    ) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in public.items()})
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    return run
+
+
+def _say_metric_errors(context, workspace: WorkspaceResource, report) -> None:
+    """Log each metric that could not be computed; a dataset without ICD codes is said once (its code
+    gates say "not applicable", core/release_gates.py), with the raw code counts in the metrics."""
+    from synehrgy_assets.core.release_gates import CODE_TABLE_ROWS, empty_code_tables
+    from synehrgy_assets.core.staging_checks import read_audit
+
+    with workspace.connect(read_only=True) as con:
+        audit = read_audit(con, missing_ok=True)
+    for table, key in CODE_TABLE_ROWS.items() if audit else ():
+        code_type = "diagnosis" if table == "DIAGNOSES_ICD" else "procedure"
+        report.metrics[key] = float(audit.get(("codes", code_type, "raw"), 0))
+    code_words = ("code", "diagnos", "procedure", "phenotype")
+    if empty := empty_code_tables(report.metrics):
+        n_code = sum(any(w in name for w in code_words) for name in report.errors)
+        context.log.warning(f"The dataset has no ICD codes in {' and '.join(empty)}: the code-based metrics "
+                            f"({n_code} not computed) and gates report 'not applicable'.")
+    for name, error in report.errors.items():
+        if not (empty and any(w in name for w in code_words)):  # said once above
+            context.log.warning(f"metric {name} could not be computed: {error}")
+
+
+def _gate_verdicts(context, workspace: WorkspaceResource, release_gate: ReleaseGateResource, report, held: dict,
+                   rule_counts) -> tuple[list, str]:
+    """The gates as the checks will judge them (same functions and thresholds; the checks are the
+    verdicts), and their markdown table."""
+    gates = [judge(g, workspace, {"metrics": report.metrics, "held_back": held}, release_gate,
+                   tables={**report.tables, "patient_rule_counts": rule_counts})[0]
+             for g in _gate_functions()]
+    for v in gates:
+        if not v.passed:
+            context.log.warning(f"gate {v.name} fails: {v.reason}")
+    gates_md = "\n".join(["| gate | passed | why |", "|---|---|---|"]
+                         + [f"| {v.name} | {'yes' if v.passed else '**no**'} | {md_escape(v.reason)} |" for v in gates])
+    return gates, gates_md
+
+
+def _write_evaluation(workspace: WorkspaceResource, report, public: dict, held: dict, gates_md: str, targets,
+                      rules_md: str, rule_counts, thresholds, provenance: dict) -> tuple[Path, dict]:
+    """The evaluation folder (plots, tables, report, published metrics), written aside and swapped in
+    whole; every metric and the exact rule counts go to the private folder. Returns the folder and
+    the plots."""
+    out = workspace.layout.evaluation
+    with staged_dir(out) as tmp:
+        plots = _write_evaluation_files(tmp, workspace, report, public, held, gates_md, targets, rules_md,
+                                        rule_counts, thresholds, provenance)
+    return out, plots
+
+
+def _write_evaluation_files(tmp: Path, workspace: WorkspaceResource, report, public: dict, held: dict,
+                            gates_md: str, targets, rules_md: str, rule_counts, thresholds, provenance: dict) -> dict:
+    from synehrgy_assets.core import patient_rules
+
+    (tmp / "plots").mkdir(parents=True)
+    plots = report.plots()
+    for name, png in plots.items():
+        (tmp / "plots" / f"{name}.png").write_bytes(png)
+    if rule_counts is not None:  # exact counts stay private; the shares that may leave go beside the report
+        report.tables["patient_rules"] = patient_rules.publishable_table(
+            patient_rules.rule_table(rule_counts, thresholds))
+        workspace.layout.private_rule_counts.parent.mkdir(parents=True, exist_ok=True)
+        rule_counts.to_csv(workspace.layout.private_rule_counts, index=False)
+    else:
+        workspace.layout.private_rule_counts.unlink(missing_ok=True)
+    for name, table in report.tables.items():
+        table.to_csv(tmp / f"{name}.csv", index=False)
+    (tmp / "report.md").write_text(full_report(public, held, report.tables, report.errors, gates_md, targets,
+                                               rules_md))
+    evaluated = {"errors": report.errors, "model_version": provenance["model_version"],
+                 "cohort_id": provenance.get("cohort_id")}
+    write_json(tmp / "metrics.json", {"metrics": public, "held_back": held, **evaluated})
+    write_json(workspace.layout.private_metrics, {"metrics": report.metrics, "held_back": held, **evaluated})
+    return plots
 
 
 def utility_panel_metadata(context, tables: dict) -> dict:

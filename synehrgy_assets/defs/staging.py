@@ -1,7 +1,6 @@
 """Stage 1: dbt_mimic stages the raw tables into DuckDB; every dbt model is a Dagster asset."""
 
 
-import fcntl
 import json
 import shutil
 import sys
@@ -10,8 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+from filelock import FileLock
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, DbtProjectPreparer, dbt_assets
 
 from synehrgy_assets.defs.raw import raw_table_key
 from synehrgy_assets.resources import MimicSourceResource, WorkspaceResource
@@ -25,18 +24,22 @@ def dbt_executable() -> str:
     return str(local) if local.exists() else "dbt"
 
 
-class LocalDbtPreparer(DagsterDbtProjectPreparer):
-    """dagster-dbt's preparer (`dbt deps`, `dbt parse`), run with `dbt_executable()`, not PATH's `dbt`."""
+class LocalDbtPreparer(DbtProjectPreparer):
+    """Prepares the project (`dbt deps` when it declares packages, then `dbt parse`) with
+    `dbt_executable()`, not PATH's `dbt`; under `dagster dev` on every load, as dagster-dbt's own
+    preparer does. Built on dagster-dbt's public preparer interface only."""
 
-    def _prepare_packages(self, project: DbtProject) -> None:
-        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
-            ["deps", "--quiet"], target_path=project.target_path
-        ).wait()
+    def prepare_if_dev(self, project: DbtProject) -> None:
+        if self.using_dagster_dev():
+            self.prepare(project)
 
-    def _prepare_manifest(self, project: DbtProject) -> None:
-        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
-            self._prepare_project_cli_args, target_path=project.target_path
-        ).wait()
+    def prepare(self, project: DbtProject) -> None:
+        dbt = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+        if any((project.project_dir / name).exists() for name in ("dependencies.yml", "packages.yml")):
+            dbt.cli(["deps", "--quiet"], target_path=project.target_path).wait()
+        dbt.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        if not project.manifest_path.exists():
+            raise FileNotFoundError(f"dbt parse in {project.project_dir} wrote no {project.manifest_path}")
 
 
 @cache
@@ -46,8 +49,7 @@ def dbt_project() -> DbtProject:
     # Processes that load the definitions at once (a code server and a CLI run, the test workers)
     # would otherwise write target/manifest.json together and one could read it half-written.
     project.manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(project.manifest_path.parent / ".prepare.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(project.manifest_path.parent / ".prepare.lock"):
         preparer.prepare_if_dev(project)
         if not project.manifest_path.exists() or _manifest_is_stale(project.manifest_path):
             # Scripts, pytest and `dagster asset materialize` do not run the dev preparer; a manifest

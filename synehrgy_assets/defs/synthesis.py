@@ -297,7 +297,7 @@ def assemble_shards(workspace: WorkspaceResource, k: int, seed: int) -> dict:
 def synthetic_cohort(
     context: dg.AssetExecutionContext, workspace: WorkspaceResource, mlflow_tracking: MlflowResource
 ) -> dg.MaterializeResult:
-    from synehrgy_assets.core.decoder import cohort_to_mimic_tables
+    from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables
     from synehrgy_assets.core.generation import unflatten
     from synehrgy_assets.core.tokens import TokenVocabulary, decode
 

@@ -165,11 +165,7 @@ def token_vocabulary(
         VocabularyConfig(binning=config.binning, n_bins=config.n_bins, min_code_count=config.min_code_count,
                          min_patients=config.min_patients),
     )
-    path = workspace.layout.vocabulary
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    vocab.to_json(tmp)
-    tmp.replace(path)
+    path = vocab.to_json(workspace.layout.vocabulary)
     summary = vocab.summary()
     context.log.info(f"Vocabulary {vocab.version}: {vocab.size} tokens")
     return dg.MaterializeResult(

@@ -1,9 +1,6 @@
 """Stage 3: train the GPT on the token windows; track the run in MLflow; register `candidate`."""
 
 
-import dataclasses
-import hashlib
-import json
 import shutil
 import time
 
@@ -52,7 +49,8 @@ class GptTrainingConfig(dg.Config):
     budget: str = Field(
         default="", description="Wall-time budget for training, e.g. '30m', '1h30m', '90s': a short probe "
         "measures this machine's seconds per step on these windows and the epochs are the most that fit "
-        "(at most budget_max_epochs; early stopping may end sooner); replaces `epochs`. Empty = `epochs`. "
+        "(at most budget_max_epochs; early stopping may end sooner, and training stops at the budget's end if the "
+        "machine slows down after the probe); replaces `epochs`. Empty = `epochs`. "
         "The choice is in the run log and the asset metadata (`budget`).")
     budget_max_epochs: float = Field(
         default=100.0, gt=0, description="Cap on the epochs a budget may choose (small data on a fast machine).")
@@ -85,42 +83,6 @@ class GptTrainingConfig(dg.Config):
     progress_every_seconds: float = Field(
         default=10.0, description="At most one progress observation (step, epoch, losses, ETA) per this many "
         "seconds, plus one at every validation.")
-
-
-def budget_plan(context, config: GptTrainingConfig, model, windows: dict, context_lengths: dict, train_config,
-                vocab, loss_weights, resume_dir):
-    """The epochs `config.budget` holds on this machine: a probe (a few steps of a copy of the model)
-    measures the throughput, `plan_epochs` picks the epochs; a resumed run reuses its first plan."""
-    from synehrgy_assets.core.training_budget import (
-        BudgetError,
-        BudgetPlan,
-        parse_budget,
-        plan_epochs,
-        probe_throughput,
-    )
-
-    seconds = parse_budget(config.budget)
-    if config.max_tokens:
-        raise BudgetError("gpt_checkpoint: set either `budget` or `max_tokens`, not both")
-    if config.n_processes > 1:
-        raise BudgetError("gpt_checkpoint: `budget` probes one process; with n_processes > 1 set `epochs`")
-    saved = resume_dir / "budget_plan.json"
-    if saved.exists():  # the same epochs, so the saved training state still matches
-        plan = BudgetPlan(**json.loads(saved.read_text()))
-        context.log.info(f"Budget {config.budget}: resuming with the plan of the first run, {plan.epochs:.3g} epochs")
-        return plan
-    probe = probe_throughput(model, windows["train"], windows["val"], train_config, vocab.pad_id,
-                             train_context=context_lengths["train"], val_context=context_lengths["val"],
-                             token_types=vocab.token_types, loss_weights=loss_weights)
-    plan = plan_epochs(seconds, probe["probe_seconds"], probe["seconds_per_step"], probe["steps_per_epoch"],
-                       probe["eval_seconds"], max_epochs=config.budget_max_epochs)
-    context.log.info(
-        f"Budget {config.budget}: a {probe['probe_steps']}-step probe ({plan.probe_seconds:.1f} s) measured "
-        f"{plan.seconds_per_step:.3f} s per step, {plan.steps_per_epoch} steps per epoch and {plan.eval_seconds:.1f} s "
-        f"per validation: {plan.epochs:.3g} epochs ({plan.reason}; epochs={config.epochs:g} without a budget)")
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(plan.to_dict()))
-    return plan
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -159,90 +121,19 @@ def gpt_checkpoint(
 ) -> dg.MaterializeResult:
     import mlflow
 
-    from synehrgy_assets.core.model import GPTConfig, save_checkpoint
-    from synehrgy_assets.core.tokens import ContextWindows, TokenSequences, TokenVocabulary
-    from synehrgy_assets.core.trainer import TrainConfig, init_model, resolve_device, train
+    from synehrgy_assets.core.generator_fit import GeneratorFitSpec, fit_generator, plan_generator_fit
+    from synehrgy_assets.core.model import save_checkpoint
+    from synehrgy_assets.core.tokens import TokenVocabulary
     from synehrgy_assets.mlflow_models import (
         GENERATOR_INPUT_EXAMPLE, GENERATOR_MODEL_CODE, generator_signature, input_example, training_dataset,
     )  # fmt: skip
 
     vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
-    summary = json.loads((workspace.layout.token_summary).read_text())
-    if summary["vocabulary_version"] != vocab.version:
-        raise ValueError(
-            f"token_sequences were encoded with vocabulary {summary['vocabulary_version']} but the current "
-            f"token_vocabulary is {vocab.version}: re-materialize token_sequences first"
-        )
-    windows, context_lengths, windows_summary = {}, {}, {}
-    for split in ("train", "val"):
-        seqs = TokenSequences.load(workspace.layout.tokens / split)
-        if split == "train":
-            data = training_data(vocab, summary, seqs)
-        split_windows = ContextWindows.load(workspace.layout.tokens / split / "windows")
-        windows[split] = split_windows.arrays(seqs)
-        # Leading context-only tokens per window (the context format's prefix and overlap).
-        context_lengths[split] = np.asarray(split_windows.context_lengths, dtype=np.int64)
-        lengths = np.fromiter((len(w) for w in windows[split]), dtype=np.int64, count=len(windows[split]))
-        windows_summary[split] = {
-            "windows": len(windows[split]),
-            "tokens": int(lengths.sum()),
-            "context_tokens": int(context_lengths[split].sum()),
-            "target_tokens": int((lengths - np.maximum(context_lengths[split], 1)).sum()),
-        }
-    if not windows["train"]:
-        raise ValueError("gpt_checkpoint: the train split has no token windows")
-
-    device = resolve_device(config.device)
-    model_config = GPTConfig(
-        vocab_size=vocab.size,
-        n_ctx=int(summary["n_ctx"]),
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        n_embd=config.n_embd,
-        dropout=config.dropout,
-        condition_table=vocab.condition_table() if config.outcome_conditioning else None,
-        clocks=vocab.clocks() if config.clocks else None,
-    )
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        max_tokens=config.max_tokens or None,
-        max_steps=config.max_steps or None,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        eval_every=config.eval_every,
-        val_max_windows=config.val_max_windows or None,
-        patience=config.patience,
-        min_delta=config.min_delta,
-        checkpoint_every=config.checkpoint_every,
-        seed=config.seed,
-        device=str(device),
-    )
-    loss_weights = None
-    if config.mortality_loss_weight != 1.0:
-        loss_weights = np.ones(vocab.size, dtype=np.float32)
-        loss_weights[vocab.mortality_base:vocab.mortality_base + 2] = config.mortality_loss_weight
-    model = init_model(model_config, config.seed)
-    # A killed materialization resumes from here on the next run with the same config and data.
-    resume_key = hashlib.sha256(
-        json.dumps(
-            {"config": config.model_dump(exclude={"progress_every_seconds"}), "vocabulary_version": vocab.version, "windows": windows_summary},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    resume_dir = workspace.layout.resume_checkpoints / resume_key
-    budget = None
-    if config.budget:  # the epochs that fit the time on this machine (core/training_budget.py)
-        budget = budget_plan(context, config, model, windows, context_lengths, train_config, vocab, loss_weights,
-                             resume_dir)
-        train_config = dataclasses.replace(train_config, epochs=budget.epochs)
-    context.log.info(
-        f"Training GPT ({model.num_parameters():,} parameters) on {device}: {train_config.epochs:g} epochs"
-        + (f" (at most {config.max_steps} steps)" if config.max_steps else "")
-        + f", {len(windows['train'])} train / {len(windows['val'])} val windows, n_ctx {model_config.n_ctx}, "
-        f"resumable state in {resume_dir}"
-    )
+    plan = plan_generator_fit(GeneratorFitSpec(**config.model_dump(exclude={"progress_every_seconds"})), vocab,
+                              workspace.layout.tokens, workspace.layout.resume_checkpoints, log=context.log.info)
+    model, model_config, device, budget = plan.model, plan.model_config, plan.device, plan.budget
+    windows, summary, windows_summary = plan.data.windows, plan.data.summary, plan.data.windows_summary
+    data = training_data(vocab, summary, plan.data.train_sequences)
     started = time.perf_counter()
     with mlflow_tracking.start_run(context, run_name="gpt_checkpoint", tags={"synehrgy.stage": "train"}) as run:
         mlflow.log_params(
@@ -267,63 +158,12 @@ def gpt_checkpoint(
         )
         mlflow.log_input(training_dataset(data), context="training")
 
-        progress = Progress(context, every_seconds=config.progress_every_seconds)
-
-        def on_log(entry: dict) -> None:
-            mlflow.log_metrics(step_metrics(entry), step=int(entry["step"]))
-            # --- progress (AssetObservation; the CLI draws it as a bar) ---
-            progress.report(
-                training_fraction(entry, config, train_config.epochs), force=entry.get("val_loss") is not None,
-                step=int(entry["step"]), epoch=round(float(entry["epoch"]), 3),
-                train_loss=round(float(entry["train_loss"]), 4),
-                val_loss=None if entry.get("val_loss") is None else round(float(entry["val_loss"]), 4),
-                best_val_loss=None if entry.get("best_val_loss") is None else round(float(entry["best_val_loss"]), 4),
-            )
-            if entry.get("val_loss") is not None:
-                context.log.info(
-                    f"step {entry['step']} epoch {entry['epoch']:.2f}: train_loss {entry['train_loss']:.4f} "
-                    f"val_loss {entry['val_loss']:.4f} (best {entry['best_val_loss']:.4f}), "
-                    f"{entry['tokens_per_second']:.0f} tokens/s"
-                )
-
-        if config.n_processes > 1:
-            # --- torchrun DDP: n_processes processes train from these initial weights (core/ddp_entry.py) ---
-            from synehrgy_assets.core.ddp_entry import train_with_torchrun
-
-            context.log.info(f"Launching torchrun with {config.n_processes} processes")
-            result = train_with_torchrun(
-                model, config.n_processes, workspace.layout.ddp / resume_key,
-                {"kind": "token_dir", "path": workspace.layout.tokens}, train_config, vocab.pad_id,
-                token_types=vocab.token_types, loss_weights=loss_weights, checkpoint_dir=resume_dir,
-                on_log=on_log, log=context.log.info,
-            )
-        else:
-            result = train(
-                model,
-                windows["train"],
-                windows["val"],
-                train_config,
-                pad_id=vocab.pad_id,
-                on_log=on_log,
-                train_context=context_lengths["train"],
-                val_context=context_lengths["val"],
-                token_types=vocab.token_types,
-                loss_weights=loss_weights,
-                checkpoint_dir=resume_dir,
-                log=context.log.info,
-            )
-        # --- outcome calibration (core/calibration.py): one logit shift, saved in the checkpoint's config ---
-        calibration = None
-        if config.calibrate_outcome:
-            from synehrgy_assets.core.calibration import calibrate_outcome
-
-            calibration = calibrate_outcome(model, windows["train"], context_lengths["train"],
-                                            vocab.mortality_base, vocab.mortality_base + 1, vocab.pad_id)
-            # Only the shift leaves the workspace: the before/after means are train aggregates.
-            context.log.info(f"Outcome calibration: MORTALITY//1 logit shifted by {calibration.logit_shift:+.3f}"
-                             if calibration.applied else f"Outcome calibration skipped: {calibration.reason}")
-            if calibration.applied:
-                mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
+        on_log = training_logger(context, config, plan.train_config.epochs)
+        fit = fit_generator(plan, workspace.layout.ddp / plan.resume_key, on_log=on_log,
+                            log=context.log.info)
+        result, calibration = fit.result, fit.calibration
+        if calibration is not None and calibration.applied:
+            mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
         ckpt_dir = workspace.layout.checkpoints / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
@@ -351,7 +191,7 @@ def gpt_checkpoint(
         client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
         client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
         client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
-    shutil.rmtree(resume_dir, ignore_errors=True)  # the run succeeded: nothing left to resume
+    shutil.rmtree(plan.resume_dir, ignore_errors=True)  # the run succeeded: nothing left to resume
     context.log.info(f"Registered {mlflow_tracking.model_name} v{version} with alias '{CANDIDATE_ALIAS}'")
     return dg.MaterializeResult(
         metadata={
@@ -362,27 +202,8 @@ def gpt_checkpoint(
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": mlflow_tracking.run_url(run.info.run_id, run.info.experiment_id),
             "mlflow_model_version": mlflow_tracking.model_version_url(mlflow_tracking.model_name, version),
-            "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
-            "parameters": model.num_parameters(),
-            "outcome_conditioning": config.outcome_conditioning,
-            "clocks": ", ".join(c["name"] for c in model_config.clocks or []) or "none",
-            "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),
-            # the same names and values as the run's final_* metrics in MLflow
-            **{k: v for k, v in final_metrics.items() if "/" not in k},
-            # the same name and value as the MLflow metric
-            **({"final_outcome_logit_shift": calibration.logit_shift} if calibration and calibration.applied else {}),
-            "outcome_calibration": ("applied" if calibration and calibration.applied
-                                    else "not applied" + (f": {calibration.reason}" if calibration else " (off)")),
-            "resumed_from_step": result.resumed_from_step,
-            "val_windows": result.val_windows,
-            "val_tokens": result.val_tokens,
-            # wall time of the whole asset (loading, training, logging, registering): not final_train_seconds
-            "asset_seconds": round(time.perf_counter() - started, 1),
-            "device": str(result.device),
-            "precision": str(result.precision),
-            "loss_curve": png_markdown(curve, "loss curve"),
-            **({"budget": dg.MetadataValue.json(budget.to_dict()), "budget_choice": budget.reason,
-                "budget_epochs": budget.epochs} if budget else {}),
+            **training_metadata(config, plan, fit, ckpt_dir, final_metrics, curve,
+                                asset_seconds=round(time.perf_counter() - started, 1)),
         }
     )
 
@@ -409,6 +230,63 @@ def tag_generator(client, name: str, version: str, data) -> None:
         client.set_model_version_tag(name, version, key, value)
     for key, value in registered_model_tags("generator", data).items():
         client.set_registered_model_tag(name, key, value)
+
+
+def training_logger(context: dg.AssetExecutionContext, config: GptTrainingConfig, epochs: float):
+    """The trainer's `on_log`: each history record to the MLflow run's step series, to the progress
+    observations and, at a validation, to the run log."""
+    import mlflow
+
+    progress = Progress(context, every_seconds=config.progress_every_seconds)
+
+    def on_log(entry: dict) -> None:
+        mlflow.log_metrics(step_metrics(entry), step=int(entry["step"]))
+        # --- progress (AssetObservation; the CLI draws it as a bar) ---
+        progress.report(
+            training_fraction(entry, config, epochs), force=entry.get("val_loss") is not None,
+            step=int(entry["step"]), epoch=round(float(entry["epoch"]), 3),
+            train_loss=round(float(entry["train_loss"]), 4),
+            val_loss=None if entry.get("val_loss") is None else round(float(entry["val_loss"]), 4),
+            best_val_loss=None if entry.get("best_val_loss") is None else round(float(entry["best_val_loss"]), 4),
+        )
+        if entry.get("val_loss") is not None:
+            context.log.info(
+                f"step {entry['step']} epoch {entry['epoch']:.2f}: train_loss {entry['train_loss']:.4f} "
+                f"val_loss {entry['val_loss']:.4f} (best {entry['best_val_loss']:.4f}), "
+                f"{entry['tokens_per_second']:.0f} tokens/s"
+            )
+
+    return on_log
+
+
+def training_metadata(config: GptTrainingConfig, plan, fit, ckpt_dir, final_metrics: dict, curve: bytes,
+                      asset_seconds: float) -> dict:
+    """The training outcome in the asset's metadata (after the registration's keys)."""
+    model, model_config, budget = plan.model, plan.model_config, plan.budget
+    result, calibration = fit.result, fit.calibration
+    return {
+        "checkpoint_dir": dg.MetadataValue.path(str(ckpt_dir)),
+        "parameters": model.num_parameters(),
+        "outcome_conditioning": config.outcome_conditioning,
+        "clocks": ", ".join(c["name"] for c in model_config.clocks or []) or "none",
+        "val_loss_by_type": dg.MetadataValue.md(val_loss_table(result)),
+        # the same names and values as the run's final_* metrics in MLflow
+        **{k: v for k, v in final_metrics.items() if "/" not in k},
+        # the same name and value as the MLflow metric
+        **({"final_outcome_logit_shift": calibration.logit_shift} if calibration and calibration.applied else {}),
+        "outcome_calibration": ("applied" if calibration and calibration.applied
+                                else "not applied" + (f": {calibration.reason}" if calibration else " (off)")),
+        "resumed_from_step": result.resumed_from_step,
+        "val_windows": result.val_windows,
+        "val_tokens": result.val_tokens,
+        # wall time of the whole asset (loading, training, logging, registering): not final_train_seconds
+        "asset_seconds": asset_seconds,
+        "device": str(result.device),
+        "precision": str(result.precision),
+        "loss_curve": png_markdown(curve, "loss curve"),
+        **({"budget": dg.MetadataValue.json(budget.to_dict()), "budget_choice": budget.reason,
+            "budget_epochs": budget.epochs} if budget else {}),
+    }
 
 
 # The trainer's history names, as per-step MLflow series: `tokens_per_second` there is the throughput
@@ -448,6 +326,7 @@ def final_train_metrics(result) -> dict[str, float]:
         "final_steps": float(result.steps),
         "final_epochs_run": float(result.epochs_run),
         "final_stopped_early": float(result.stopped_early),
+        "final_stopped_at_deadline": float(result.stopped_at_deadline),
         "final_padding_fraction": float(result.padding_fraction),
     }
     if result.best_val_loss is not None:  # None when the val split has no windows

@@ -129,31 +129,8 @@ def evaluate(
     train, test, syn = preps["real_train"], preps["real_test"], preps["synthetic"]
 
     for prefix, other in (("fidelity", syn), ("fidelity_baseline", test)):
-        values = _guarded(report, f"{prefix}/codes", strict, code_prevalence_correlation, train, other)
-        if values is not None:
-            report.add(prefix, values)
-        marg = _guarded(report, f"{prefix}/marginals", strict, marginal_distances, train, other, table, seed=seed)
-        if marg is not None:
-            report.tables[f"{prefix}_marginals"] = marg
-            report.add(prefix, summarize_marginals(marg))
-            report.add_table_errors(f"{prefix}/marginal", marg, "variable")
-        struct = _guarded(report, f"{prefix}/structure", strict, structure_stats, train, other, seed=seed,
-                          min_cell_count=min_cell_count, other_is_real=prefix == "fidelity_baseline")
-        if struct is not None:
-            report.tables[f"{prefix}_structure"] = struct
-            # A KS against a constant distribution (one visit per patient, a fixed stay length) is
-            # well defined: it is kept even when the Wasserstein distance cannot be normalized.
-            ok = struct[struct["ks_statistic"].notna()]
-            report.add(f"{prefix}/structure", {f"{q}_ks": v for q, v in zip(ok["quantity"], ok["ks_statistic"])})
-            report.add_table_errors(f"{prefix}/structure", struct, "quantity")
-
-    prevalence = _guarded(report, "tables/code_prevalence", strict, code_prevalence_table, train, syn)
-    if prevalence is not None:
-        report.tables["code_prevalence"] = suppressed_prevalence_table(prevalence, min_cell_count)
-    hist = _guarded(report, "tables/marginal_histograms", strict, marginal_histograms, train, syn, table,
-                    min_cell_count=min_cell_count)
-    if hist is not None:
-        report.tables["marginal_histograms"] = hist
+        _fidelity(report, strict, prefix, train, other, table, seed, min_cell_count)
+    _fidelity_tables(report, strict, train, syn, table, min_cell_count)
 
     space = _guarded(report, "features", strict, FeatureSpace.fit, train, table, top_k_codes, window_hours)
     if space is None:
@@ -165,34 +142,77 @@ def evaluate(
     report.params["n_features"] = len(space.columns)
 
     with threadpool_limits(limits=n_threads):
-        labels = {n: _guarded(report, f"labels/{n}", strict, mortality_labels, p.cohort, n) for n, p in preps.items()}
-        if all(v is not None for v in labels.values()):
-            # One block: the mortality fit behind `utility/...` is the panel's mortality task, so the
-            # utility gate never judges a panel without it (or the other way round).
-            utility = _guarded(report, "utility", strict, utility_panel, preps, space, x, seed, classifier,
-                               max_fit_records, n_resamples=n_resamples, min_cell_count=min_cell_count)
-            if utility is not None:
-                mortality, panel, panel_table = utility
-                report.add("utility", mortality)
-                report.add(PANEL_PREFIX, panel)
-                report.tables["utility_panel"] = panel_table
-
-        codes = _guarded(report, "privacy/code_sets", strict, _code_set_matrices, preps)
-        if codes is not None:
-            privacy = _guarded(report, "privacy", strict, _privacy_from_features, x, raw, codes, seed, max_records,
-                               min_cell_count=min_cell_count)
-            if privacy is not None:
-                values, distances = privacy
-                report.add("privacy", values)
-                report.tables["privacy_distance_histograms"] = distance_histograms(
-                    distances, min_cell_count=min_cell_count)
-        attacks = _guarded(report, "privacy/attacks", strict, privacy_attacks, preps, x, codes, seed, max_records,
-                           report.params["member_share"])
-        if attacks is not None:
-            report.add("privacy", attacks)
+        _utility_and_privacy(report, strict, preps, space, x, raw, seed=seed, classifier=classifier,
+                             max_fit_records=max_fit_records, n_resamples=n_resamples, min_cell_count=min_cell_count,
+                             max_records=max_records)
     if tokens is not None:
         copies = _guarded(report, "privacy/tokens", strict, token_copies, tokens, ngram_length,
                           min_cell_count=min_cell_count)
         if copies is not None:
             report.add("privacy", copies)
     return report
+
+
+def _fidelity(report: EvaluationReport, strict: bool, prefix: str, train, other, table: pd.DataFrame, seed: int,
+              min_cell_count: int) -> None:
+    """Code prevalence, marginals and structure of `other` against real train, under `prefix`."""
+    values = _guarded(report, f"{prefix}/codes", strict, code_prevalence_correlation, train, other)
+    if values is not None:
+        report.add(prefix, values)
+    marg = _guarded(report, f"{prefix}/marginals", strict, marginal_distances, train, other, table, seed=seed)
+    if marg is not None:
+        report.tables[f"{prefix}_marginals"] = marg
+        report.add(prefix, summarize_marginals(marg))
+        report.add_table_errors(f"{prefix}/marginal", marg, "variable")
+    struct = _guarded(report, f"{prefix}/structure", strict, structure_stats, train, other, seed=seed,
+                      min_cell_count=min_cell_count, other_is_real=prefix == "fidelity_baseline")
+    if struct is not None:
+        report.tables[f"{prefix}_structure"] = struct
+        # A KS against a constant distribution (one visit per patient, a fixed stay length) is
+        # well defined: it is kept even when the Wasserstein distance cannot be normalized.
+        ok = struct[struct["ks_statistic"].notna()]
+        report.add(f"{prefix}/structure", {f"{q}_ks": v for q, v in zip(ok["quantity"], ok["ks_statistic"])})
+        report.add_table_errors(f"{prefix}/structure", struct, "quantity")
+
+
+def _fidelity_tables(report: EvaluationReport, strict: bool, train, syn, table: pd.DataFrame,
+                     min_cell_count: int) -> None:
+    """The code prevalence and marginal histogram tables behind the plots (small cells suppressed)."""
+    prevalence = _guarded(report, "tables/code_prevalence", strict, code_prevalence_table, train, syn)
+    if prevalence is not None:
+        report.tables["code_prevalence"] = suppressed_prevalence_table(prevalence, min_cell_count)
+    hist = _guarded(report, "tables/marginal_histograms", strict, marginal_histograms, train, syn, table,
+                    min_cell_count=min_cell_count)
+    if hist is not None:
+        report.tables["marginal_histograms"] = hist
+
+
+def _utility_and_privacy(report: EvaluationReport, strict: bool, preps: dict, space, x: dict, raw: dict, *,
+                         seed: int, classifier: str, max_fit_records: int, n_resamples: int, min_cell_count: int,
+                         max_records: int) -> None:
+    """The utility panel (with the `utility/...` mortality keys) and the feature-based privacy metrics."""
+    labels = {n: _guarded(report, f"labels/{n}", strict, mortality_labels, p.cohort, n) for n, p in preps.items()}
+    if all(v is not None for v in labels.values()):
+        # One block: the mortality fit behind `utility/...` is the panel's mortality task, so the
+        # utility gate never judges a panel without it (or the other way round).
+        utility = _guarded(report, "utility", strict, utility_panel, preps, space, x, seed, classifier,
+                           max_fit_records, n_resamples=n_resamples, min_cell_count=min_cell_count)
+        if utility is not None:
+            mortality, panel, panel_table = utility
+            report.add("utility", mortality)
+            report.add(PANEL_PREFIX, panel)
+            report.tables["utility_panel"] = panel_table
+
+    codes = _guarded(report, "privacy/code_sets", strict, _code_set_matrices, preps)
+    if codes is not None:
+        privacy = _guarded(report, "privacy", strict, _privacy_from_features, x, raw, codes, seed, max_records,
+                           min_cell_count=min_cell_count)
+        if privacy is not None:
+            values, distances = privacy
+            report.add("privacy", values)
+            report.tables["privacy_distance_histograms"] = distance_histograms(
+                distances, min_cell_count=min_cell_count)
+    attacks = _guarded(report, "privacy/attacks", strict, privacy_attacks, preps, x, codes, seed, max_records,
+                       report.params["member_share"])
+    if attacks is not None:
+        report.add("privacy", attacks)

@@ -302,24 +302,42 @@ def utility_panel(
     hold fewer than `min_cell_count` of either class gets no AUROC (it would rest on a small cell);
     `gated` says whether both classes reach `min_gate_positives`.
     """
-    train, test, syn = preps["real_train"], preps["real_test"], preps["synthetic"]
+    test = preps["real_test"]
     weights = bootstrap_weights(test.cohort.visits["subject_id"].to_numpy(), n_resamples, seed)
-    panel: dict[str, MetricValue] = {}
-    rows: list[dict] = []
+    run = _Panel(preps, weights, seed, classifier, max_fit_records, min_cell_count, min_gate_positives)
+    mortality = run.mortality(x)
+    run.length_of_stay(space)
+    run.phenotypes(space, x)
+    for name, why in NOT_AVAILABLE.items():
+        run.add(name, {"gated": 0.0}, note=why)
+    return mortality, run.panel, pd.DataFrame(run.rows, columns=PANEL_COLUMNS)
 
-    def add(task: str, values: dict[str, MetricValue], note: str = "") -> None:
-        panel.update({f"{task}/{k}": v for k, v in values.items()})
+
+class _Panel:
+    """The panel's tasks on one set of prepared cohorts: every task adds its metrics and one table row."""
+
+    def __init__(self, preps: dict[str, PreparedCohort], weights: np.ndarray, seed: int, classifier: str,
+                 max_fit_records: int, min_cell_count: int, min_gate_positives: int):
+        self.preps, self.weights, self.seed = preps, weights, seed
+        self.classifier, self.max_fit_records = classifier, max_fit_records
+        self.min_cell_count, self.min_gate_positives = min_cell_count, min_gate_positives
+        self.panel: dict[str, MetricValue] = {}
+        self.rows: list[dict] = []
+
+    def add(self, task: str, values: dict[str, MetricValue], note: str = "") -> None:
+        self.panel.update({f"{task}/{k}": v for k, v in values.items()})
         row = {c: values.get(c, math.nan) for c in PANEL_COLUMNS}
         row.update(task=task, gated=bool(values.get("gated", 0.0)))
         errors = sorted({v.message for v in values.values() if isinstance(v, MetricError)})
         row.update({k: math.nan for k, v in row.items() if isinstance(v, MetricError)})
         row["note"] = "; ".join(filter(None, [note, *errors]))
-        rows.append(row)
+        self.rows.append(row)
 
-    def task(feats: dict[str, np.ndarray], cols: np.ndarray, masks: dict[str, np.ndarray | slice],
+    def task(self, feats: dict[str, np.ndarray], cols: np.ndarray, masks: dict[str, np.ndarray | slice],
              labels: dict[str, np.ndarray], target: str):
+        """(class counts, why not reported or "", the TRTR and TSTR AUROCs with their resamples)."""
         y_test = labels["real_test"][masks["real_test"]]
-        counts, why = _counts(y_test, min_cell_count, min_gate_positives)
+        counts, why = _counts(y_test, self.min_cell_count, self.min_gate_positives)
         if why:
             return counts, why, None
         xs = {n: f[masks[n]][:, cols] for n, f in feats.items()}
@@ -327,75 +345,81 @@ def utility_panel(
         if len(ys["real_train"]) == 0 or len(ys["synthetic"]) == 0:
             return counts, f"no real_train or synthetic visits qualify for {target}", None
         p_trtr, p_tstr, _ = _predict_pair(xs["real_train"], ys["real_train"], xs["synthetic"], ys["synthetic"],
-                                          xs["real_test"], seed, classifier, max_fit_records, target)
-        w = weights[:, masks["real_test"]] if not isinstance(masks["real_test"], slice) else weights
+                                          xs["real_test"], self.seed, self.classifier, self.max_fit_records, target)
+        w = self.weights[:, masks["real_test"]] if not isinstance(masks["real_test"], slice) else self.weights
         return counts, "", (_Auroc.of(y_test, p_trtr, w), _Auroc.of(y_test, p_tstr, w))
 
-    every = {n: slice(None) for n in preps}
+    def mortality(self, x: dict[str, np.ndarray]) -> dict[str, MetricValue]:
+        """In-hospital mortality: the same fit (seed, subsample, features) as the `utility/...` keys,
+        which it returns."""
+        y_mort = {n: mortality_labels(p.cohort, n) for n, p in self.preps.items()}
+        p_trtr, p_tstr, n_fit = _predict_pair(x["real_train"], y_mort["real_train"], x["synthetic"],
+                                              y_mort["synthetic"], x["real_test"], self.seed, self.classifier,
+                                              self.max_fit_records)
+        if len(np.unique(y_mort["real_test"])) < 2:
+            why = "real_test: 'mortality_inhospital' needs both classes; AUROC/AUPRC are undefined"
+            mortality = {k: MetricError(k, why) for k in ("trtr_auroc", "tstr_auroc", "auroc_ratio")}
+        else:
+            mortality = _mortality_scores(y_mort["real_train"], y_mort["real_test"], y_mort["synthetic"], n_fit,
+                                          p_trtr, p_tstr)
+        counts, why = _counts(y_mort["real_test"], self.min_cell_count, self.min_gate_positives)
+        if why:
+            self.add("mortality_inhospital", {**counts, **_not_reported(why)})
+        else:
+            self.add("mortality_inhospital", {**counts, **_interval_metrics(
+                _Auroc.of(y_mort["real_test"], p_trtr, self.weights),
+                _Auroc.of(y_mort["real_test"], p_tstr, self.weights))})
+        return mortality
 
-    # In-hospital mortality: the same fit (seed, subsample, features) as the `utility/...` keys.
-    y_mort = {n: mortality_labels(p.cohort, n) for n, p in preps.items()}
-    p_trtr, p_tstr, n_fit = _predict_pair(x["real_train"], y_mort["real_train"], x["synthetic"],
-                                          y_mort["synthetic"], x["real_test"], seed, classifier, max_fit_records)
-    if len(np.unique(y_mort["real_test"])) < 2:
-        why = "real_test: 'mortality_inhospital' needs both classes; AUROC/AUPRC are undefined"
-        mortality = {k: MetricError(k, why) for k in ("trtr_auroc", "tstr_auroc", "auroc_ratio")}
-    else:
-        mortality = _mortality_scores(y_mort["real_train"], y_mort["real_test"], y_mort["synthetic"], n_fit,
-                                      p_trtr, p_tstr)
-    counts, why = _counts(y_mort["real_test"], min_cell_count, min_gate_positives)
-    if why:
-        add("mortality_inhospital", {**counts, **_not_reported(why)})
-    else:
-        add("mortality_inhospital", {**counts, **_interval_metrics(_Auroc.of(y_mort["real_test"], p_trtr, weights),
-                                                                   _Auroc.of(y_mort["real_test"], p_tstr, weights))})
+    def length_of_stay(self, space: FeatureSpace) -> None:
+        """Length of stay: features of the first 24 h, without the stay's length or its ICD codes."""
+        los_space = FeatureSpace.fit(self.preps["real_train"], space.variables, top_k_codes=0,
+                                     window_hours=LOS_WINDOW_HOURS)
+        x24 = {n: los_space.transform(p, standardize=True).to_numpy() for n, p in self.preps.items()}
+        cols24 = _without(los_space.columns, drop_los=True)
+        for name, days in LOS_TASKS.items():
+            labelled = {n: los_labels(p.cohort, days, LOS_WINDOW_HOURS + LOS_GAP_HOURS, n)
+                        for n, p in self.preps.items()}
+            counts, why, aurocs = self.task(x24, cols24, {n: m for n, (_, m) in labelled.items()},
+                                            {n: y for n, (y, _) in labelled.items()}, f"stay > {days:g} days")
+            self.add(name, {**counts, **(_not_reported(why) if why else _interval_metrics(*aurocs))})
 
-    # Length of stay: features of the first 24 h, without the stay's length or its ICD codes.
-    los_space = FeatureSpace.fit(train, space.variables, top_k_codes=0, window_hours=LOS_WINDOW_HOURS)
-    x24 = {n: los_space.transform(p, standardize=True).to_numpy() for n, p in preps.items()}
-    cols24 = _without(los_space.columns, drop_los=True)
-    for name, days in LOS_TASKS.items():
-        labelled = {n: los_labels(p.cohort, days, LOS_WINDOW_HOURS + LOS_GAP_HOURS, n) for n, p in preps.items()}
-        counts, why, aurocs = task(x24, cols24, {n: m for n, (_, m) in labelled.items()},
-                                   {n: y for n, (y, _) in labelled.items()}, f"stay > {days:g} days")
-        add(name, {**counts, **(_not_reported(why) if why else _interval_metrics(*aurocs))})
-
-    # Phenotypes: each benchmark phenotype the real data carries; the macro average over those
-    # with enough positives is the gated figure.
-    names = sorted(set(train.ph_name) | set(test.ph_name))
-    cols48 = _without(space.columns, drop_los=False)
-    y_ph = {n: phenotype_labels(p, names) for n, p in preps.items()}
-    macro: list[tuple[_Auroc, _Auroc]] = []
-    unreported = 0
-    for j, name in enumerate(names):
-        counts, why, aurocs = task(x, cols48, every,
-                                   {n: y[:, j] for n, y in y_ph.items()}, f"phenotype '{name}'")
-        key = f"phenotype/{phenotype_slug(name)}"
-        if why:  # counted once below instead of one error per phenotype
-            add(key, counts, note=f"{name}: {why}")
-            unreported += 1
-            continue
-        add(key, {**counts, **_interval_metrics(*aurocs)}, note=name)
-        if counts["gated"]:
-            trtr, tstr = aurocs
-            if tstr.error:  # a synthetic cohort without the phenotype teaches a constant: AUROC 0.5
-                tstr = _Auroc(0.5, np.full(len(weights), 0.5))
-            if not trtr.error:
-                macro.append((trtr, tstr))
-    if unreported:
-        panel["phenotype/not_reported"] = MetricError(
-            "phenotype/not_reported", f"{unreported} of {len(names)} phenotypes have fewer than {min_cell_count} "
-            "positive or negative real test visits: not reported")
-    if macro:
-        mean = [_Auroc(float(np.mean([a.point for a in side])), np.mean([a.boots for a in side], axis=0))
-                for side in zip(*macro)]
-        add("phenotypes_macro", {"gated": 1.0, "n_phenotypes": float(len(macro)), **_interval_metrics(*mean)})
-    else:
-        add("phenotypes_macro", {"gated": 0.0, "n_phenotypes": 0.0},
-            note=f"no phenotype has {min_gate_positives} positive and negative real test visits")
-    for name, why in NOT_AVAILABLE.items():
-        add(name, {"gated": 0.0}, note=why)
-    return mortality, panel, pd.DataFrame(rows, columns=PANEL_COLUMNS)
+    def phenotypes(self, space: FeatureSpace, x: dict[str, np.ndarray]) -> None:
+        """Each benchmark phenotype the real data carries; the macro average over those with enough
+        positives is the gated figure."""
+        train, test = self.preps["real_train"], self.preps["real_test"]
+        names = sorted(set(train.ph_name) | set(test.ph_name))
+        cols48 = _without(space.columns, drop_los=False)
+        y_ph = {n: phenotype_labels(p, names) for n, p in self.preps.items()}
+        every = {n: slice(None) for n in self.preps}
+        macro: list[tuple[_Auroc, _Auroc]] = []
+        unreported = 0
+        for j, name in enumerate(names):
+            counts, why, aurocs = self.task(x, cols48, every,
+                                            {n: y[:, j] for n, y in y_ph.items()}, f"phenotype '{name}'")
+            key = f"phenotype/{phenotype_slug(name)}"
+            if why:  # counted once below instead of one error per phenotype
+                self.add(key, counts, note=f"{name}: {why}")
+                unreported += 1
+                continue
+            self.add(key, {**counts, **_interval_metrics(*aurocs)}, note=name)
+            if counts["gated"]:
+                trtr, tstr = aurocs
+                if tstr.error:  # a synthetic cohort without the phenotype teaches a constant: AUROC 0.5
+                    tstr = _Auroc(0.5, np.full(len(self.weights), 0.5))
+                if not trtr.error:
+                    macro.append((trtr, tstr))
+        if unreported:
+            self.panel["phenotype/not_reported"] = MetricError(
+                "phenotype/not_reported", f"{unreported} of {len(names)} phenotypes have fewer than "
+                f"{self.min_cell_count} positive or negative real test visits: not reported")
+        if macro:
+            mean = [_Auroc(float(np.mean([a.point for a in side])), np.mean([a.boots for a in side], axis=0))
+                    for side in zip(*macro)]
+            self.add("phenotypes_macro", {"gated": 1.0, "n_phenotypes": float(len(macro)), **_interval_metrics(*mean)})
+        else:
+            self.add("phenotypes_macro", {"gated": 0.0, "n_phenotypes": 0.0},
+                     note=f"no phenotype has {self.min_gate_positives} positive and negative real test visits")
 
 
 def utility_gate_rows(metrics: dict, min_auroc_ratio: float,

@@ -8,8 +8,9 @@ One flat token stream per patient (grammar in docs/tokens.md and `grammar.py`):
              ICU_DATABASE </covar>
              MORTALITY PHENOTYPE* </label> DX* PX* </code> (VALUE+ DT)* </ts> </adm>
 
-Modules: `grammar` (token types, validation, the sampling mask), `vocabulary` (bins, ids),
-`columns` (checked column access shared by fit and encode), `kernels` (numba loops), `encoding`,
+Modules: `grammar` (token types, validation, the sampling mask), `vocabulary` (token ids, what
+each decodes to), `vocab_config` (fixed scales, fit settings), `bins` (numeric bins),
+`vocab_fit` (the fit on the train split), `columns` (checked column access shared by fit and encode), `kernels` (numba loops), `encoding`,
 `decoding`, `windows` (training windows in the context format).
 """
 

@@ -56,18 +56,9 @@ class PatientConsistency:
         self.dt_span = convert(dt_span)
         self.dt_shortest = convert(np.arange(len(dt_span)) == np.argmin(dt_span))
         self.is_value = convert(types == T.VALUE)
-        n_db = self.database.stop - self.database.start
-        # database row per ICU_DATABASE token; the last row (UNK, or before the token) allows all
         names = [vocab._text[t] for t in range(self.database.start, self.database.stop)]
-        db_rows = np.ones((n_db + 1, self.values.stop - self.values.start), dtype=bool)
-        known = vocab.variable_databases
-        if known:
-            var_of_value = vocab.value_var[self.values]
-            for i, name in enumerate(names):
-                if name is None:
-                    continue
-                allowed_vars = [j for j, v in enumerate(vocab.variable_names) if name in known.get(v, [])]
-                db_rows[i] = np.isin(var_of_value, allowed_vars)
+        n_db = len(names)
+        db_rows = _database_rows(vocab, names, self.values)
         self.db_row_none = n_db
         # Relation members: variables whose token in the current row is remembered.
         pairs = less_than_pairs(vocab)
@@ -87,35 +78,11 @@ class PatientConsistency:
         for j, m in member_of_var.items():
             self.member_of_token[self.var_slice[j]] = m
         # less_than: for the pair's later variable in the row, compat[first token (+ none), second token]
-        self.pair_masks = []
-        for lower, upper, margin in pairs:
-            first, second = (lower, upper) if rank[lower] < rank[upper] else (upper, lower)
-            fs, ss = self.var_slice[first], self.var_slice[second]
-            if first == lower:
-                compat = vocab.bin_high[ss][None, :] - vocab.bin_low[fs][:, None] > margin
-            else:
-                compat = vocab.bin_high[fs][:, None] - vocab.bin_low[ss][None, :] > margin
-            compat = np.vstack([compat, np.ones((1, compat.shape[1]), dtype=bool)])
-            self.pair_masks.append((member_of_var[first], fs, ss, convert(compat)))
+        self.pair_masks = [(member_of_var[first], fs, ss, convert(compat))
+                           for first, fs, ss, compat in _pair_masks(vocab, pairs, rank, self.var_slice)]
         # sum_of: per candidate member, which members come before it in the row and which after
         score = np.asarray(vocab._number, dtype=np.float64)  # a categorical token's score, NaN otherwise
-        self.sum_rules = []
-        for total, parts in sums:
-            group = sorted([total, *parts], key=lambda j: rank[j])
-            lo = {j: float(np.nanmin(score[self.var_slice[j]])) for j in parts}
-            hi = {j: float(np.nanmax(score[self.var_slice[j]])) for j in parts}
-            for pos, x in enumerate(group):
-                before, after = group[:pos], group[pos + 1:]
-                if x != total and total in after:
-                    continue  # a part before the total: the total adapts later
-                rest_parts = [j for j in after if j != total]
-                self.sum_rules.append({
-                    "slice": self.var_slice[x], "is_total": x == total,
-                    "before_parts": [member_of_var[j] for j in before if j != total],
-                    "total": member_of_var[total],
-                    "slack_lo": sum(lo[j] for j in rest_parts), "slack_hi": sum(hi[j] for j in rest_parts),
-                    "scores": convert(score[self.var_slice[x]]),
-                })
+        self.sum_rules = _sum_rules(sums, rank, score, self.var_slice, member_of_var, convert)
         self.score = convert(score)
         self.db_rows = convert(db_rows)
         self.db_index = convert(np.r_[np.arange(n_db), n_db])  # token offset -> row
@@ -206,3 +173,57 @@ class PatientConsistency:
         # No host sync: every row writes, rows without a member token write back what they had.
         row_tok[batch, col] = xp.where(member >= 0, tokens, row_tok[batch, col])
         return s
+
+
+def _database_rows(vocab, names: list, values: slice) -> np.ndarray:
+    """Allowed value tokens per ICU_DATABASE token (rows in token order), plus a last row that
+    allows all (UNK, or no database token yet): a database allows the variables its train stays chart."""
+    db_rows = np.ones((len(names) + 1, values.stop - values.start), dtype=bool)
+    known = vocab.variable_databases
+    if known:
+        var_of_value = vocab.value_var[values]
+        for i, name in enumerate(names):
+            if name is None:
+                continue
+            allowed_vars = [j for j, v in enumerate(vocab.variable_names) if name in known.get(v, [])]
+            db_rows[i] = np.isin(var_of_value, allowed_vars)
+    return db_rows
+
+
+def _pair_masks(vocab, pairs, rank: np.ndarray, var_slice: dict) -> list:
+    """Per less_than pair: (the variable written first, its token slice, the other's slice, and
+    compat[first token (+ none), second token]: bins that can still keep lower < upper + margin)."""
+    out = []
+    for lower, upper, margin in pairs:
+        first, second = (lower, upper) if rank[lower] < rank[upper] else (upper, lower)
+        fs, ss = var_slice[first], var_slice[second]
+        if first == lower:
+            compat = vocab.bin_high[ss][None, :] - vocab.bin_low[fs][:, None] > margin
+        else:
+            compat = vocab.bin_high[fs][:, None] - vocab.bin_low[ss][None, :] > margin
+        compat = np.vstack([compat, np.ones((1, compat.shape[1]), dtype=bool)])
+        out.append((first, fs, ss, compat))
+    return out
+
+
+def _sum_rules(sums, rank: np.ndarray, score: np.ndarray, var_slice: dict, member_of_var: dict, convert) -> list:
+    """Per sum_of member that must fit the sum when written: which parts come before it, and the
+    least and most the parts after it can still add."""
+    rules = []
+    for total, parts in sums:
+        group = sorted([total, *parts], key=lambda j: rank[j])
+        lo = {j: float(np.nanmin(score[var_slice[j]])) for j in parts}
+        hi = {j: float(np.nanmax(score[var_slice[j]])) for j in parts}
+        for pos, x in enumerate(group):
+            before, after = group[:pos], group[pos + 1:]
+            if x != total and total in after:
+                continue  # a part before the total: the total adapts later
+            rest_parts = [j for j in after if j != total]
+            rules.append({
+                "slice": var_slice[x], "is_total": x == total,
+                "before_parts": [member_of_var[j] for j in before if j != total],
+                "total": member_of_var[total],
+                "slack_lo": sum(lo[j] for j in rest_parts), "slack_hi": sum(hi[j] for j in rest_parts),
+                "scores": convert(score[var_slice[x]]),
+            })
+    return rules

@@ -184,75 +184,93 @@ def decode(
     report = DecodeReport(n_seq, int(valid.sum()), int((~valid).sum()), reasons, valid)
 
     lengths = np.diff(offsets)
-    keep_tok = np.repeat(valid, lengths)
-    tokens = flat[keep_tok]
-    seq_of = np.repeat(np.flatnonzero(valid), lengths[valid])
-    types = vocab.token_types[tokens]
+    s = _Stream(vocab, flat[np.repeat(valid, lengths)], np.repeat(np.flatnonzero(valid), lengths[valid]))
     rng = np.random.default_rng(seed)
-
-    # Visits: one AGE token each.
-    is_age = types == T.AGE
-    visit_of = np.cumsum(is_age) - 1  # valid for every token from its visit's AGE onwards
-    age_pos = np.flatnonzero(is_age)
-    n_visits = len(age_pos)
-    v_seq = seq_of[age_pos]
-    v_first = np.ones(n_visits, dtype=bool)
-    v_first[1:] = v_seq[1:] != v_seq[:-1]
-    v_index = np.arange(n_visits) - np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
-
-    def per_visit(kind: TokenType) -> np.ndarray:
-        return tokens[types == kind]
-
-    age_tok = tokens[age_pos]
-    age_years = _sample_bins(vocab, age_tok, rng)
-    age_capped = age_tok == vocab.age_base + vocab.scales["AGE"].n_bins - 1
-    gap = np.full(n_visits, np.nan)
-    gap[~v_first] = _sample_bins(vocab, per_visit(T.GAP_VISIT), rng)
-
-    # Measurements: rows end with a DT token; values belong to the next DT.
-    is_dt = types == T.DT
-    dt_pos = np.flatnonzero(is_dt)
-    row_visit = visit_of[dt_pos]
-    row_gap = _sample_bins(vocab, tokens[dt_pos], rng)
-    row_first = np.ones(len(dt_pos), dtype=bool)
-    row_first[1:] = row_visit[1:] != row_visit[:-1]
-    # Rows are distinct times: a later row comes at least one second after the previous one
-    # (a zero gap only occurs for a stay's first row in training data).
-    row_gap[~row_first] = np.maximum(row_gap[~row_first], MIN_ROW_GAP_HOURS)
-    csum = np.cumsum(row_gap)
-    base = np.maximum.accumulate(np.where(row_first, np.arange(len(dt_pos)), 0))
-    row_hours = csum - (csum[base] - row_gap[base]) if len(dt_pos) else csum
-    val_pos = np.flatnonzero(types == T.VALUE)
-    val_tok = tokens[val_pos]
-    val_row = np.cumsum(is_dt)[val_pos]  # DT tokens before the value = its row index
-    var_idx = vocab.value_var[val_tok]
-    continuous = vocab._var_continuous[var_idx]
-    values = np.where(continuous, 0.0, vocab._number[val_tok])
-    cont = np.flatnonzero(continuous)
-    values[cont] = _sample_bins(vocab, val_tok[cont], rng)
-    values = sample_row_values(vocab, val_tok, val_row, values, rng)
-    value_text = np.where(continuous, None, vocab._text[val_tok])
-
-    los = np.full(n_visits, np.nan)
-    row_last = np.ones(len(dt_pos), dtype=bool)
-    row_last[:-1] = row_visit[1:] != row_visit[:-1]
+    # The draws happen in this order, so a seed decodes the same cohort.
+    age_years = _sample_bins(vocab, s.age_tok, rng)
+    gap = np.full(s.n_visits, np.nan)
+    gap[~s.v_first] = _sample_bins(vocab, s.per_visit(T.GAP_VISIT), rng)
+    rows = _Rows(s, rng)
+    los = np.full(s.n_visits, np.nan)
     tail = vocab.stay_offsets.get("last_row_to_outtime_hours")
-    last_hours = row_hours[row_last]
-    los[row_visit[row_last]] = last_hours if tail is None else stay_length(
+    last_hours = rows.row_hours[rows.row_last]
+    los[rows.row_visit[rows.row_last]] = last_hours if tail is None else stay_length(
         last_hours, _sample_quantiles(tail, len(last_hours), rng), vocab.los_quantiles)
     empty = np.isnan(los)
     if empty.any():
         if vocab.los_quantiles is not None:
             los[empty] = _sample_quantiles(vocab.los_quantiles, int(empty.sum()), rng)
 
-    subj = subject_ids[v_seq]
-    icustay = np.arange(n_visits, dtype=np.int64)
-    died = per_visit(T.MORTALITY) - vocab.mortality_base == 1
+    subj = subject_ids[s.v_seq]
+    icustay = np.arange(s.n_visits, dtype=np.int64)
+    visits = _visits_frame(s, subj, icustay, age_years, gap, los, rng)
+    return StagedCohort(visits, _codes_frame(s, subj, icustay), _phenotypes_frame(s, subj, icustay),
+                        _measurements_frame(s, rows, subj, icustay)), report
+
+
+class _Stream:
+    """The valid sequences' tokens, flat, with their types and each token's visit."""
+
+    def __init__(self, vocab: TokenVocabulary, tokens: np.ndarray, seq_of: np.ndarray):
+        self.vocab, self.tokens = vocab, tokens
+        self.types = types = vocab.token_types[tokens]
+        # Visits: one AGE token each.
+        is_age = types == T.AGE
+        self.visit_of = np.cumsum(is_age) - 1  # valid for every token from its visit's AGE onwards
+        age_pos = np.flatnonzero(is_age)
+        self.n_visits = n_visits = len(age_pos)
+        self.v_seq = v_seq = seq_of[age_pos]
+        self.v_first = v_first = np.ones(n_visits, dtype=bool)
+        v_first[1:] = v_seq[1:] != v_seq[:-1]
+        self.v_index = np.arange(n_visits) - np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
+        self.age_tok = tokens[age_pos]
+
+    def per_visit(self, kind: TokenType) -> np.ndarray:
+        return self.tokens[self.types == kind]
+
+
+class _Rows:
+    """The measurement rows (each ends with a DT token; values belong to the next DT) and their
+    values, drawn inside their bins and kept consistent within a row."""
+
+    def __init__(self, s: _Stream, rng: np.random.Generator):
+        vocab, tokens, types = s.vocab, s.tokens, s.types
+        is_dt = types == T.DT
+        dt_pos = np.flatnonzero(is_dt)
+        self.row_visit = row_visit = s.visit_of[dt_pos]
+        row_gap = _sample_bins(vocab, tokens[dt_pos], rng)
+        row_first = np.ones(len(dt_pos), dtype=bool)
+        row_first[1:] = row_visit[1:] != row_visit[:-1]
+        # Rows are distinct times: a later row comes at least one second after the previous one
+        # (a zero gap only occurs for a stay's first row in training data).
+        row_gap[~row_first] = np.maximum(row_gap[~row_first], MIN_ROW_GAP_HOURS)
+        csum = np.cumsum(row_gap)
+        base = np.maximum.accumulate(np.where(row_first, np.arange(len(dt_pos)), 0))
+        self.row_hours = csum - (csum[base] - row_gap[base]) if len(dt_pos) else csum
+        self.row_last = np.ones(len(dt_pos), dtype=bool)
+        self.row_last[:-1] = row_visit[1:] != row_visit[:-1]
+        val_pos = np.flatnonzero(types == T.VALUE)
+        val_tok = tokens[val_pos]
+        self.val_row = val_row = np.cumsum(is_dt)[val_pos]  # DT tokens before the value = its row index
+        self.var_idx = var_idx = vocab.value_var[val_tok]
+        continuous = vocab._var_continuous[var_idx]
+        values = np.where(continuous, 0.0, vocab._number[val_tok])
+        cont = np.flatnonzero(continuous)
+        values[cont] = _sample_bins(vocab, val_tok[cont], rng)
+        self.values = sample_row_values(vocab, val_tok, val_row, values, rng)
+        self.value_text = np.where(continuous, None, vocab._text[val_tok])
+
+
+def _visits_frame(s: _Stream, subj: np.ndarray, icustay: np.ndarray, age_years: np.ndarray, gap: np.ndarray,
+                  los: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    vocab, v_first, n_visits = s.vocab, s.v_first, s.n_visits
+    age_capped = s.age_tok == vocab.age_base + vocab.scales["AGE"].n_bins - 1
+    died = s.per_visit(T.MORTALITY) - vocab.mortality_base == 1
     times = visit_times(vocab, v_first, los, gap, died, rng)
     # Ages after the first visit follow from the first age and the time since (one birth date).
     first_of = np.maximum.accumulate(np.where(v_first, np.arange(n_visits), 0))
     years = times.pop("years_since_first")
-    age_years = _first_ages_fitting_every_bin(vocab, age_tok, age_years, years, v_first, rng)
+    age_years = _first_ages_fitting_every_bin(vocab, s.age_tok, age_years, years, v_first, rng)
     later_age = age_years[first_of] + years
     age_years = np.where(v_first, age_years, later_age)
     age_capped = np.where(v_first, age_capped, age_capped[first_of] | (later_age >= AGE_CAP))
@@ -260,7 +278,7 @@ def decode(
         "subject_id": subj,
         "hadm_id": icustay.copy(),
         "icustay_id": icustay,
-        "visit_index": v_index.astype(np.int32),
+        "visit_index": s.v_index.astype(np.int32),
         **times,
         "los_hours": los,
         "hours_since_previous_visit": gap,
@@ -268,39 +286,44 @@ def decode(
         "age_is_capped": age_capped,
     })
     for col, kind in COVARIATES:
-        visits[col] = pd.Series(vocab._text[per_visit(kind)], dtype=object)
+        visits[col] = pd.Series(vocab._text[s.per_visit(kind)], dtype=object)
     visits["mortality_inhospital"] = died.astype(np.int32)
-    visits = visits[VISIT_COLUMNS]
+    return visits[VISIT_COLUMNS]
 
-    ph_pos = np.flatnonzero(types == T.PHENOTYPE)
-    ph_visit = visit_of[ph_pos]
-    phenotypes = pd.DataFrame({
+
+def _phenotypes_frame(s: _Stream, subj: np.ndarray, icustay: np.ndarray) -> pd.DataFrame:
+    ph_pos = np.flatnonzero(s.types == T.PHENOTYPE)
+    ph_visit = s.visit_of[ph_pos]
+    return pd.DataFrame({
         "subject_id": subj[ph_visit], "icustay_id": icustay[ph_visit],
-        "phenotype": pd.Series(vocab._text[tokens[ph_pos]], dtype=object),
+        "phenotype": pd.Series(s.vocab._text[s.tokens[ph_pos]], dtype=object),
     })[PHENOTYPE_COLUMNS]
 
+
+def _codes_frame(s: _Stream, subj: np.ndarray, icustay: np.ndarray) -> pd.DataFrame:
+    """Diagnoses and procedures in token order; `seq_num` counts within a visit's codes of one type."""
+    types = s.types
     cd_pos = np.flatnonzero((types == T.DX) | (types == T.PX))
-    cd_visit = visit_of[cd_pos]
+    cd_visit = s.visit_of[cd_pos]
     cd_px = types[cd_pos] == T.PX
     group = cd_visit * 2 + cd_px
     g_first = np.ones(len(cd_pos), dtype=bool)
     g_first[1:] = group[1:] != group[:-1]
     g_start = np.maximum.accumulate(np.where(g_first, np.arange(len(cd_pos)), 0))
-    codes = pd.DataFrame({
+    return pd.DataFrame({
         "subject_id": subj[cd_visit], "icustay_id": icustay[cd_visit],
         "code_type": np.where(cd_px, "procedure", "diagnosis").astype(object),
-        "icd9_code": pd.Series(vocab._text[tokens[cd_pos]], dtype=object),
+        "icd9_code": pd.Series(s.vocab._text[s.tokens[cd_pos]], dtype=object),
         "seq_num": (np.arange(len(cd_pos)) - g_start + 1).astype(np.int64),
     })[CODE_COLUMNS]
 
-    mv_visit = row_visit[val_row]
-    measurements = pd.DataFrame({
+
+def _measurements_frame(s: _Stream, rows: _Rows, subj: np.ndarray, icustay: np.ndarray) -> pd.DataFrame:
+    mv_visit = rows.row_visit[rows.val_row]
+    return pd.DataFrame({
         "subject_id": subj[mv_visit], "icustay_id": icustay[mv_visit],
-        "hours": row_hours[val_row],
-        "variable": pd.Series(np.asarray(vocab.variable_names, dtype=object)[var_idx], dtype=object),
-        "value": values,
-        "value_text": pd.Series(value_text, dtype=object),
+        "hours": rows.row_hours[rows.val_row],
+        "variable": pd.Series(np.asarray(s.vocab.variable_names, dtype=object)[rows.var_idx], dtype=object),
+        "value": rows.values,
+        "value_text": pd.Series(rows.value_text, dtype=object),
     })[MEASUREMENT_COLUMNS]
-    return StagedCohort(visits, codes, phenotypes, measurements), report
-
-

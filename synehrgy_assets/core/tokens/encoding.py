@@ -33,15 +33,8 @@ from synehrgy_assets.core.tokens.columns import (
     _prepare_visits,
     _to_arrow_strings,
 )
-from synehrgy_assets.core.tokens.vocabulary import (
-    AGE_CAP,
-    AGE_EDGES,
-    COVARIATES,
-    TokenVocabulary,
-    _check_code_types,
-    _raise_unknown_variables,
-    _visit_column,
-)
+from synehrgy_assets.core.tokens.vocab_fit import _check_code_types, _raise_unknown_variables, _visit_column
+from synehrgy_assets.core.tokens.vocabulary import AGE_CAP, AGE_EDGES, COVARIATES, TokenVocabulary
 
 # ----------------------------------------------------------------------------------------------
 # Token sequences
@@ -237,79 +230,12 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequence
     stats: dict = {}
     visits = cohort.visits
     vis = _prepare_visits(visits)
-    n_visits = vis.n
-    fo = vis.frame_order
 
-    # Header tokens per visit: [gap] age, the COVARIATES, </covar>, mortality.
-    age = _float_column(visits, "visits", "age_years", allow_null=False)[fo]
-    capped = visits["age_is_capped"].to_numpy(dtype=bool, na_value=False)[fo] | (age >= AGE_CAP)
-    stats["n_ages_below_18"] = int(np.sum(age < AGE_EDGES[0]))
-    age_bin = vocab.scales["AGE"].assign(np.where(capped, AGE_CAP, age))
-    n_cov = len(COVARIATES)
-    width = 4 + n_cov  # gap, age, covariates, </covar>, mortality
-    header = np.empty((n_visits, width), dtype=np.int64)
-    gap = _float_column(visits, "visits", "hours_since_previous_visit", allow_null=True)[fo]
+    header, header_len = _header_tokens(visits, vis, vocab, stats)
+    width = header.shape[1]
     later = ~vis.is_first
-    if np.isnan(gap[later]).any():
-        raise ValueError("table 'visits': column 'hours_since_previous_visit' is NULL for "
-                         f"{int(np.isnan(gap[later]).sum())} visit(s) that are not a patient's first")
-    gap_scale = vocab.scales["GAP_VISIT"]
-    stats["n_visit_gaps_clipped"] = int(np.sum(later & ((gap < 0) | (gap > gap_scale.edges[-1]))))
-    header[:, 0] = vocab.gap_visit_base + gap_scale.assign(np.nan_to_num(gap))
-    header[:, 1] = vocab.age_base + age_bin
-    for c, (col, _) in enumerate(COVARIATES):
-        cats = vocab.covariates[col]
-        pos = _lookup(_visit_column(visits, col), cats, "visits", col)[fo]
-        unk = vocab.covariate_id(col, None)
-        header[:, 2 + c] = np.where(pos >= 0, unk + 1 + pos, unk)
-        stats[f"n_unknown_{col}"] = int(np.sum(pos < 0))
-    header[:, 2 + n_cov] = vocab.end_covar_id
-    mort = _float_column(visits, "visits", "mortality_inhospital", allow_null=False)[fo]
-    if not np.isin(mort, (0.0, 1.0)).all():
-        raise ValueError("table 'visits': column 'mortality_inhospital' must be 0 or 1")
-    header[:, 3 + n_cov] = vocab.mortality_base + mort.astype(np.int64)
-    header_len = np.where(later, width, width - 1)
-
-    # Phenotypes: ascending token id, no duplicates.
-    ph = cohort.visit_phenotypes
-    ph_pos = _lookup(ph["phenotype"], vocab.phenotypes, "visit_phenotypes", "phenotype")
-    ph_gv = vis.position_of(_int_column(ph, "visit_phenotypes", "icustay_id"), "visit_phenotypes")
-    stats["n_unknown_phenotypes"] = int(np.sum(ph_pos < 0))
-    keep = ph_pos >= 0
-    ph_tok = vocab.phenotype_base + ph_pos[keep]
-    ph_gv = ph_gv[keep]
-    key = np.sort(ph_gv * vocab.size + ph_tok)
-    key = key[np.append(True, key[1:] != key[:-1])] if len(key) else key  # deduplicated
-    ph_gv, ph_tok = key // vocab.size, key % vocab.size
-    n_ph, ph_rank = _group_rank(ph_gv, n_visits)
-
-    # Codes: diagnoses by seq_num, then procedures by seq_num; first occurrence kept.
-    cd = cohort.visit_codes
-    _check_code_types(cd["code_type"])
-    is_px = (cd["code_type"] == "procedure").to_numpy(dtype=bool, na_value=False)
-    dx_pos = _lookup(cd["icd9_code"], vocab.codes["diagnosis"], "visit_codes", "icd9_code")
-    px_pos = _lookup(cd["icd9_code"], vocab.codes["procedure"], "visit_codes", "icd9_code")
-    pos = np.where(is_px, px_pos, dx_pos)
-    base = np.where(is_px, vocab._code_base["procedure"], vocab._code_base["diagnosis"])
-    cd_tok = base + 1 + pos  # pos == -1 gives the type's UNK token (base)
-    null_code = cd["icd9_code"].isna().to_numpy()
-    stats["n_null_codes"] = int(null_code.sum())
-    stats["n_unknown_codes"] = int(np.sum((pos < 0) & ~null_code))
-    cd_gv = vis.position_of(_int_column(cd, "visit_codes", "icustay_id"), "visit_codes")
-    seq = _float_column(cd, "visit_codes", "seq_num", allow_null=True)
-    seq = np.where(np.isnan(seq), np.inf, seq)
-    keep = ~null_code
-    cd_gv, cd_tok, cd_px, seq = cd_gv[keep], cd_tok[keep], is_px[keep], seq[keep]
-    order = _code_order(cd_gv, cd_px, seq, cd_tok, n_visits, vocab.size)
-    cd_gv, cd_tok = cd_gv[order], cd_tok[order]
-    _, first = np.unique(cd_gv * vocab.size + cd_tok, return_index=True)
-    first_mask = np.zeros(len(cd_gv), dtype=bool)
-    first_mask[first] = True
-    stats["n_duplicate_codes"] = int(len(cd_gv) - first_mask.sum())
-    cd_gv, cd_tok = cd_gv[first_mask], cd_tok[first_mask]
-    n_cd, cd_rank = _group_rank(cd_gv, n_visits)
-
-    # Measurements.
+    ph_gv, ph_tok, n_ph, ph_rank = _phenotype_tokens(cohort.visit_phenotypes, vis, vocab, stats)
+    cd_gv, cd_tok, n_cd, cd_rank = _code_tokens(cohort.visit_codes, vis, vocab, stats)
     m = _measurement_tokens(cohort.measurements, vocab, vis, stats)
     n_val, n_row = m.n_val, m.n_row
 
@@ -347,6 +273,83 @@ def _encode_block(cohort: StagedCohort, vocab: TokenVocabulary) -> TokenSequence
     out[ts_end + 1] = vocab.end_adm_id
     return TokenSequences(out, offsets, vis.patient_subject.astype(np.int64), visit_start,
                           vocab.version, stats)
+
+
+def _header_tokens(visits: pd.DataFrame, vis, vocab: TokenVocabulary, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Header tokens per visit (in visit order): [gap] age, the COVARIATES, </covar>, mortality;
+    and each header's length (a patient's first visit has no gap token)."""
+    n_visits, fo = vis.n, vis.frame_order
+    age = _float_column(visits, "visits", "age_years", allow_null=False)[fo]
+    capped = visits["age_is_capped"].to_numpy(dtype=bool, na_value=False)[fo] | (age >= AGE_CAP)
+    stats["n_ages_below_18"] = int(np.sum(age < AGE_EDGES[0]))
+    age_bin = vocab.scales["AGE"].assign(np.where(capped, AGE_CAP, age))
+    n_cov = len(COVARIATES)
+    width = 4 + n_cov  # gap, age, covariates, </covar>, mortality
+    header = np.empty((n_visits, width), dtype=np.int64)
+    gap = _float_column(visits, "visits", "hours_since_previous_visit", allow_null=True)[fo]
+    later = ~vis.is_first
+    if np.isnan(gap[later]).any():
+        raise ValueError("table 'visits': column 'hours_since_previous_visit' is NULL for "
+                         f"{int(np.isnan(gap[later]).sum())} visit(s) that are not a patient's first")
+    gap_scale = vocab.scales["GAP_VISIT"]
+    stats["n_visit_gaps_clipped"] = int(np.sum(later & ((gap < 0) | (gap > gap_scale.edges[-1]))))
+    header[:, 0] = vocab.gap_visit_base + gap_scale.assign(np.nan_to_num(gap))
+    header[:, 1] = vocab.age_base + age_bin
+    for c, (col, _) in enumerate(COVARIATES):
+        cats = vocab.covariates[col]
+        pos = _lookup(_visit_column(visits, col), cats, "visits", col)[fo]
+        unk = vocab.covariate_id(col, None)
+        header[:, 2 + c] = np.where(pos >= 0, unk + 1 + pos, unk)
+        stats[f"n_unknown_{col}"] = int(np.sum(pos < 0))
+    header[:, 2 + n_cov] = vocab.end_covar_id
+    mort = _float_column(visits, "visits", "mortality_inhospital", allow_null=False)[fo]
+    if not np.isin(mort, (0.0, 1.0)).all():
+        raise ValueError("table 'visits': column 'mortality_inhospital' must be 0 or 1")
+    header[:, 3 + n_cov] = vocab.mortality_base + mort.astype(np.int64)
+    return header, np.where(later, width, width - 1)
+
+
+def _phenotype_tokens(ph: pd.DataFrame, vis, vocab: TokenVocabulary, stats: dict):
+    """Phenotype tokens per visit: ascending token id, no duplicates, with each one's rank in its visit."""
+    ph_pos = _lookup(ph["phenotype"], vocab.phenotypes, "visit_phenotypes", "phenotype")
+    ph_gv = vis.position_of(_int_column(ph, "visit_phenotypes", "icustay_id"), "visit_phenotypes")
+    stats["n_unknown_phenotypes"] = int(np.sum(ph_pos < 0))
+    keep = ph_pos >= 0
+    ph_tok = vocab.phenotype_base + ph_pos[keep]
+    ph_gv = ph_gv[keep]
+    key = np.sort(ph_gv * vocab.size + ph_tok)
+    key = key[np.append(True, key[1:] != key[:-1])] if len(key) else key  # deduplicated
+    ph_gv, ph_tok = key // vocab.size, key % vocab.size
+    n_ph, ph_rank = _group_rank(ph_gv, vis.n)
+    return ph_gv, ph_tok, n_ph, ph_rank
+
+
+def _code_tokens(cd: pd.DataFrame, vis, vocab: TokenVocabulary, stats: dict):
+    """Code tokens per visit: diagnoses by seq_num, then procedures by seq_num; first occurrence kept."""
+    _check_code_types(cd["code_type"])
+    is_px = (cd["code_type"] == "procedure").to_numpy(dtype=bool, na_value=False)
+    dx_pos = _lookup(cd["icd9_code"], vocab.codes["diagnosis"], "visit_codes", "icd9_code")
+    px_pos = _lookup(cd["icd9_code"], vocab.codes["procedure"], "visit_codes", "icd9_code")
+    pos = np.where(is_px, px_pos, dx_pos)
+    base = np.where(is_px, vocab._code_base["procedure"], vocab._code_base["diagnosis"])
+    cd_tok = base + 1 + pos  # pos == -1 gives the type's UNK token (base)
+    null_code = cd["icd9_code"].isna().to_numpy()
+    stats["n_null_codes"] = int(null_code.sum())
+    stats["n_unknown_codes"] = int(np.sum((pos < 0) & ~null_code))
+    cd_gv = vis.position_of(_int_column(cd, "visit_codes", "icustay_id"), "visit_codes")
+    seq = _float_column(cd, "visit_codes", "seq_num", allow_null=True)
+    seq = np.where(np.isnan(seq), np.inf, seq)
+    keep = ~null_code
+    cd_gv, cd_tok, cd_px, seq = cd_gv[keep], cd_tok[keep], is_px[keep], seq[keep]
+    order = _code_order(cd_gv, cd_px, seq, cd_tok, vis.n, vocab.size)
+    cd_gv, cd_tok = cd_gv[order], cd_tok[order]
+    _, first = np.unique(cd_gv * vocab.size + cd_tok, return_index=True)
+    first_mask = np.zeros(len(cd_gv), dtype=bool)
+    first_mask[first] = True
+    stats["n_duplicate_codes"] = int(len(cd_gv) - first_mask.sum())
+    cd_gv, cd_tok = cd_gv[first_mask], cd_tok[first_mask]
+    n_cd, cd_rank = _group_rank(cd_gv, vis.n)
+    return cd_gv, cd_tok, n_cd, cd_rank
 
 
 @dataclass

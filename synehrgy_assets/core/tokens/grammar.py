@@ -230,6 +230,33 @@ def find_violations(
 
     types = token_types[tokens].astype(np.int16)
     starts = offsets[:-1][lengths > 0]
+    fail_reason = _token_reasons(tokens, types, starts, lengths, value_rank, vocab_size, max_visits, windows)
+
+    fail_pos = np.flatnonzero(fail_reason >= 0)
+    if fail_pos.size:
+        fail_seq = np.searchsorted(offsets, fail_pos, side="right") - 1
+        seqs, first = np.unique(fail_seq, return_index=True)
+        reason[seqs] = fail_reason[fail_pos[first]]
+        position[seqs] = fail_pos[first] - offsets[seqs]
+
+    # A sequence must end in </s> (optionally followed by padding).
+    nonempty = lengths > 0
+    last_type = np.full(n_seq, -1, dtype=np.int16)
+    last_type[nonempty] = types[offsets[1:][nonempty] - 1]
+    unfinished = nonempty & (last_type != T.EOS) & (last_type != T.PAD) & (reason < 0) & (not windows)
+    reason[unfinished] = _R["no </s>"]
+    position[unfinished] = lengths[unfinished]
+    empty = ~nonempty
+    reason[empty] = _R["empty sequence"]
+    position[empty] = 0
+    return Violations(reason, position)
+
+
+def _token_reasons(tokens: np.ndarray, types: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                   value_rank: np.ndarray, vocab_size: int, max_visits: int | None, windows: bool) -> np.ndarray:
+    """Per token: the reason (index into REASONS) it breaks the grammar at its place, or -1.
+    `starts`: the flat position of every non-empty sequence's first token."""
+    n_seq = len(lengths)
     prev_phase = np.empty_like(types)
     prev_phase[1:] = types[:-1]
     prev_phase[starts] = START
@@ -267,25 +294,7 @@ def find_violations(
         first_visit[lengths > 0] = visit_id[starts] - (types[starts] == T.AGE)
         too_many = (types == T.AGE) & (visit_id - first_visit[seq_of_token] > max_visits)
         fail_reason[too_many & (fail_reason < 0)] = _R["too many visits"]
-
-    fail_pos = np.flatnonzero(fail_reason >= 0)
-    if fail_pos.size:
-        fail_seq = np.searchsorted(offsets, fail_pos, side="right") - 1
-        seqs, first = np.unique(fail_seq, return_index=True)
-        reason[seqs] = fail_reason[fail_pos[first]]
-        position[seqs] = fail_pos[first] - offsets[seqs]
-
-    # A sequence must end in </s> (optionally followed by padding).
-    nonempty = lengths > 0
-    last_type = np.full(n_seq, -1, dtype=np.int16)
-    last_type[nonempty] = types[offsets[1:][nonempty] - 1]
-    unfinished = nonempty & (last_type != T.EOS) & (last_type != T.PAD) & (reason < 0) & (not windows)
-    reason[unfinished] = _R["no </s>"]
-    position[unfinished] = lengths[unfinished]
-    empty = ~nonempty
-    reason[empty] = _R["empty sequence"]
-    position[empty] = 0
-    return Violations(reason, position)
+    return fail_reason
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from synehrgy_assets.core.cohort import StagedCohort
-from synehrgy_assets.core.decoder import cohort_to_mimic_tables, write_mimic_tables
+from synehrgy_assets.core.mimic_writer import cohort_to_mimic_tables, write_mimic_tables
 from synehrgy_assets.core.mimic_dictionaries import CANONICAL_ITEMS, TEXT_MAPS, text_to_score
 from synehrgy_assets.core.mimic_tables import table_columns
 

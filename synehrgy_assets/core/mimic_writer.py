@@ -169,6 +169,43 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
     hours = _float(m, "hours", "measurements")
     if np.isnan(hours).any():
         raise ValueError("synthetic cohort: measurements.hours has missing values")
+    itemid, valuenum, text, is_lab = _items_and_values(m, database[pos])
+    numeric = ~np.isnan(valuenum)
+    valuenum[numeric] = round_values(valuenum[numeric], itemid[numeric])
+    charttime = intime[pos] + np.round(hours * 3600).astype(np.int64)
+    value, num, uom = event_value_columns(itemid, valuenum, text)
+    n = len(m)
+    chart_rows = np.flatnonzero(~is_lab)
+    chart_rows = chart_rows[np.lexsort((itemid[chart_rows], charttime[chart_rows], pos[chart_rows]))]
+    lab_rows = np.flatnonzero(is_lab)
+    lab_rows = lab_rows[np.lexsort((itemid[lab_rows], charttime[lab_rows], ids["subject"][pos[lab_rows]]))]
+    common = {"value": value, "valuenum": num, "valueuom": uom}
+    chart = _event_frame(chart_rows, {
+        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "icustay_id": ids["icustay"][pos],
+        "itemid": itemid, "charttime": charttime,
+        "storetime": charttime + rng.integers(5, 60, n) * 60, "cgid": np.full(n, 90_000), **common,
+    })
+    chart.insert(0, "row_id", np.arange(1, len(chart) + 1))
+    for column in ("charttime", "storetime"):
+        chart[column] = _as_datetime(chart[column].to_numpy())
+    chart["warning"] = 0
+    chart["error"] = 0
+    chart["resultstatus"] = pd.Series([None] * len(chart), dtype="str")
+    chart["stopped"] = pd.Series([None] * len(chart), dtype="str")
+    lab = _event_frame(lab_rows, {
+        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "itemid": itemid,
+        "charttime": charttime, **common,
+    })
+    lab.insert(0, "row_id", np.arange(1, len(lab) + 1))
+    lab["charttime"] = _as_datetime(lab["charttime"].to_numpy())
+    lab["flag"] = _lab_flags(lab["itemid"].to_numpy(), lab["valuenum"].to_numpy(dtype=float, na_value=np.nan))
+    return chart[table_columns("CHARTEVENTS")], lab[table_columns("LABEVENTS")]
+
+
+def _items_and_values(m: pd.DataFrame, row_db: np.ndarray):
+    """Per measurement: the ITEMID of its variable in its stay's database, the value in that item's
+    unit (a categorical score where MIMIC keeps one), the text code of a categorical item, and
+    whether the item is a lab."""
     values = _float(m, "value", "measurements")
     texts = m["value_text"].reset_index(drop=True)
     variables = m["variable"].to_numpy()
@@ -177,7 +214,6 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
     valuenum = np.full(n, np.nan)
     text = np.full(n, -1, dtype=np.int64)
     is_lab = np.zeros(n, dtype=bool)
-    row_db = database[pos]
     groups = pd.DataFrame({"variable": variables, "db": row_db}).groupby(["variable", "db"], dropna=False).indices
     for (variable, db), rows in groups.items():
         item = item_for(variable, None if pd.isna(db) else db)
@@ -195,50 +231,23 @@ def _events(cohort: StagedCohort, visit_row: pd.Series, ids: dict[str, np.ndarra
             if np.isnan(values[rows]).any():
                 raise ValueError(f"synthetic cohort: measurements.value is missing for '{variable}'")
             valuenum[rows] = values[rows] * item.scale + item.offset
-    numeric = ~np.isnan(valuenum)
-    valuenum[numeric] = round_values(valuenum[numeric], itemid[numeric])
-    charttime = intime[pos] + np.round(hours * 3600).astype(np.int64)
-    value, num, uom = event_value_columns(itemid, valuenum, text)
+    return itemid, valuenum, text, is_lab
 
-    def frame(rows: np.ndarray, columns: dict) -> pd.DataFrame:
-        out = {}
-        for name, col in columns.items():
-            if isinstance(col, (pa.Array, pa.ChunkedArray)):
-                col = pc.take(col, pa.array(rows))
-                if pa.types.is_floating(col.type):
-                    col = col.to_pandas()
-                else:
-                    col = pc.cast(col, pa.string()).to_pandas().astype("str")
+
+def _event_frame(rows: np.ndarray, columns: dict) -> pd.DataFrame:
+    """The `rows` of every column (numpy or arrow; arrow text as pandas str)."""
+    out = {}
+    for name, col in columns.items():
+        if isinstance(col, (pa.Array, pa.ChunkedArray)):
+            col = pc.take(col, pa.array(rows))
+            if pa.types.is_floating(col.type):
+                col = col.to_pandas()
             else:
-                col = np.asarray(col)[rows]
-            out[name] = pd.Series(col).reset_index(drop=True)
-        return pd.DataFrame(out)
-
-    chart_rows = np.flatnonzero(~is_lab)
-    chart_rows = chart_rows[np.lexsort((itemid[chart_rows], charttime[chart_rows], pos[chart_rows]))]
-    lab_rows = np.flatnonzero(is_lab)
-    lab_rows = lab_rows[np.lexsort((itemid[lab_rows], charttime[lab_rows], ids["subject"][pos[lab_rows]]))]
-    common = {"value": value, "valuenum": num, "valueuom": uom}
-    chart = frame(chart_rows, {
-        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "icustay_id": ids["icustay"][pos],
-        "itemid": itemid, "charttime": charttime,
-        "storetime": charttime + rng.integers(5, 60, n) * 60, "cgid": np.full(n, 90_000), **common,
-    })
-    chart.insert(0, "row_id", np.arange(1, len(chart) + 1))
-    for column in ("charttime", "storetime"):
-        chart[column] = _as_datetime(chart[column].to_numpy())
-    chart["warning"] = 0
-    chart["error"] = 0
-    chart["resultstatus"] = pd.Series([None] * len(chart), dtype="str")
-    chart["stopped"] = pd.Series([None] * len(chart), dtype="str")
-    lab = frame(lab_rows, {
-        "subject_id": ids["subject"][pos], "hadm_id": ids["hadm"][pos], "itemid": itemid,
-        "charttime": charttime, **common,
-    })
-    lab.insert(0, "row_id", np.arange(1, len(lab) + 1))
-    lab["charttime"] = _as_datetime(lab["charttime"].to_numpy())
-    lab["flag"] = _lab_flags(lab["itemid"].to_numpy(), lab["valuenum"].to_numpy(dtype=float, na_value=np.nan))
-    return chart[table_columns("CHARTEVENTS")], lab[table_columns("LABEVENTS")]
+                col = pc.cast(col, pa.string()).to_pandas().astype("str")
+        else:
+            col = np.asarray(col)[rows]
+        out[name] = pd.Series(col).reset_index(drop=True)
+    return pd.DataFrame(out)
 
 
 def _lab_flags(itemid: np.ndarray, valuenum: np.ndarray) -> pd.Series:
@@ -272,86 +281,19 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
         mh = cohort.measurements.groupby("icustay_id")["hours"].max()
         max_hours = mh.reindex(visits["icustay_id"]).fillna(0).to_numpy(dtype=float)
     t = _visit_times(visits, rng, max_hours)
-    group, first = t["group"], t["first"]
-    n_pat = int(first.sum())
     ids = {
-        "subject": start_subject_id + group,
+        "subject": start_subject_id + t["group"],
         "hadm": start_subject_id + 10_000_000 + np.arange(n),
         "icustay": start_subject_id + 20_000_000 + np.arange(n),
     }
 
-    # patients --------------------------------------------------------------------------------
-    age = _float(visits, "age_years", "visits")
-    capped = visits["age_is_capped"].fillna(False).to_numpy(dtype=bool) | (age >= 90)
-    age0 = np.where(np.isnan(age), 65.0, age)[first]
-    shifted = np.where(capped[first], 300 + rng.uniform(0, .9, n_pat), age0)
-    intime0 = t["intime"][first]
-    dob = (intime0 - (shifted * _SECONDS_PER_YEAR).astype(np.int64)) // 86400 * 86400
-    died = t["died"]
-    death_at = np.where(died, t["dischtime"], np.iinfo(np.int64).min)
-    last_death = np.maximum.reduceat(death_at, np.flatnonzero(first)) if n else death_at
-    has_death = last_death > np.iinfo(np.int64).min
-    dod = np.where(has_death, last_death // 86400 * 86400, 0)
-    gender = visits["gender"].to_numpy()[first]
-    if not set(pd.Series(gender).dropna()) <= {"M", "F"}:
-        raise ValueError(f"synthetic cohort: visits.gender must be 'M' or 'F', got {sorted(set(gender))}")
-    patients = pd.DataFrame({
-        "row_id": np.arange(1, n_pat + 1),
-        "subject_id": ids["subject"][first],
-        "gender": pd.Series(gender, dtype="str"),
-        "dob": _as_datetime(dob),
-        "dod": _as_datetime(dod, ~has_death),
-        "dod_hosp": _as_datetime(dod, ~has_death),
-        "dod_ssn": _as_datetime(dod, ~has_death),
-        "expire_flag": has_death.astype(np.int64),
-    })
-
-    # admissions and ICU stays ----------------------------------------------------------------
-    def text(column: str, default: str) -> pd.Series:
-        return visits[column].astype("str").where(visits[column].notna(), default).reset_index(drop=True)
-
-    adm_type = text("admission_type", "EMERGENCY")
-    ethnicity = text("ethnicity_group", "UNKNOWN").map(lambda g: _ETHNICITY.get(g, g))
-    careunit = text("first_careunit", "MICU")
-    admissions = pd.DataFrame({
-        "row_id": np.arange(1, n + 1),
-        "subject_id": ids["subject"],
-        "hadm_id": ids["hadm"],
-        "admittime": _as_datetime(t["admittime"]),
-        "dischtime": _as_datetime(t["dischtime"]),
-        "deathtime": _as_datetime(t["dischtime"], ~died),
-        "admission_type": adm_type,
-        "admission_location": adm_type.map(lambda a: _ADMISSION_LOCATION.get(a, "EMERGENCY ROOM ADMIT")),
-        "discharge_location": pd.Series(np.where(died, "DEAD/EXPIRED", "HOME"), dtype="str"),
-        "insurance": text("insurance", "Medicare"),
-        "language": pd.Series([None] * n, dtype="str"),
-        "religion": pd.Series([None] * n, dtype="str"),
-        "marital_status": pd.Series([None] * n, dtype="str"),
-        "ethnicity": ethnicity,
-        "edregtime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
-        "edouttime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
-        "diagnosis": pd.Series([None] * n, dtype="str"),
-        "hospital_expire_flag": died.astype(np.int64),
-        "has_chartevents_data": np.ones(n, dtype=np.int64),
-    })
-    ward = careunit.map(lambda c: _WARD.get(c, 23)).to_numpy(dtype=np.int64)
+    patients = _patients(visits, t, ids, rng)
+    careunit = _text(visits, "first_careunit", "MICU")
     database = (visits["icu_database"].astype(object).where(visits["icu_database"].notna(), None)
                 .reset_index(drop=True) if "icu_database" in visits.columns
                 else pd.Series([None] * n, dtype=object))
-    icustays = pd.DataFrame({
-        "row_id": np.arange(1, n + 1),
-        "subject_id": ids["subject"],
-        "hadm_id": ids["hadm"],
-        "icustay_id": ids["icustay"],
-        "dbsource": database.fillna("metavision").astype("str"),
-        "first_careunit": careunit,
-        "last_careunit": careunit,
-        "first_wardid": ward,
-        "last_wardid": ward,
-        "intime": _as_datetime(t["intime"]),
-        "outtime": _as_datetime(t["outtime"]),
-        "los": np.round((t["outtime"] - t["intime"]) / 86400.0, 4),
-    })
+    admissions = _admissions(visits, t, ids)
+    icustays = _icustays(t, ids, careunit, database)
 
     # codes -----------------------------------------------------------------------------------
     codes = cohort.visit_codes
@@ -372,6 +314,88 @@ def cohort_to_mimic_tables(cohort: StagedCohort, *, seed: int = 0, start_subject
     if include_dictionaries:
         tables.update(_dictionaries(code_tables))
     return tables
+
+
+def _text(visits: pd.DataFrame, column: str, default: str) -> pd.Series:
+    return visits[column].astype("str").where(visits[column].notna(), default).reset_index(drop=True)
+
+
+def _patients(visits: pd.DataFrame, t: dict, ids: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
+    """PATIENTS: DOB from the first visit's age (> 89 shifted ~300 years, as MIMIC does), DOD from
+    the last in-hospital death."""
+    first = t["first"]
+    n_pat = int(first.sum())
+    age = _float(visits, "age_years", "visits")
+    capped = visits["age_is_capped"].fillna(False).to_numpy(dtype=bool) | (age >= 90)
+    age0 = np.where(np.isnan(age), 65.0, age)[first]
+    shifted = np.where(capped[first], 300 + rng.uniform(0, .9, n_pat), age0)
+    intime0 = t["intime"][first]
+    dob = (intime0 - (shifted * _SECONDS_PER_YEAR).astype(np.int64)) // 86400 * 86400
+    death_at = np.where(t["died"], t["dischtime"], np.iinfo(np.int64).min)
+    last_death = np.maximum.reduceat(death_at, np.flatnonzero(first)) if len(visits) else death_at
+    has_death = last_death > np.iinfo(np.int64).min
+    dod = np.where(has_death, last_death // 86400 * 86400, 0)
+    gender = visits["gender"].to_numpy()[first]
+    if not set(pd.Series(gender).dropna()) <= {"M", "F"}:
+        raise ValueError(f"synthetic cohort: visits.gender must be 'M' or 'F', got {sorted(set(gender))}")
+    return pd.DataFrame({
+        "row_id": np.arange(1, n_pat + 1),
+        "subject_id": ids["subject"][first],
+        "gender": pd.Series(gender, dtype="str"),
+        "dob": _as_datetime(dob),
+        "dod": _as_datetime(dod, ~has_death),
+        "dod_hosp": _as_datetime(dod, ~has_death),
+        "dod_ssn": _as_datetime(dod, ~has_death),
+        "expire_flag": has_death.astype(np.int64),
+    })
+
+
+def _admissions(visits: pd.DataFrame, t: dict, ids: dict[str, np.ndarray]) -> pd.DataFrame:
+    """ADMISSIONS: one per visit; `has_chartevents_data` is set once the events are written."""
+    n, died = len(visits), t["died"]
+    adm_type = _text(visits, "admission_type", "EMERGENCY")
+    ethnicity = _text(visits, "ethnicity_group", "UNKNOWN").map(lambda g: _ETHNICITY.get(g, g))
+    return pd.DataFrame({
+        "row_id": np.arange(1, n + 1),
+        "subject_id": ids["subject"],
+        "hadm_id": ids["hadm"],
+        "admittime": _as_datetime(t["admittime"]),
+        "dischtime": _as_datetime(t["dischtime"]),
+        "deathtime": _as_datetime(t["dischtime"], ~died),
+        "admission_type": adm_type,
+        "admission_location": adm_type.map(lambda a: _ADMISSION_LOCATION.get(a, "EMERGENCY ROOM ADMIT")),
+        "discharge_location": pd.Series(np.where(died, "DEAD/EXPIRED", "HOME"), dtype="str"),
+        "insurance": _text(visits, "insurance", "Medicare"),
+        "language": pd.Series([None] * n, dtype="str"),
+        "religion": pd.Series([None] * n, dtype="str"),
+        "marital_status": pd.Series([None] * n, dtype="str"),
+        "ethnicity": ethnicity,
+        "edregtime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
+        "edouttime": _as_datetime(np.zeros(n, np.int64), np.ones(n, bool)),
+        "diagnosis": pd.Series([None] * n, dtype="str"),
+        "hospital_expire_flag": died.astype(np.int64),
+        "has_chartevents_data": np.ones(n, dtype=np.int64),
+    })
+
+
+def _icustays(t: dict, ids: dict[str, np.ndarray], careunit: pd.Series, database: pd.Series) -> pd.DataFrame:
+    """ICUSTAYS: one per visit, DBSOURCE the visit's ICU database (metavision when unknown)."""
+    n = len(careunit)
+    ward = careunit.map(lambda c: _WARD.get(c, 23)).to_numpy(dtype=np.int64)
+    return pd.DataFrame({
+        "row_id": np.arange(1, n + 1),
+        "subject_id": ids["subject"],
+        "hadm_id": ids["hadm"],
+        "icustay_id": ids["icustay"],
+        "dbsource": database.fillna("metavision").astype("str"),
+        "first_careunit": careunit,
+        "last_careunit": careunit,
+        "first_wardid": ward,
+        "last_wardid": ward,
+        "intime": _as_datetime(t["intime"]),
+        "outtime": _as_datetime(t["outtime"]),
+        "los": np.round((t["outtime"] - t["intime"]) / 86400.0, 4),
+    })
 
 
 def _code_rows(part: pd.DataFrame, visit_row: pd.Series, ids: dict[str, np.ndarray], table: str) -> pd.DataFrame:
