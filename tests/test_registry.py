@@ -199,6 +199,9 @@ def test_the_datacard_says_why_no_version_is_champion():
     card = _card(None, _training(), champion=line, passed=False)
     assert line in card
     assert champion_line("r", "3") == "`@champion` is version 3: `models:/r@champion`."
+    # a store that gives versions as numbers, ten of them: compared as numbers, not as text
+    numeric = champion_line("r", None, {v: "failed" for v in range(1, 11)})
+    assert "versions: 1 (failed), 2 (failed)" in numeric and "`models:/r/10`" in numeric
 
 
 def test_a_missing_champion_names_the_versions_and_why(tmp_path):

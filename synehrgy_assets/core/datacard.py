@@ -212,13 +212,19 @@ def _source_phrase(training: TrainingData | None) -> str:
     return f"a real MIMIC-III folder, `{training.folder}` (fingerprint `{training.source_fingerprint}`)"
 
 
+def _number(version: str) -> int:
+    return int(version) if version.isdigit() else -1
+
+
 def champion_line(release_name: str, champion: str | None, versions: Mapping[str, str] | None = None) -> str:
     """Which version `@champion` names, or why none does and which versions exist (`versions`:
     version -> validation_status)."""
     if champion:
         return f"`@champion` is version {champion}: `models:/{release_name}@champion`."
-    shown = ", ".join(f"{v} ({status})" for v, status in sorted((versions or {}).items(), key=lambda kv: int(kv[0])))
-    newest = max((versions or {"?": ""}), key=lambda v: int(v) if v.isdigit() else -1)
+    # MLflow gives versions as int or str depending on the store: compare them as numbers.
+    versions = {str(v): status for v, status in (versions or {}).items()}
+    shown = ", ".join(f"{v} ({status})" for v, status in sorted(versions.items(), key=lambda kv: _number(kv[0])))
+    newest = max(versions or {"?": ""}, key=_number)
     return (f"No version is `@champion`: `champion` moves only when a release passes every gate, and none has "
             f"(versions: {shown or 'none'}). `models:/{release_name}@champion` fails with \"alias not found\"; "
             f"pull a version instead, e.g. `models:/{release_name}/{newest}`.")

@@ -259,7 +259,7 @@ def describe_models(client, mlflow_tracking: MlflowResource, version: str, card_
     from synehrgy_assets.core.datacard import generator_datacard, release_datacard
 
     champion = version if card_args["passed"] else champion_version(client, mlflow_tracking.release_name)
-    statuses = {v.version: (v.tags or {}).get("validation_status", "untagged")
+    statuses = {str(v.version): (v.tags or {}).get("validation_status", "untagged")
                 for v in client.search_model_versions(f"name = '{mlflow_tracking.release_name}'")}
     card = release_datacard(release_version=version, contents=contents,
                             champion=champion_line(mlflow_tracking.release_name, champion, statuses), **card_args)
