@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -152,6 +153,21 @@ def test_same_seed_gives_byte_identical_files(tmp_path, small_lower):
     other = tmp_path / "other"
     generate_hospital(other, HospitalConfig(n_patients=60, seed=12))
     assert (other / "CHARTEVENTS.csv.gz").read_bytes() != (small_lower / "CHARTEVENTS.csv.gz").read_bytes()
+
+
+# The digest of a fixed draw (300 patients, seed 3, plain CSV, chunks of 120): it pins the hospital's
+# output, so a refactoring that changes a single draw or its order fails here. Change it only with a
+# change of the model that is meant to change the rows.
+PINNED_DRAW_SHA256 = "683c9d892170d89140e5fba0e8814f310326e7d4e2583a0863f249cae9a86851"
+
+
+def test_a_fixed_seed_writes_the_pinned_bytes(tmp_path):
+    generate_hospital(tmp_path, HospitalConfig(n_patients=300, seed=3, compress=False, chunk_patients=120))
+    digest = hashlib.sha256()
+    for path in sorted(tmp_path.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == PINNED_DRAW_SHA256
 
 
 def test_gzip_and_plain_layouts_hold_the_same_rows(small_lower, small_upper):
@@ -436,7 +452,7 @@ def test_a_failed_run_leaves_the_directory_untouched(tmp_path, monkeypatch):
     (tmp_path / "keep.txt").write_text("x")
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(sh, "_lab_events", boom)
+    monkeypatch.setattr("synehrgy_assets.core.synthetic_hospital.generate._lab_events", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_hospital(tmp_path, HospitalConfig(n_patients=20))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
