@@ -251,11 +251,14 @@ def test_seed_itemids_follow_the_reference_with_documented_changes():
         ).fetchall()
         variables = {r[0] for r in con.sql(f"select variable from read_csv('{DBT_DIR / 'seeds' / 'variables.csv'}')").fetchall()}
     by_item = {r[0]: r for r in rows}
-    assert {r[2] for r in rows} == variables and len(variables) == 46
+    assert {r[2] for r in rows} == variables and len(variables) == 53
     assert by_item[51274][2] == "prothrombin_time" and by_item[51237][2] == "inr"
     assert by_item[223761][3] == by_item[678][3] == "fahrenheit_to_celsius"
     assert by_item[223762][3] == by_item[676][3] == "none"
     assert by_item[223835][3] == "percent_to_fraction" and by_item[220277][3] == "fraction_to_percent"
+    # Weight in kg and height in cm: only kg weight items; CareVue's heights in inches are converted.
+    assert by_item[920][3] == by_item[1394][3] == "inch_to_centimetre" and by_item[226730][3] == "none"
+    assert not {226531, 3581, 3582, 226707} & set(by_item)  # lb / oz weights, the inch twin of 226730
     # Left out on purpose (docs/staging.md): urine / other-fluid labs and the computed twins of 676/678.
     assert not {51478, 51094, 51491, 50831, 677, 679} & set(by_item)
 

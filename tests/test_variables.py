@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,7 +46,7 @@ def test_tokenizer_and_metrics_share_one_loader(tmp_path, monkeypatch):
 
 def test_the_seed_loads_for_both_consumers():
     seed = load_variables()
-    assert len(seed) == 46 and seed["variable"].is_unique
+    assert len(seed) == 53 and seed["variable"].is_unique
     assert seed["valid_low"].dtype == float and (seed["valid_low"] < seed["valid_high"]).all()
     continuous = seed[seed["kind"] == "continuous"]
     assert all(len(e) > 0 and e == sorted(e) for e in continuous["clinical_edges"])  # binning="clinical"
@@ -99,3 +101,40 @@ def test_parse_edges():
         assert parse_edges(empty) == []
     with pytest.raises(VariablesTableError, match="'ph'"):
         parse_edges("7.2 inf", "ph")
+
+
+DEMO_DIR = Path(os.environ.get("SYNEHRGY_MIMIC_DEMO_DIR",
+                               Path(__file__).resolve().parents[2] / "shared" / "data" / "mimic-iii-demo"))
+# The mimic3-benchmarks variables and the ICU labs the default set must hold: charted ones need a
+# CareVue and a MetaVision item, labs a LABEVENTS item (and, where MIMIC charts a copy, chart items).
+BENCHMARK_CHARTED = ["capillary_refill_rate", "diastolic_blood_pressure", "fraction_inspired_oxygen",
+                     "gcs_eye_opening", "gcs_motor_response", "gcs_total", "gcs_verbal_response", "glucose",
+                     "heart_rate", "height", "mean_blood_pressure", "oxygen_saturation", "ph", "respiratory_rate",
+                     "systolic_blood_pressure", "temperature", "weight"]
+ICU_LABS = ["sodium", "potassium", "creatinine", "blood_urea_nitrogen", "bicarbonate", "chloride", "hemoglobin",
+            "platelets", "white_blood_cell_count", "lactate", "partial_pressure_o2", "partial_pressure_co2",
+            "magnesium", "troponin_t", "troponin_i", "bilirubin"]
+
+
+def test_the_default_set_holds_the_benchmark_variables_and_the_icu_labs_from_both_databases():
+    items_path = DEMO_DIR / "D_ITEMS.csv.gz"
+    if not items_path.exists():
+        pytest.skip(f"{items_path} not found")
+    seed = pd.read_csv(variables.SEEDS_DIR / "variable_itemids.csv")
+    assert set(BENCHMARK_CHARTED + ICU_LABS) <= set(load_variables()["variable"])
+    d_items = pd.read_csv(items_path, usecols=["itemid", "dbsource"])
+    d_labs = pd.read_csv(DEMO_DIR / "D_LABITEMS.csv.gz", usecols=["itemid", "fluid"])
+    chart = seed[seed["source_table"] == "chartevents"].merge(d_items, on="itemid", how="left")
+    labs = seed[seed["source_table"] == "labevents"].merge(d_labs, on="itemid", how="left")
+    assert chart["dbsource"].notna().all(), chart[chart["dbsource"].isna()]  # every ITEMID is a real item
+    assert (labs["fluid"] == "Blood").all(), labs[labs["fluid"] != "Blood"]  # blood tests only
+    sources = chart.groupby("variable")["dbsource"].agg(set)
+    for name in BENCHMARK_CHARTED:
+        if name != "gcs_total":  # MetaVision charts the three parts only
+            assert {"carevue", "metavision"} <= sources[name], name
+    for name in ICU_LABS:
+        assert name in set(labs["variable"]), name
+    troponin = sources["troponin_t"] | sources["troponin_i"]  # one assay per database
+    for name in [n for n in ICU_LABS if not n.startswith("troponin")] + ["troponin"]:
+        have = troponin if name == "troponin" else sources[name]
+        assert {"carevue", "metavision"} <= have, name

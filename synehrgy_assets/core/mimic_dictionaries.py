@@ -1,4 +1,4 @@
-"""MIMIC-III dictionaries as this project writes them: the item catalogue (the 46 variables of
+"""MIMIC-III dictionaries as this project writes them: the item catalogue (the variables of
 `dbt_mimic/seeds/variables.csv` as real MIMIC ITEMIDs, units and text categories), a built-in
 ICD-9 code list, and the dictionary tables D_ITEMS, D_LABITEMS, D_ICD_DIAGNOSES and
 D_ICD_PROCEDURES built from them.
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from synehrgy_assets.core.mimic_tables import dict_array
 
 # ---------------------------------------------------------------------------------------------
-# Item catalogue: the 46 variables of dbt_mimic/seeds/variables.csv as real MIMIC ITEMIDs
+# Item catalogue: the variables of dbt_mimic/seeds/variables.csv as real MIMIC ITEMIDs
 # ---------------------------------------------------------------------------------------------
 
 # Text categories as MIMIC writes them (checked against the demo's CHARTEVENTS `value`).
@@ -47,7 +47,7 @@ TEXT_MAPS: dict[str, dict[int, str]] = {
     },
     "crr_cv": {0: "Normal <3 secs", 1: "Abnormal >3 secs"},
     "crr_mv": {0: "Normal <3 Seconds", 1: "Abnormal >3 Seconds"},
-    # distractor items (not one of the 46 variables): staging must ignore them
+    # distractor items (not in the variable set): staging must ignore them
     "rhythm_mv": {0: "SR (Sinus Rhythm)", 1: "ST (Sinus Tachycardia)", 2: "AF (Atrial Fibrillation)",
                   3: "SB (Sinus Bradycardia)"},
     "rhythm_cv": {0: "Sinus Rhythm", 1: "Sinus Tachy", 2: "Atrial Fib", 3: "Sinus Brady"},
@@ -63,7 +63,7 @@ class Item:
     """
 
     itemid: int
-    variable: str | None  # None: a distractor item outside the 46 variables
+    variable: str | None  # None: a distractor item outside the variable set
     table: str  # 'chartevents' | 'labevents'
     dbsource: str  # 'carevue' | 'metavision' | 'hospital' (labs)
     label: str
@@ -132,8 +132,15 @@ ITEMS: tuple[Item, ...] = (
     _c(3348, "capillary_refill_rate", CV, "Capillary Refill", None, text_map="crr_cv", canonical=True),
     _c(115, "capillary_refill_rate", CV, "Capillary Refill [Right]", None, text_map="crr_cv"),
     _c(8377, "capillary_refill_rate", CV, "Capillary Refill [Left]", None, text_map="crr_cv"),
-    # MetaVision capillary refill is not in the benchmark's item map; kept for realism
+    # MetaVision capillary refill (not in the benchmark's item map, charted as often as CareVue's)
     _c(223951, "capillary_refill_rate", MV, "Capillary Refill R", None, text_map="crr_mv", abbreviation="Capillary Refill R", category="Cardiovascular (Pulses)"),
+    # weight (kg) and height (cm; CareVue charted the admission height in inches)
+    _c(226512, "weight", MV, "Admission Weight (Kg)", "kg", 1, canonical=True, abbreviation="Admission Weight (Kg)", category="General"),
+    _c(224639, "weight", MV, "Daily Weight", "kg", 1, abbreviation="Daily Weight", category="General"),
+    _c(762, "weight", CV, "Admit Wt", "kg", 1),
+    _c(763, "weight", CV, "Daily Weight", "kg", 1),
+    _c(226730, "height", MV, "Height (cm)", "cm", 0, canonical=True, abbreviation="Height (cm)", category="General"),
+    _c(920, "height", CV, "Admit Ht", "inches", 0, scale=1 / 2.54),
     # distractors: items a staging model must not pick up
     _c(220048, None, MV, "Heart Rhythm", None, text_map="rhythm_mv", abbreviation="Heart Rhythm", category="Routine Vital Signs"),
     _c(212, None, CV, "Heart Rhythm", None, text_map="rhythm_cv"),
@@ -174,10 +181,13 @@ ITEMS: tuple[Item, ...] = (
     _l(50809, "glucose", "Glucose", "mg/dL", 0, "Blood Gas", "2339-0", canonical=False),
     _l(50822, "potassium", "Potassium, Whole Blood", "mEq/L", 1, "Blood Gas", "6298-4", canonical=False),
     _l(50817, "arterial_oxygen_saturation", "Oxygen Saturation", "%", 0, "Blood Gas", "20564-1"),
-    # distractor labs
-    _l(50983, None, "Sodium", "mEq/L", 0, "Chemistry", "2951-2", canonical=False),
-    _l(50960, None, "Magnesium", "mg/dL", 1, "Chemistry", "2601-3", canonical=False),
-    _l(50821, None, "pO2", "mm Hg", 0, "Blood Gas", "11556-8", canonical=False),
+    _l(50983, "sodium", "Sodium", "mEq/L", 0, "Chemistry", "2951-2"),
+    _l(50960, "magnesium", "Magnesium", "mg/dL", 1, "Chemistry", "2601-3"),
+    _l(50821, "partial_pressure_o2", "pO2", "mm Hg", 0, "Blood Gas", "11556-8"),
+    _l(51003, "troponin_t", "Troponin T", "ng/mL", 2, "Chemistry", "6598-7"),
+    _l(51002, "troponin_i", "Troponin I", "ng/ml", 1, "Chemistry", "10839-9"),
+    # a distractor lab: the pO2 of a body fluid is not the blood PaO2 variable
+    _l(50832, None, "pO2, Body Fluid", "mm Hg", 0, "Blood Gas", "2706-0", canonical=False, fluid="Other Body Fluid"),
 )
 
 ITEM_BY_ID: dict[int, Item] = {item.itemid: item for item in ITEMS}
@@ -399,7 +409,7 @@ LAB_REFERENCE_RANGES: dict[int, tuple[float, float]] = {
     51146: (0, 2), 50861: (0, 40), 50878: (0, 40), 50863: (39, 117), 50885: (0, 1.5),
     50862: (3.5, 5.2), 51274: (10.4, 13.4), 51237: (.9, 1.1), 50820: (7.35, 7.45),
     50818: (35, 45), 50821: (85, 105), 50813: (.5, 2), 50809: (70, 105), 50822: (3.5, 5.3),
-    50817: (95, 100),
+    50817: (95, 100), 51003: (0, .01), 51002: (0, .04),
 }
 
 

@@ -89,6 +89,7 @@ harmonised as (
             when p.conversion = 'fahrenheit_to_celsius' and p.number >= 50 then (p.number - 32) * 5.0 / 9.0
             when p.conversion = 'percent_to_fraction' and p.number > 1 then p.number / 100.0
             when p.conversion = 'fraction_to_percent' and p.number <= 1 then p.number * 100.0
+            when p.conversion = 'inch_to_centimetre' then p.number * 2.54
             else p.number
         end as clean_value,
         case when p.kind = 'categorical' then coalesce(by_text.value_text, by_score.value_text) end as clean_text

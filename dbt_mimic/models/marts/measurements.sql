@@ -1,4 +1,4 @@
--- Long time series of the 46 variables: kept rows of int_measurements_classified.
+-- Long time series of the 53 variables: kept rows of int_measurements_classified.
 -- Written in (subject_id, icustay_id, hours, variable) order, the order the tokenizer needs:
 -- sorting once here lets every reader scan the table in its stored order instead of sorting
 -- 10^7-10^8 rows on each read (see docs/staging.md, "Stored order").

@@ -72,6 +72,7 @@ def _chart_events(rng: np.random.Generator, S: _Structure, ticks_per_hour: float
     slots = _Slots(rng, r.n)
     hr = _chart_vitals(rng, slots, r)
     _chart_neuro_and_point_of_care(rng, slots, r)
+    _chart_body_size(rng, slots, r)
     _chart_distractors(rng, slots, r, hr)
     tick, itemid, canonical, text = slots.rows()
     return _chart_columns(rng, S, r, row_offset, tick, itemid, canonical, text)
@@ -99,7 +100,10 @@ def _rounds(rng: np.random.Generator, S: _Structure, ticks_per_hour: float) -> S
     r.intub = S.intubated[st]
     r.age = S.age[adm][st]
     r.art_line = S.art_line[st]
-    r.st, r.n = st, n
+    r.stay_male = S.male[r.pat]
+    r.first_round = j == 0
+    r.daily = min(1.0, 1.0 / (24 * ticks_per_hour))  # a round's chance to be the day's weighing
+    r.st, r.n, r.q = st, n, q
     return r
 
 
@@ -171,6 +175,19 @@ def _chart_neuro_and_point_of_care(rng: np.random.Generator, slots: _Slots, r: S
     add(rand(.15 + .15 * cl["diabetes"]), np.where(cv, 807, 225664), glucose)
     ph = 7.39 - .04 * sev + .04 * rng.normal(0, 1, n)
     add(rand(.05 + .1 * intub), np.where(cv, 780, 223830), ph)
+
+
+def _chart_body_size(rng: np.random.Generator, slots: _Slots, r: SimpleNamespace) -> None:
+    """Admission weight and height on a stay's first round, a daily weight on about one round a day
+    (MetaVision in kg and cm; CareVue in kg and, for the admission height, inches)."""
+    st, cv, nb, rand, add = r.st, r.cv, r.nb, slots.rand, slots.add
+    stay_weight = np.exp(np.log(np.where(r.stay_male, 84.0, 72.0)) + .2 * rng.normal(0, 1, r.q))[st]
+    stay_height = (np.where(r.stay_male, 176.0, 162.0) + 7 * rng.normal(0, 1, r.q))[st]
+    weight = np.where(nb, 3.3 * np.exp(.15 * rng.normal(0, 1, r.n)), stay_weight * np.exp(.01 * rng.normal(0, 1, r.n)))
+    height = np.where(nb, 50 + 2 * rng.normal(0, 1, r.n), stay_height)
+    add(r.first_round & rand(.85), np.where(cv, 762, 226512), weight)
+    add(~r.first_round & rand(r.daily * .6), np.where(cv, 763, 224639), weight)
+    add(r.first_round & rand(.6), np.where(cv, 920, 226730), height)
 
 
 def _chart_distractors(rng: np.random.Generator, slots: _Slots, r: SimpleNamespace, hr: np.ndarray) -> None:

@@ -33,7 +33,7 @@ _LAB_SLOTS: list[tuple[int, str]] = [
     (51146, "diff"), (50861, "lft"), (50878, "lft"), (50863, "lft"), (50885, "lft"),
     (50862, "albumin"), (51274, "coag"), (51237, "coag"), (50820, "abg"), (50818, "abg"),
     (50821, "abg"), (50813, "lactate"), (50809, "abg_extra"), (50822, "abg_extra"),
-    (50817, "abg_extra"),
+    (50817, "abg_extra"), (51003, "cardiac"), (51002, "cardiac_i"), (50832, "fluid"),
 ]
 
 
@@ -80,10 +80,15 @@ def _lab_values(rng: np.random.Generator, n: int, sev: np.ndarray, off: np.ndarr
     v[51237] = (pt / 12.6) ** 1.4 * np.exp(.02 * e())
     v[50820] = 7.39 + .03 * off[:, 23] + .04 * e() - .04 * sev - .01 * (lactate - 1.5)
     v[50818] = np.maximum(41 + 5 * off[:, 24] + 4 * e() - sev + 10 * cl["copd"] + 4 * cl["resp_failure"], 12)
-    v[50821] = 100 * np.exp(.3 * off[:, 25] + .25 * e())
+    v[50821] = 100 * np.exp(.3 * off[:, 25] + .25 * e() - .15 * cl["resp_failure"] - .05 * sev)
     v[50809] = v[50931] * np.exp(.05 * e())
     v[50822] = v[50971] + .2 * e()
     v[50817] = np.minimum(96 + off[:, 26] + 1.5 * e() - sev, 100)
+    # troponins: near the assay's floor unless the heart is injured (ACS, shock) or cleared slowly (CKD)
+    injury = 3.0 * cl["acs"] + .5 * np.maximum(sev, 0) + .8 * cl["ckd"] + .5 * cl["cardiac_surgery"]
+    v[51003] = np.clip(.01 + np.exp(-5.5 + .6 * off[:, 27] + .3 * e() + injury), .01, 20)
+    v[51002] = np.clip(.04 + np.exp(-4.0 + .6 * off[:, 27] + .3 * e() + injury), .04, 49)
+    v[50832] = 60 * np.exp(.4 * e())  # the body-fluid distractor
     return v
 
 
@@ -92,7 +97,7 @@ def _lab_values(rng: np.random.Generator, n: int, sev: np.ndarray, off: np.ndarr
 def _lab_events(rng: np.random.Generator, S: _Structure, row_offset: int) -> dict[str, pa.Array]:
     """The LABEVENTS rows of the chunk `S` (writer input), row ids from `row_offset` + 1."""
     d = _draws(rng, S)
-    values = _lab_values(rng, d.n, d.sev, rng.normal(0, 1, (len(S.hadm_id), 27))[d.adm], d.cl, S.male[d.pat])
+    values = _lab_values(rng, d.n, d.sev, rng.normal(0, 1, (len(S.hadm_id), 28))[d.adm], d.cl, S.male[d.pat])
     mask = _result_slots(rng, d)
     return _lab_rows(rng, S, d, values, mask, row_offset)
 
@@ -167,7 +172,10 @@ def _result_slots(rng: np.random.Generator, d: SimpleNamespace) -> np.ndarray:
         "lft": panel(.15 + .45 * cl["liver"], .1 + .3 * cl["liver"], .15),
         "coag": panel(.4, .25, .1),
         "abg": icu & (rng.random(n) < .12 + .45 * d.intub),
+        "cardiac": panel(.08 + .5 * cl["acs"] + .1 * cl["chf"], .03 + .3 * cl["acs"], .01),
+        "fluid": rng.random(n) < .005,
     }
+    panels["cardiac_i"] = panels["cardiac"] & (rng.random(n) < .05)
     panels["chem_ext"] = panels["chem"] & (rng.random(n) < .8)
     panels["albumin"] = panels["lft"] & (rng.random(n) < .6)
     panels["abg_extra"] = panels["abg"]
