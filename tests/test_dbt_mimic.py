@@ -489,7 +489,7 @@ def test_doc_measurement_table_matches_the_audit(builds):
         ((i, m), n)
         for i, m, n in _query(builds["demo"], "select item, metric, n from staging_audit where section = 'measurements'")
     )
-    assert len(rows) == 46
+    assert len(rows) == 53
     for variable, *cells in rows:
         assert [_number(c) for c in cells] == [audit[(variable, m)] for m in MEASUREMENT_METRICS], variable
 

@@ -197,6 +197,23 @@ def _sum(audit: dict, section: str, metric: str) -> int:
     return sum(n for (s, i, m), n in audit.items() if s == section and m == metric and i != "")
 
 
+def variable_coverage(audit: dict) -> dict:
+    """How much of the variable set the staged data fills: candidate rows of the seed's ITEMIDs
+    attached to ICU stays, the share of them kept, and the variables with no kept row at all.
+    Totals over every variable only (a per-variable count could come from a handful of patients)."""
+    candidate, kept = _sum(audit, "measurements", "candidate"), _sum(audit, "measurements", "kept")
+    variables = sorted({i for (s, i, m) in audit if s == "measurements" and m == "candidate" and i})
+    empty = [v for v in variables if audit.get(("measurements", v, "kept"), 0) == 0]
+    return {
+        "variables": len(variables),
+        "variables_with_rows": len(variables) - len(empty),
+        "variables_without_rows": empty,
+        "candidate_rows": candidate,
+        "kept_rows": kept,
+        "kept_share": round(kept / candidate, 4) if candidate else None,
+    }
+
+
 LOSS_CHECKS = {
     "stays_dropped_for_bad_data": "visits",
     "measurement_values_dropped": "measurements",

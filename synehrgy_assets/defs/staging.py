@@ -187,6 +187,8 @@ def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict |
     """
     import duckdb
 
+    from synehrgy_assets.core.staging_checks import read_audit, variable_coverage
+
     with duckdb.connect(str(db_path or workspace.layout.duckdb), read_only=True) as con:
         tables = {
             r[0]
@@ -198,6 +200,8 @@ def with_row_counts(events, workspace: WorkspaceResource, build_metadata: dict |
                 extra = dict(build_metadata or {})
                 if table in tables:
                     extra["dagster/row_count"] = int(con.execute(f'select count(*) from main."{table}"').fetchall()[0][0])
+                if table == "measurements" and "staging_audit" in tables:
+                    extra["variable_coverage"] = dg.MetadataValue.json(variable_coverage(read_audit(con)))
                 event = event.with_metadata({**event.metadata, **extra})
             yield event
 
