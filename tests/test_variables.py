@@ -138,3 +138,15 @@ def test_the_default_set_holds_the_benchmark_variables_and_the_icu_labs_from_bot
     for name in [n for n in ICU_LABS if not n.startswith("troponin")] + ["troponin"]:
         have = troponin if name == "troponin" else sources[name]
         assert {"carevue", "metavision"} <= have, name
+
+
+def test_variable_coverage_totals_and_empty_variables():
+    from synehrgy_assets.core.staging_checks import variable_coverage
+
+    audit = {("measurements", "heart_rate", "candidate"): 90, ("measurements", "heart_rate", "kept"): 80,
+             ("measurements", "weight", "candidate"): 10, ("measurements", "weight", "kept"): 0,
+             ("measurements", "", "patients_with_candidates"): 12, ("icustays", "", "kept"): 5}
+    coverage = variable_coverage(audit)
+    assert coverage == {"variables": 2, "variables_with_rows": 1, "variables_without_rows": ["weight"],
+                        "candidate_rows": 100, "kept_rows": 80, "kept_share": 0.8}
+    assert variable_coverage({})["kept_share"] is None
