@@ -158,3 +158,21 @@ def test_publish_carries_over_the_other_schemas(tmp_path):
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("select x from synehrgy.patient_split").fetchall() == [(1,)]
         assert read_marker(con).build_id == build_id
+
+
+def test_the_measurements_mart_records_the_variable_coverage(tmp_path):
+    """The staging asset's materialization of `measurements` carries the coverage totals from
+    `staging_audit`; the other marts do not."""
+    from synehrgy_assets.defs.staging import with_row_counts
+
+    db = tmp_path / "warehouse.duckdb"
+    _write_build(db, "b1", visits=7)
+    with duckdb.connect(str(db)) as con:
+        con.execute("insert into main.staging_audit values ('measurements', 'heart_rate', 'kept', 900), "
+                    "('measurements', 'weight', 'candidate', 0)")
+    events = [dg.Output(None, output_name="measurements"), dg.Output(None, output_name="visits")]
+    out = {e.output_name: e.metadata for e in with_row_counts(events, WorkspaceResource(home=str(tmp_path)), db_path=db)}
+    coverage = out["measurements"]["variable_coverage"].data
+    assert coverage["candidate_rows"] == 1000 and coverage["kept_rows"] == 900 and coverage["kept_share"] == 0.9
+    assert coverage["variables_without_rows"] == ["weight"] and coverage["variables_with_rows"] == 1
+    assert out["measurements"]["dagster/row_count"].value == 7 and "variable_coverage" not in out["visits"]
