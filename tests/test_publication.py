@@ -166,7 +166,7 @@ def test_the_measurements_mart_records_the_variable_coverage(tmp_path):
     from synehrgy_assets.defs.staging import with_row_counts
 
     db = tmp_path / "warehouse.duckdb"
-    _write_build(db, "b1", visits=7)
+    write_build(db, "b1", visits=7)
     with duckdb.connect(str(db)) as con:
         con.execute("insert into main.staging_audit values ('measurements', 'heart_rate', 'kept', 900), "
                     "('measurements', 'weight', 'candidate', 0)")
