@@ -49,7 +49,7 @@ def build_resources(
     root from SYNEHRGY_HOME, else ./.synehrgy, by `WorkspaceLayout.at`)."""
     from dagster_dbt import DbtCliResource
 
-    from synehrgy_assets.core.workspace_layout import TRACKING_URI_ENV, WorkspaceLayout
+    from synehrgy_assets.core.workspace_layout import WorkspaceLayout, configured_tracking_uri
     from synehrgy_assets.defs.gates import ReleaseGateResource
     from synehrgy_assets.defs.staging import DBT_PROJECT_DIR, dbt_executable, dbt_project
     from synehrgy_assets.resources import DEFAULT_MLFLOW_UI_URL, MimicSourceResource, MlflowResource, WorkspaceResource
@@ -65,7 +65,9 @@ def build_resources(
         ),
         "mlflow_tracking": MlflowResource(
             home=root,
-            tracking_uri=env_or(TRACKING_URI_ENV, "") if tracking_uri is None else tracking_uri,
+            # A plain string, not an EnvVar: the CLI, the sensors and tests call this resource's
+            # client outside a run, where Dagster resolves no EnvVar.
+            tracking_uri=configured_tracking_uri() if tracking_uri is None else tracking_uri,
             ui_url=env_or("MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL),
         ),
         "release_gate": release_gate or ReleaseGateResource(),

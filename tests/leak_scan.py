@@ -18,6 +18,7 @@ depends on (`stored_number_dependencies`): fewer than 10 is a leak (`k_anonymity
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -101,7 +102,9 @@ def find_leaks(home: Path, warehouse: Path) -> list[str]:
     needles = real_needles(warehouse)
     leaks = []
     for kind in ("dob", "admittime", "per_patient_extreme"):
-        found = sorted(n for n in needles[kind] if n in text)
+        # A number as a whole token: 162.56 inside a timestamp 1796674162.5647 or a 160.028 is none.
+        found = sorted(n for n in needles[kind] if n in text
+                       and re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", text))
         if found:
             leaks.append(f"{len(found)} real {kind} value(s) in logged text, e.g. {found[:3]}")
     table_numbers = set()
@@ -232,7 +235,8 @@ def real_samples(warehouse: Path, train_only: bool = True) -> dict:
         out["icu_to_discharge_hours_died"] = RealSample(after[died], visits.loc[died, "subject_id"])
     last = meas.groupby("icustay_id")["hours"].max().rename("last_row")
     ends = visits.set_index("icustay_id")[["subject_id", "los_hours"]].join(last, how="inner").dropna()
-    out["last_row_hours"] = RealSample(ends["last_row"].clip(lower=0), ends["subject_id"])
+    inside = ends[ends["last_row"] > 0]
+    out["last_row_hours"] = RealSample(inside["last_row"], inside["subject_id"])
     out["last_row_to_outtime_hours"] = RealSample((ends["los_hours"] - ends["last_row"]).clip(lower=0),
                                                   ends["subject_id"])
     rows = meas[meas["value"].notna() | meas["value_text"].notna()][["subject_id", "icustay_id", "hours"]]

@@ -227,7 +227,7 @@ def test_an_unknown_job_lists_the_jobs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", os.environ.get("PATH", ""))  # materialize puts the venv's bin first: restored after
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     before = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "SYNEHRGY_HOME", "MIMIC_DIR", "SYNEHRGY_SYNTHETIC_PATIENTS")}
-    assert main(["materialize", "--job", "nosuch", "--home", str(tmp_path / "home"), "--mimic-dir", str(tmp_path),
+    assert main(["materialize", "--job", "nosuch", "--home", str(tmp_path / "home"), "--synthetic-hospital",
                  "--patients", "7"]) == 2
     err = capsys.readouterr().err
     assert "no job 'nosuch'; jobs: " in err and "synehrgy_end_to_end" in err and "Traceback" not in err

@@ -43,7 +43,10 @@ def fit_stay_end(visits: pd.DataFrame, measurements: pd.DataFrame,
     last_row = stays["last_row"].to_numpy(dtype=float)
     patients = stays["subject_id"].to_numpy()
     known = ~np.isnan(los) & ~np.isnan(last_row)
-    return {"last_row_hours": quantiles(np.maximum(last_row[known], 0.0), patients[known]),
+    # The floor a stay must reach before it may close counts stays with a row inside the stay only:
+    # a stay whose rows all precede intime would license stays without any event.
+    inside = known & (last_row > 0)
+    return {"last_row_hours": quantiles(last_row[inside], patients[inside]),
             "last_row_to_outtime_hours": quantiles(np.maximum(los[known] - last_row[known], 0.0), patients[known])}
 
 
