@@ -136,38 +136,6 @@ def test_without_the_rules_random_walks_break_them(vocab):
         assert breaks[name] > 0, (name, breaks)
 
 
-def _stay_clocks(vocab, seqs) -> np.ndarray:
-    """Each sampled stay's clock at its end (the model's hours: DT bin midpoints summed)."""
-    types = np.asarray(vocab.token_types)
-    clocks = []
-    for seq in seqs:
-        clock = None
-        for tok in seq:
-            if types[tok] == T.AGE:
-                if clock is not None:
-                    clocks.append(clock)
-                clock = 0.0
-            elif clock is not None:
-                clock += float(vocab.dt_hours[tok])
-        if clock is not None:
-            clocks.append(clock)
-    return np.asarray(clocks)
-
-
-def test_no_stay_runs_past_the_longest_real_one(vocab):
-    from synehrgy_assets.core.tokens.consistency import PatientConsistency
-
-    rules = PatientConsistency(vocab, np.asarray)
-    shortest = float(np.min(np.asarray(vocab.dt_hours)[rules.dt]))
-    assert np.isfinite(rules.max_stay_hours) and rules.max_stay_hours >= rules.min_stay_hours
-    over = {}
-    for consistency in (True, False):
-        constraint = GrammarConstraint(vocab, max_visits=6, consistency=consistency)
-        seqs = _walk(constraint, 32, 700, np.random.default_rng(5))
-        over[consistency] = int((_stay_clocks(vocab, seqs) > rules.max_stay_hours + shortest + 1e-9).sum())
-    assert over[True] == 0 and over[False] > 0, over
-
-
 def _row_state(vocab, constraint, values):
     """A state inside a first visit's measurement row holding `values` (token strings)."""
     state = constraint.start(1)

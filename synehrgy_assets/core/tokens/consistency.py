@@ -12,7 +12,6 @@ need memory of the patient, the stay or the row, as masks on top of the grammar'
 | a stay charts the items of its ICU database | a value token is allowed only if train stays of the visit's ICU_DATABASE chart that variable (`TokenVocabulary.variable_databases`) |
 | values charted together agree | `relations.py`: a bin that cannot satisfy a less_than relation with a value already in the row is masked; a GCS part or total that cannot complete the row's sum is masked |
 | no ICU stay shorter than real ones | `</ts>` waits until the stay's rows reach the lowest stored last-row hour of real stays (k-anonymous: the stays of >= 10 patients are that short or shorter), unless the length cap forces the patient to close |
-| no ICU stay longer than real ones | a DT that would take the stay's clock past the highest stored last-row hour is masked (the shortest DT stays allowed, so a row can always end), and a stay at that hour starts no new row: it closes |
 
 Only sampled sequences are shaped: real sequences are encoded exactly and validated by the grammar
 alone (`find_violations`), so a real patient who breaks a rule is still training data.
@@ -50,12 +49,6 @@ class PatientConsistency:
         # later: a stay ends after its last row); vocabularies without that quantile use the LOS.
         last_rows = vocab.stay_offsets.get("last_row_hours") or vocab.los_quantiles
         self.min_stay_hours = float(last_rows[0]) if last_rows else 0.0
-        self.max_stay_hours = max(float(last_rows[-1]), self.min_stay_hours) if last_rows else float("inf")
-        self.dt = _slice(types, T.DT)
-        dt_span = np.asarray(vocab.dt_hours, dtype=np.float64)[self.dt]
-        self.dt_span = convert(dt_span)
-        self.dt_shortest = convert(np.arange(len(dt_span)) == np.argmin(dt_span))
-        self.is_value = convert(types == T.VALUE)
         names = [vocab._text[t] for t in range(self.database.start, self.database.stop)]
         n_db = len(names)
         db_rows = _database_rows(vocab, names, self.values)
@@ -102,7 +95,7 @@ class PatientConsistency:
                 "age": full(batch, -1, "int64"), "died": full(batch, False, "bool"),
                 "database": full(batch, self.db_row_none, "int64"),
                 "row_tok": full((batch, max(self.n_members, 1)), -1, "int64"),
-                "stay_hours": full(batch, 0.0, "float64"), "row_open": full(batch, False, "bool")}
+                "stay_hours": full(batch, 0.0, "float64")}
 
     # ---- masks
     def apply(self, mask, s: dict, xp, closing=None):
@@ -116,10 +109,6 @@ class PatientConsistency:
         mask[:, self.values] &= self.db_rows[s["database"]]
         long_enough = s["stay_hours"] >= self.min_stay_hours
         mask[:, self.end_ts] &= long_enough if closing is None else (long_enough | closing)
-        room = s["stay_hours"][:, None] + self.dt_span[None, :] <= self.max_stay_hours
-        mask[:, self.dt] &= room | self.dt_shortest[None, :]
-        full_stay = (s["stay_hours"] >= self.max_stay_hours) & ~s["row_open"]
-        mask[:, self.values] &= ~full_stay[:, None]
         row_tok = s["row_tok"]
         for member, fs, ss, compat in self.pair_masks:
             first = row_tok[:, member]
@@ -164,7 +153,6 @@ class PatientConsistency:
         is_db = types == T.ICU_DATABASE
         row = xp.where(tokens == self.unk_database, self.db_row_none, tokens - self.database.start)
         s["database"] = xp.where(is_db, row, s["database"])
-        s["row_open"] = xp.where(self.row_starts[tokens], False, s["row_open"] | self.is_value[tokens])
         row_tok = xp.where(self.row_starts[tokens][:, None], -1, s["row_tok"])
         s["row_tok"] = row_tok
         member = self.member_of_token_t[tokens]
