@@ -63,7 +63,7 @@ def test_two_partitions_union_equals_one_process_with_the_same_seeds(released_wo
         [synthesis.synthetic_sequences, synthesis.synthetic_cohort], instance=instance, resources=defs.resources,
         run_config={"ops": {"synthetic_sequences": {"config": {"from_shards": 2}}}})
     assert assembled.success
-    seq_dir = synthesis.workspace.layout.synthetic_sequences
+    seq_dir = workspace.layout.synthetic_sequences
     tokens, offsets = np.load(seq_dir / "tokens.npy"), np.load(seq_dir / "offsets.npy")
     union = [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     assert len(union) == len(expected) == 2 * SHARD_CONFIG["n_patients"]
