@@ -61,9 +61,18 @@ SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"].update(
 
 def _definitions(home: Path) -> dg.Definitions:
     from synehrgy_assets.definitions import build_definitions
+    from synehrgy_assets.resources import mlflow_environment_kept
     from tests.helpers.graph_runs import lax_gates
 
-    return build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150, release_gate=lax_gates())
+    # Built without any MLFLOW_TRACKING_URI a test may have exported: the workspace's own store, always.
+    with mlflow_environment_kept():
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(key, None)
+        defs = build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150,
+                                 release_gate=lax_gates())
+    uri = defs.resources["mlflow_tracking"].resolved_tracking_uri
+    assert str(home) in uri, f"the workspace at {home} tracks {uri}, not its own MLflow store"
+    return defs
 
 
 @functools.cache
@@ -97,6 +106,6 @@ def copy_workspace(graph: SmallGraph, dst: Path) -> tuple[Path, dg.Definitions, 
     """A copy of the small workspace at `dst` (DuckDB, artifacts, MLflow store, Dagster instance),
     with Definitions (the same lax gates) and an instance pointing at the copy."""
     shutil.copytree(graph.home, dst, ignore=shutil.ignore_patterns("*.lock", "lock"))
-    defs = _definitions(dst)
+    defs = _definitions(dst)  # its own store: a copy writing to the original's would re-tag the shared release
     instance = dg.DagsterInstance.local_temp(str(dst / "dagster_home"))
     return dst, defs, instance

@@ -93,7 +93,9 @@ def test_mimic_csv_and_meds_parse(released_workspace, parquet_run, tmp_path):
 def test_pyfunc_gives_the_same_tables_as_the_cli(released_workspace, parquet_run):
     import mlflow
 
-    mlflow.set_tracking_uri(released_workspace.tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+
+    point_mlflow_at(released_workspace.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/synehrgy-gpt@candidate")
     tables = model.unwrap_python_model().configure(device="cpu", max_tokens_per_patient=int(CAP)).generate_tables(
         N, seed=3)
@@ -154,7 +156,9 @@ def test_where_gives_n_patients_that_all_satisfy_it(released_workspace, tmp_path
 
     import mlflow
 
-    mlflow.set_tracking_uri(released_workspace.tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+
+    point_mlflow_at(released_workspace.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/synehrgy-gpt@candidate")
     model.unwrap_python_model().configure(device="cpu", max_tokens_per_patient=int(CAP))
     visits = model.predict(pd.DataFrame({"n_patients": [3], "seed": [1], "where": ["gender=M"]}))

@@ -41,7 +41,9 @@ def release(released_workspace, tmp_path_factory) -> Path:
     """The release, downloaded from the registry like a consumer would."""
     import mlflow
 
-    mlflow.set_tracking_uri(released_workspace.tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+
+    point_mlflow_at(released_workspace.tracking_uri)
     dst = tmp_path_factory.mktemp("release")
     version = released_workspace.mats["synthetic_release"]["release_version"]
     path = Path(mlflow.artifacts.download_artifacts(

@@ -80,7 +80,9 @@ def test_meds_clients_on_the_real_and_the_synthetic_export(released_workspace, t
     assert (real / "metadata" / "dataset.json").is_file(), "the end-to-end job materializes meds_export"
     real_figures = run_clients(real, tmp_path / "real", "real (built-in hospital)")
 
-    mlflow.set_tracking_uri(ws.tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+
+    point_mlflow_at(ws.tracking_uri)
     version = ws.metadata("synthetic_release")["release_version"].value
     release = Path(mlflow.artifacts.download_artifacts(f"models:/{ws.mlflow.release_name}/{version}",
                                                        dst_path=str(tmp_path / "release"))) / "artifacts"

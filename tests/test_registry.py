@@ -235,7 +235,8 @@ def registry(released_workspace):
     import mlflow
 
     ws = released_workspace
-    mlflow.set_tracking_uri(ws.tracking_uri)
+    from synehrgy_assets.resources import point_mlflow_at
+    point_mlflow_at(ws.tracking_uri)
     client = ws.mlflow.client()
     gen = client.get_model_version(ws.mlflow.model_name, str(_meta(ws, "gpt_checkpoint", "model_version")))
     rel = client.get_model_version(ws.mlflow.release_name, str(_meta(ws, "synthetic_release", "release_version")))

@@ -98,7 +98,8 @@ def test_a_renamed_workspace_works_for_every_consumer_path(released_workspace, m
     assert (home / "mlartifacts").as_uri() in _stored_text(home / "mlflow.db")
 
     # the generator's pyfunc, as docs/consumers.md loads it (the release's: in the card's snippet below)
-    mlflow.set_tracking_uri(open_workspace(home))
+    from synehrgy_assets.resources import point_mlflow_at
+    point_mlflow_at(open_workspace(home))
     assert mlflow.pyfunc.load_model(f"models:/{GENERATOR}@candidate").metadata.flavors
 
     # the datacard's pull snippet, as written, from a folder of its own with SYNEHRGY_HOME naming the
