@@ -174,3 +174,34 @@ def test_one_ahead_recomputes_a_batch_it_did_not_prepare():
     finally:
         ahead.close()
     assert OneAhead(make, enabled=False).get("k", 4) == 8
+
+
+def test_on_an_accelerator_a_decode_step_reads_back_only_the_sampled_tokens(vocab, monkeypatch):
+    """The grammar's state and masks stay on the sampler's device: with its token checks as device
+    asserts (what it does on CUDA), the one host read of a decode step is the sampler's copy of the
+    sampled tokens. On the CPU the checks read the tokens back to raise a readable error."""
+    model = grammar_model(vocab, n_ctx=128)
+    kw = dict(**vocab_kwargs(vocab), max_tokens_per_patient=64, batch_size=16, seed=0, device=torch.device("cpu"))
+
+    def reads_per_run(device_checks: bool):
+        constraint = GrammarConstraint(vocab, device=torch.device("cpu"))
+        if device_checks:
+            monkeypatch.setattr(constraint, "_checks_on_host", lambda: False)
+        sample(model, 32, constraint=constraint, **kw)  # the prompt's template cache, outside the count
+        with HostReads() as counted:
+            res = sample(model, 32, constraint=constraint, **kw)
+        return counted.reads, res.steps
+
+    reads, steps = reads_per_run(device_checks=True)
+    assert steps > 50 and reads.count("cpu") == steps  # the sampled tokens, one copy per step
+    assert len(reads) - steps <= 2, sorted(set(reads))  # the prompt's n_ctx check, once per run
+    host_checked, steps = reads_per_run(device_checks=False)
+    assert len(host_checked) >= 3 * steps  # the counter sees the host checks' reads when they run
+
+
+def test_the_device_assert_refuses_a_token_the_grammar_forbids(vocab, monkeypatch):
+    constraint = GrammarConstraint(vocab, device=torch.device("cpu"))
+    monkeypatch.setattr(constraint, "_checks_on_host", lambda: False)
+    state = constraint.start(2)
+    with pytest.raises(RuntimeError, match="not allowed by the grammar"):
+        constraint.advance(state, torch.tensor([vocab.eos_id, vocab.eos_id]))  # </s> before <s>
