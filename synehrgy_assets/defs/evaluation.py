@@ -79,27 +79,15 @@ def evaluation(
     mimic_source: MimicSourceResource,
 ) -> dg.MaterializeResult:
     from synehrgy_assets.core import patient_rules
-    from synehrgy_assets.core.metrics import evaluate
-    from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
 
     started = time.perf_counter()
     real_train = load_split(workspace, "train", config.max_patients, config.seed)
     real_test = load_split(workspace, "test", config.max_patients, config.seed)
     synthetic = load_synthetic_cohort(workspace)
     provenance = json.loads((workspace.layout.synthetic_cohort / "provenance.json").read_text())
-    streams, streams_error, member_share = privacy_inputs(workspace, provenance)
-    report = evaluate(real_train, real_test, synthetic, seed=config.seed,  # variables: the dbt seed
-                      tokens=streams, member_share=member_share)
-    if streams is None:  # the copy gates then fail as "not measured"
-        report.errors["privacy/tokens"] = streams_error
-    _say_metric_errors(context, workspace, report)
-    generation = generation_metrics(provenance)
-    report.metrics.update({f"generation/{k}": float(v) for k, v in generation.items()})
-    # The gates judge every metric (kept in the private folder); what leaves holds no small cell.
-    held = small_cell_metrics(real_train, real_test)
-    public = publishable(report.metrics, held)
-    for key, why in sorted(held.items()):
-        context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
+    report, generation = evaluation_report(context, workspace, config.seed, real_train, real_test, synthetic,
+                                           provenance)
+    held, public = held_back_and_public(context, report.metrics, real_train, real_test)
     thresholds = release_gate.thresholds()
     rule_counts = patient_rule_counts(context, workspace, mimic_source, report.errors)
     targets = report.tables["quality_targets"] = _targets(report.metrics, generation, thresholds, held)
@@ -144,6 +132,36 @@ def evaluation(
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
+
+
+def evaluation_report(context, workspace: WorkspaceResource, seed: int, real_train, real_test, synthetic,
+                      provenance: dict):
+    """The metrics of the synthetic cohort against the real samples (privacy on the token sequences
+    too), each one that could not be computed logged, and the generation's own figures added as
+    `generation/*`. Returns the report and those generation figures."""
+    from synehrgy_assets.core.metrics import evaluate
+
+    streams, streams_error, member_share = privacy_inputs(workspace, provenance)
+    report = evaluate(real_train, real_test, synthetic, seed=seed,  # variables: the dbt seed
+                      tokens=streams, member_share=member_share)
+    if streams is None:  # the copy gates then fail as "not measured"
+        report.errors["privacy/tokens"] = streams_error
+    _say_metric_errors(context, workspace, report)
+    generation = generation_metrics(provenance)
+    report.metrics.update({f"generation/{k}": float(v) for k, v in generation.items()})
+    return report, generation
+
+
+def held_back_and_public(context, metrics: dict, real_train, real_test) -> tuple[dict, dict]:
+    """(held back, published) metrics, each held-back one logged with its reason. The gates judge every
+    metric (kept in the private folder); what leaves holds no small cell."""
+    from synehrgy_assets.core.metrics.publish import publishable, small_cell_metrics
+
+    held = small_cell_metrics(real_train, real_test)
+    public = publishable(metrics, held)
+    for key, why in sorted(held.items()):
+        context.log.info(f"metric {key} is kept in the workspace, not published: {why}")
+    return held, public
 
 
 def generation_metrics(provenance: dict) -> dict[str, float]:

@@ -59,23 +59,13 @@ def gate_status(workspace: WorkspaceResource, cohort_dir: Path) -> tuple[str, di
 def synthetic_release(
     context: dg.AssetExecutionContext, workspace: WorkspaceResource, mlflow_tracking: MlflowResource
 ) -> dg.MaterializeResult:
-    import mlflow
-    import pandas as pd
     import pyarrow.parquet as pq
-
-    from synehrgy_assets.mlflow_models import (
-        RELEASE_INPUT_EXAMPLE, RELEASE_MODEL_CODE, input_example, release_signature, training_dataset,
-    )  # fmt: skip
 
     cohort_dir = workspace.layout.synthetic_cohort
     cohort_id, status = gate_status(workspace, cohort_dir)
     passed = all(s["passed"] for s in status.values())
     provenance = json.loads((cohort_dir / "provenance.json").read_text())
-    evaluated = json.loads((workspace.layout.evaluation / "metrics.json").read_text())
-    metrics = evaluated["metrics"]
-    if evaluated.get("cohort_id") != cohort_id:
-        raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
-                         f"{cohort_id}; re-materialize evaluation")
+    metrics = evaluated_metrics(workspace, cohort_id)
 
     data_versions = staging_build(context)
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,42 +85,13 @@ def synthetic_release(
         card.write_text(_release_card(provenance, metrics, status, passed))
         datacard = Path(tmp) / "datacard.md"
         datacard.write_text(release_datacard(release_version=None, contents=contents, **card_args))
-        with mlflow_tracking.start_run(context, run_name="synthetic_release", tags={"synehrgy.stage": "release"}) as run:
-            mlflow.log_artifact(str(card))
-            mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
-            if card_args["training"] is not None:  # what the generator of these patients learned from
-                mlflow.log_input(training_dataset(card_args["training"]), context="generator_training")
-            example = input_example(RELEASE_INPUT_EXAMPLE)
-            info = mlflow.pyfunc.log_model(
-                name="synthetic_cohort",
-                python_model=str(RELEASE_MODEL_CODE),
-                artifacts={"tables": str(tables), "mimic_csv": str(exports["mimic_csv"].out_dir),
-                           "meds": str(exports["meds"].out_dir), "datacard": str(datacard)},
-                signature=release_signature(pd.read_parquet(tables / f"{example['table'].iloc[0]}.parquet")),
-                input_example=example,
-                registered_model_name=mlflow_tracking.release_name,
-            )
-    version = str(info.registered_model_version)
+        run, version = log_release_run(context, mlflow_tracking, card, metrics, card_args["training"], tables,
+                                       exports, datacard)
     client = mlflow_tracking.client()
-    tags = {
-        "validation_status": "passed" if passed else "failed",
-        "gates_passed": f"{sum(1 for s in status.values() if s['passed'])}/{len(status)}",
-        "generator_model": mlflow_tracking.model_name,
-        "generator_version": str(provenance["model_version"]),
-        "vocabulary_version": provenance["vocabulary_version"],
-        "dagster_run_id": context.run.run_id,
-        "cohort_id": cohort_id,
-    }
+    tags = release_tags(context, mlflow_tracking, provenance, status, passed, cohort_id)
     tag_models(client, mlflow_tracking, version, str(provenance["model_version"]), tags, card_args["training"])
     describe_models(client, mlflow_tracking, version, card_args, contents)
-    if passed:
-        client.set_registered_model_alias(mlflow_tracking.release_name, CHAMPION_ALIAS, version)
-        client.set_registered_model_alias(mlflow_tracking.model_name, CHAMPION_ALIAS, str(provenance["model_version"]))
-        context.log.info(f"All checks passed: {mlflow_tracking.release_name} v{version} is now @{CHAMPION_ALIAS}")
-    else:
-        failed = "\n".join(f"  - {k}: {s['reason']}" for k, s in sorted(status.items()) if not s["passed"])
-        context.log.warning(f"Release v{version} recorded as failed, @{CHAMPION_ALIAS} stays where it was. "
-                            f"Failing gates:\n{failed}")
+    move_champion(context, client, mlflow_tracking, version, str(provenance["model_version"]), status, passed)
     return dg.MaterializeResult(
         metadata={
             "release_model": mlflow_tracking.release_name,
@@ -151,6 +112,75 @@ def synthetic_release(
                 mlflow_tracking.model_name, str(provenance["model_version"]))[2:])),
         }
     )
+
+
+def evaluated_metrics(workspace: WorkspaceResource, cohort_id: str) -> dict:
+    """The published metrics of the evaluation; raises when it evaluated another cohort than the
+    workspace holds."""
+    evaluated = json.loads((workspace.layout.evaluation / "metrics.json").read_text())
+    metrics = evaluated["metrics"]
+    if evaluated.get("cohort_id") != cohort_id:
+        raise dg.Failure(f"evaluation is stale: it evaluated cohort {evaluated.get('cohort_id')}, the workspace holds "
+                         f"{cohort_id}; re-materialize evaluation")
+    return metrics
+
+
+def log_release_run(context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource, card: Path, metrics: dict,
+                    training, tables: Path, exports: dict, datacard: Path):
+    """The release's MLflow run: the release card, the evaluation's metrics, the generator's training
+    data as an input, and the tables, exports and datacard as a registered pyfunc model. Returns the
+    run and the new release version."""
+    import mlflow
+    import pandas as pd
+
+    from synehrgy_assets.mlflow_models import (
+        RELEASE_INPUT_EXAMPLE, RELEASE_MODEL_CODE, input_example, release_signature, training_dataset,
+    )  # fmt: skip
+
+    with mlflow_tracking.start_run(context, run_name="synthetic_release", tags={"synehrgy.stage": "release"}) as run:
+        mlflow.log_artifact(str(card))
+        mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()})
+        if training is not None:  # what the generator of these patients learned from
+            mlflow.log_input(training_dataset(training), context="generator_training")
+        example = input_example(RELEASE_INPUT_EXAMPLE)
+        info = mlflow.pyfunc.log_model(
+            name="synthetic_cohort",
+            python_model=str(RELEASE_MODEL_CODE),
+            artifacts={"tables": str(tables), "mimic_csv": str(exports["mimic_csv"].out_dir),
+                       "meds": str(exports["meds"].out_dir), "datacard": str(datacard)},
+            signature=release_signature(pd.read_parquet(tables / f"{example['table'].iloc[0]}.parquet")),
+            input_example=example,
+            registered_model_name=mlflow_tracking.release_name,
+        )
+    return run, str(info.registered_model_version)
+
+
+def release_tags(context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource, provenance: dict,
+                 status: dict, passed: bool, cohort_id: str) -> dict:
+    """The release version's verdict and what made it, as model-version tags."""
+    return {
+        "validation_status": "passed" if passed else "failed",
+        "gates_passed": f"{sum(1 for s in status.values() if s['passed'])}/{len(status)}",
+        "generator_model": mlflow_tracking.model_name,
+        "generator_version": str(provenance["model_version"]),
+        "vocabulary_version": provenance["vocabulary_version"],
+        "dagster_run_id": context.run.run_id,
+        "cohort_id": cohort_id,
+    }
+
+
+def move_champion(context: dg.AssetExecutionContext, client, mlflow_tracking: MlflowResource, version: str,
+                  gen_version: str, status: dict, passed: bool) -> None:
+    """Point `champion` at the release and its generator when every gate passed; otherwise leave it
+    where it was and log the failing gates."""
+    if passed:
+        client.set_registered_model_alias(mlflow_tracking.release_name, CHAMPION_ALIAS, version)
+        client.set_registered_model_alias(mlflow_tracking.model_name, CHAMPION_ALIAS, gen_version)
+        context.log.info(f"All checks passed: {mlflow_tracking.release_name} v{version} is now @{CHAMPION_ALIAS}")
+    else:
+        failed = "\n".join(f"  - {k}: {s['reason']}" for k, s in sorted(status.items()) if not s["passed"])
+        context.log.warning(f"Release v{version} recorded as failed, @{CHAMPION_ALIAS} stays where it was. "
+                            f"Failing gates:\n{failed}")
 
 
 def read_coverage_tables(tables: Path) -> dict:

@@ -249,21 +249,7 @@ def token_sequences(
         seqs.save(out / split)
         lengths = np.diff(seqs.offsets)
         windows = context_windows(seqs, vocab, config.n_ctx, fmt=fmt)
-        # No maximum: on a small cohort it is one patient's length.
-        stats[split] = {
-            "patients": int(len(lengths)),
-            "tokens": int(lengths.sum()),
-            "tokens_per_patient_p50": _k_anonymous_median(lengths),
-            "windows": int(windows.n_windows),
-            "patients_longer_than_context": int(np.sum(lengths > config.n_ctx + 1)),
-            "header_in_context_share": float(windows.header_in_context_share),
-            "history_in_context_share": float(windows.history_in_context_share),
-            "windows_rejected_by_grammar": int(windows.stats["n_windows_rejected_by_grammar"]),
-            "window_tokens_per_target": round(windows.stats["n_window_tokens"]
-                                              / max(windows.stats["n_target_tokens"], 1), 3),
-            "fraction_kept_by_plain_truncation": float(windows.stats["reference_fraction"]),
-            "encode_patients_per_second": round(len(lengths) / max(seconds, 1e-9), 1),
-        }
+        stats[split] = split_stats(lengths, windows, config.n_ctx, seconds)
         windows.save(out / split / "windows")
         if split == "train":
             train_lengths = lengths
@@ -275,26 +261,49 @@ def token_sequences(
                "source_kind": source_kind(build.source_dir), "source_fingerprint": build.source_fingerprint}
     write_json(out / "summary.json", {"n_ctx": config.n_ctx, "vocabulary_version": vocab.version, "staging": staging,
                                       "max_tokens_per_patient_default": cap, "splits": stats})
-    train = stats["train"]
-    meta.update(
-        {
-            "train/header_in_context_share": train["header_in_context_share"],
-            "train/history_in_context_share": train["history_in_context_share"],
-            "train/windows_rejected_by_grammar": train["windows_rejected_by_grammar"],
-            "train/patients_longer_than_context": train["patients_longer_than_context"],
-            "train/fraction_kept_by_plain_truncation": train["fraction_kept_by_plain_truncation"],
-            "reference_fraction_kept_at_1024": REFERENCE_FRACTION_AT_1024,
-            "max_tokens_per_patient_default": cap,
-            "train/tokens": train["tokens"],
-            "train/windows": train["windows"],
-            "by_split": dg.MetadataValue.md(pd.DataFrame(stats).T.to_markdown()),
-            "tokens_per_patient": png_markdown(
-                histogram_png(_clipped_to_k_anonymous_range(train_lengths), "Tokens per train patient", "tokens"),
-                "tokens per patient",
-            ),
-        }
-    )
+    meta.update(token_sequences_metadata(stats, train_lengths, cap))
     return dg.MaterializeResult(metadata=meta)
+
+
+def split_stats(lengths: np.ndarray, windows, n_ctx: int, seconds: float) -> dict:
+    """One split's figures in summary.json and the `by_split` table: sizes, the context windows'
+    coverage and the encoding speed. No maximum length: on a small cohort it is one patient's length."""
+    return {
+        "patients": int(len(lengths)),
+        "tokens": int(lengths.sum()),
+        "tokens_per_patient_p50": _k_anonymous_median(lengths),
+        "windows": int(windows.n_windows),
+        "patients_longer_than_context": int(np.sum(lengths > n_ctx + 1)),
+        "header_in_context_share": float(windows.header_in_context_share),
+        "history_in_context_share": float(windows.history_in_context_share),
+        "windows_rejected_by_grammar": int(windows.stats["n_windows_rejected_by_grammar"]),
+        "window_tokens_per_target": round(windows.stats["n_window_tokens"]
+                                          / max(windows.stats["n_target_tokens"], 1), 3),
+        "fraction_kept_by_plain_truncation": float(windows.stats["reference_fraction"]),
+        "encode_patients_per_second": round(len(lengths) / max(seconds, 1e-9), 1),
+    }
+
+
+def token_sequences_metadata(stats: dict, train_lengths: np.ndarray, cap: int) -> dict:
+    """The asset's metadata after the vocabulary and build keys: the train split's context figures,
+    the generation cap, every split's table and the train length histogram."""
+    train = stats["train"]
+    return {
+        "train/header_in_context_share": train["header_in_context_share"],
+        "train/history_in_context_share": train["history_in_context_share"],
+        "train/windows_rejected_by_grammar": train["windows_rejected_by_grammar"],
+        "train/patients_longer_than_context": train["patients_longer_than_context"],
+        "train/fraction_kept_by_plain_truncation": train["fraction_kept_by_plain_truncation"],
+        "reference_fraction_kept_at_1024": REFERENCE_FRACTION_AT_1024,
+        "max_tokens_per_patient_default": cap,
+        "train/tokens": train["tokens"],
+        "train/windows": train["windows"],
+        "by_split": dg.MetadataValue.md(pd.DataFrame(stats).T.to_markdown()),
+        "tokens_per_patient": png_markdown(
+            histogram_png(_clipped_to_k_anonymous_range(train_lengths), "Tokens per train patient", "tokens"),
+            "tokens per patient",
+        ),
+    }
 
 
 def _k_anonymous_median(lengths: np.ndarray) -> float | None:

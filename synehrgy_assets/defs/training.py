@@ -124,38 +124,16 @@ def gpt_checkpoint(
     from synehrgy_assets.core.generator_fit import GeneratorFitSpec, fit_generator, plan_generator_fit
     from synehrgy_assets.core.model import save_checkpoint
     from synehrgy_assets.core.tokens import TokenVocabulary
-    from synehrgy_assets.mlflow_models import (
-        GENERATOR_INPUT_EXAMPLE, GENERATOR_MODEL_CODE, generator_signature, input_example, training_dataset,
-    )  # fmt: skip
+    from synehrgy_assets.mlflow_models import training_dataset
 
     vocab = TokenVocabulary.from_json(workspace.layout.vocabulary)
     plan = plan_generator_fit(GeneratorFitSpec(**config.model_dump(exclude={"progress_every_seconds"})), vocab,
                               workspace.layout.tokens, workspace.layout.resume_checkpoints, log=context.log.info)
-    model, model_config, device, budget = plan.model, plan.model_config, plan.device, plan.budget
-    windows, summary, windows_summary = plan.data.windows, plan.data.summary, plan.data.windows_summary
+    model, summary = plan.model, plan.data.summary
     data = training_data(vocab, summary, plan.data.train_sequences)
     started = time.perf_counter()
     with mlflow_tracking.start_run(context, run_name="gpt_checkpoint", tags={"synehrgy.stage": "train"}) as run:
-        mlflow.log_params(
-            {
-                **{f"model.{k}": v for k, v in model_config.to_dict().items()
-                   if k not in ("condition_table", "clocks", "logit_bias")},
-                "model.clocks": ",".join(c["name"] for c in model_config.clocks or []) or "none",
-                **{f"train.{k}": v for k, v in config.model_dump().items()},
-                "data.vocabulary_version": vocab.version,
-                "data.train_windows": len(windows["train"]),
-                "data.val_windows": len(windows["val"]),
-                "data.train_context_tokens": windows_summary["train"]["context_tokens"],
-                **{
-                    f"data.train_{k}": v for k, v in summary["splits"]["train"].items()
-                    if k in ("header_in_context_share", "history_in_context_share", "window_tokens_per_target")
-                },
-                "model.parameters": model.num_parameters(),
-                "device": str(device),
-                **({"train.budget_epochs": budget.epochs, "train.budget_seconds_per_step": budget.seconds_per_step}
-                   if budget else {}),
-            }
-        )
+        mlflow.log_params(training_params(config, plan, vocab))
         mlflow.log_input(training_dataset(data), context="training")
 
         on_log = training_logger(context, config, plan.train_config.epochs)
@@ -177,20 +155,7 @@ def gpt_checkpoint(
         # under the same names and values in the Dagster metadata.
         final_metrics = final_train_metrics(result)
         mlflow.log_metrics(final_metrics)
-        info = mlflow.pyfunc.log_model(
-            name="generator",
-            python_model=str(GENERATOR_MODEL_CODE),
-            artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(workspace.layout.vocabulary)},
-            signature=generator_signature(),
-            input_example=input_example(GENERATOR_INPUT_EXAMPLE),
-            registered_model_name=mlflow_tracking.model_name,
-        )
-        version = str(info.registered_model_version)
-        client = mlflow_tracking.client()
-        tag_generator(client, mlflow_tracking.model_name, version, data)
-        client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
-        client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
-        client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
+        version = register_generator(context, mlflow_tracking, ckpt_dir, workspace.layout.vocabulary, data)
     shutil.rmtree(plan.resume_dir, ignore_errors=True)  # the run succeeded: nothing left to resume
     context.log.info(f"Registered {mlflow_tracking.model_name} v{version} with alias '{CANDIDATE_ALIAS}'")
     return dg.MaterializeResult(
@@ -206,6 +171,58 @@ def gpt_checkpoint(
                                 asset_seconds=round(time.perf_counter() - started, 1)),
         }
     )
+
+
+def training_params(config: GptTrainingConfig, plan, vocab) -> dict:
+    """The run's MLflow params: the model's shape, the training config, the windows it trains on, the
+    device and, when a wall-time budget chose the epochs, that choice."""
+    model_config, windows, summary, budget = plan.model_config, plan.data.windows, plan.data.summary, plan.budget
+    return {
+        **{f"model.{k}": v for k, v in model_config.to_dict().items()
+           if k not in ("condition_table", "clocks", "logit_bias")},
+        "model.clocks": ",".join(c["name"] for c in model_config.clocks or []) or "none",
+        **{f"train.{k}": v for k, v in config.model_dump().items()},
+        "data.vocabulary_version": vocab.version,
+        "data.train_windows": len(windows["train"]),
+        "data.val_windows": len(windows["val"]),
+        "data.train_context_tokens": plan.data.windows_summary["train"]["context_tokens"],
+        **{
+            f"data.train_{k}": v for k, v in summary["splits"]["train"].items()
+            if k in ("header_in_context_share", "history_in_context_share", "window_tokens_per_target")
+        },
+        "model.parameters": plan.model.num_parameters(),
+        "device": str(plan.device),
+        **({"train.budget_epochs": budget.epochs, "train.budget_seconds_per_step": budget.seconds_per_step}
+           if budget else {}),
+    }
+
+
+def register_generator(context: dg.AssetExecutionContext, mlflow_tracking: MlflowResource, ckpt_dir,
+                       vocabulary_path, data) -> str:
+    """Log the checkpoint and vocabulary as a pyfunc model of the active run, register it, tag the new
+    version (its training data, the Dagster run, validation `pending`) and point `candidate` at it.
+    Returns the version."""
+    import mlflow
+
+    from synehrgy_assets.mlflow_models import (
+        GENERATOR_INPUT_EXAMPLE, GENERATOR_MODEL_CODE, generator_signature, input_example,
+    )  # fmt: skip
+
+    info = mlflow.pyfunc.log_model(
+        name="generator",
+        python_model=str(GENERATOR_MODEL_CODE),
+        artifacts={"checkpoint": str(ckpt_dir), "vocabulary": str(vocabulary_path)},
+        signature=generator_signature(),
+        input_example=input_example(GENERATOR_INPUT_EXAMPLE),
+        registered_model_name=mlflow_tracking.model_name,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow_tracking.client()
+    tag_generator(client, mlflow_tracking.model_name, version, data)
+    client.set_model_version_tag(mlflow_tracking.model_name, version, "dagster_run_id", context.run.run_id)
+    client.set_model_version_tag(mlflow_tracking.model_name, version, "validation_status", "pending")
+    client.set_registered_model_alias(mlflow_tracking.model_name, CANDIDATE_ALIAS, version)
+    return version
 
 
 def training_data(vocab, summary: dict, train_seqs):
