@@ -54,6 +54,17 @@ def document_block_mask(segments: torch.Tensor):
     return create_block_mask(same_window_causal, B, None, T, T, device=segments.device, _compile=not is_compiling())
 
 
+def packed_attention_mask(segments: torch.Tensor, dropout: bool = False):
+    """The attention mask of packed rows ([B, T] segment ids): a FlexAttention block mask where
+    that backend is chosen, else a dense boolean [B, 1, T, T] mask for SDPA."""
+    # FlexAttention has no attention dropout: with it on, training keeps the dense mask.
+    if packed_attention_backend(segments.device) == "flex" and not dropout:
+        return document_block_mask(segments)
+    T = segments.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
 def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
     """FlexAttention ([B, H, T, D] each) through its compiled kernel (the uncompiled one is a dense
     reference that materializes every score)."""

@@ -28,9 +28,10 @@ from synehrgy_assets.core.attention import (  # noqa: F401 (re-exported for call
     flex_attention,
     is_compiling,
     packed_attention_backend,
+    packed_attention_mask,
 )
+from synehrgy_assets.core.losses import IGNORE_INDEX, next_token_loss  # noqa: F401 (IGNORE_INDEX re-exported)
 
-IGNORE_INDEX = -100
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "synehrgy-gpt"
@@ -441,8 +442,42 @@ class GPT(nn.Module):
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward: idx must be [batch, time], got shape {tuple(idx.shape)}")
-        B, T = idx.shape
+        pos = self._positions(idx, kv_cache, positions_offset, positions, segments)
         attn_mask = None
+        if segments is not None:
+            if segments.shape != idx.shape:
+                raise ValueError(f"GPT.forward: segments shape {tuple(segments.shape)} != idx shape {tuple(idx.shape)}")
+            attn_mask = packed_attention_mask(segments, dropout=self.training and bool(self.config.attn_dropout))
+
+        x = self.drop(self._embed(idx, pos, kv_cache))
+        for block in self.blocks:
+            x = block(x, kv_cache, attn_mask)
+        if kv_cache is not None:
+            kv_cache.advance(idx.shape[1])
+        logits = self.lm_head(self.ln_f(x))
+        if self.config.logit_bias:
+            logits = logits + self.output_bias.to(logits.dtype)
+
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(
+                    f"GPT.forward: targets shape {tuple(targets.shape)} != idx shape {tuple(idx.shape)}"
+                )
+            loss = next_token_loss(logits, targets, loss_mask, reduction)
+        return logits, loss
+
+    def _positions(
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None,
+        positions_offset: int,
+        positions: torch.Tensor | None,
+        segments: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The checked positions of `idx` ([B, T] or [1, T]): after each row's cached prefix, as
+        given, or from `positions_offset`."""
+        B, T = idx.shape
         if kv_cache is not None:
             if positions is not None or segments is not None or positions_offset:
                 raise ValueError("GPT.forward: with a KV cache, positions follow the cache (no positions, "
@@ -454,32 +489,25 @@ class GPT(nn.Module):
                 raise ValueError(
                     f"GPT.forward: positions up to {longest + T - 1} exceed n_ctx={self.config.n_ctx}"
                 )
-            pos = kv_cache.begin(T)
-        elif positions is not None:
+            return kv_cache.begin(T)
+        if positions is not None:
             if positions.shape != idx.shape:
                 raise ValueError(f"GPT.forward: positions shape {tuple(positions.shape)} != idx shape {tuple(idx.shape)}")
             # Two device-to-host reads: checked outside torch.compile only, where they would
             # break the graph (the trainer's positions come from the packing, in range by construction).
             if not is_compiling() and (int(positions.max()) >= self.config.n_ctx or int(positions.min()) < 0):
                 raise ValueError(f"GPT.forward: positions must lie in [0, n_ctx={self.config.n_ctx})")
-            pos = positions
-        else:
-            if positions_offset + T > self.config.n_ctx:
-                raise ValueError(
-                    f"GPT.forward: positions {positions_offset}..{positions_offset + T - 1} exceed "
-                    f"n_ctx={self.config.n_ctx}"
-                )
-            pos = torch.arange(positions_offset, positions_offset + T, device=idx.device)[None, :]
-        if segments is not None:
-            if segments.shape != idx.shape:
-                raise ValueError(f"GPT.forward: segments shape {tuple(segments.shape)} != idx shape {tuple(idx.shape)}")
-            # FlexAttention has no attention dropout: with it on, training keeps the dense mask.
-            if packed_attention_backend(idx.device) == "flex" and not (self.training and self.config.attn_dropout):
-                attn_mask = document_block_mask(segments)
-            else:
-                causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-                attn_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+            return positions
+        if positions_offset + T > self.config.n_ctx:
+            raise ValueError(
+                f"GPT.forward: positions {positions_offset}..{positions_offset + T - 1} exceed "
+                f"n_ctx={self.config.n_ctx}"
+            )
+        return torch.arange(positions_offset, positions_offset + T, device=idx.device)[None, :]
 
+    def _embed(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
+        """Token, position, condition and clock embeddings [B, T, C]; a cache carries the running
+        condition and clocks from one call to the next."""
         x = self.tok_emb(idx) + self.pos_emb(pos)
         if self.cond_emb is not None:
             initial = kv_cache.condition if kv_cache is not None else None
@@ -495,38 +523,7 @@ class GPT(nn.Module):
                 x = x + emb(torch.bucketize(values[..., j].contiguous(), getattr(self, f"clock_edges_{j}"), right=True))
             if kv_cache is not None:
                 kv_cache.clocks = values[:, -1].clone()
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, kv_cache, attn_mask)
-        if kv_cache is not None:
-            kv_cache.advance(T)
-        logits = self.lm_head(self.ln_f(x))
-        if self.config.logit_bias:
-            logits = logits + self.output_bias.to(logits.dtype)
-
-        loss = None
-        if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(
-                    f"GPT.forward: targets shape {tuple(targets.shape)} != idx shape {tuple(idx.shape)}"
-                )
-            if loss_mask is not None:
-                targets = targets.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
-            per_token = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                targets.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="none",
-            ).view(B, T)
-            if reduction == "none":
-                loss = per_token
-            elif reduction == "mean":
-                # Sum / count instead of the built-in mean: a batch with no counted target gives 0, not NaN.
-                count = (targets != IGNORE_INDEX).sum().clamp(min=1)
-                loss = per_token.sum() / count
-            else:
-                raise ValueError(f"GPT.forward: reduction must be 'mean' or 'none', got {reduction!r}")
-        return logits, loss
+        return x
 
 
 def set_logit_bias(model: GPT, bias: dict[int, float]) -> None:

@@ -199,6 +199,39 @@ def _check_context(context: Any, tokens: np.ndarray, n_ctx: int, vocab_size: int
     return context
 
 
+def _check_arguments(
+    config: Any, n_samples: int, prefix: list[int], max_tokens: int, *, roll: Roll | None, batch_size: int,
+    temperature: float, top_k: int | None, top_p: float | None, special: dict[str, int],
+) -> None:
+    """Refuse `sample` arguments that could not give valid patients, before any work."""
+    if n_samples < 0:
+        raise ValueError(f"sample: n_samples must be >= 0, got {n_samples}")
+    if max_tokens < 1:
+        raise ValueError(f"sample: max_tokens_per_patient must be >= 1, got {max_tokens}")
+    if roll is not None and not callable(roll):
+        raise ValueError(f"sample: roll must be a callable tokens -> context or None, got {roll!r}")
+    if roll is None and len(prefix) + max_tokens > config.n_ctx:
+        raise ValueError(
+            f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens + max_tokens_per_patient {max_tokens} = "
+            f"{len(prefix) + max_tokens} exceeds the model's n_ctx={config.n_ctx}; lower it to at most "
+            f"{config.n_ctx - len(prefix)} or pass roll= to slide the window (sequences are never silently cropped)"
+        )
+    if len(prefix) > config.n_ctx:
+        raise ValueError(f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens exceed the model's n_ctx={config.n_ctx}")
+    if batch_size < 1:
+        raise ValueError(f"sample: batch_size must be >= 1, got {batch_size}")
+    if temperature < 0:
+        raise ValueError(f"sample: temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"sample: top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"sample: top_p must be in (0, 1] or None (off), got {top_p}")
+    for name, token in special.items():
+        _check_token(name, token, config.vocab_size)
+    for i, token in enumerate(prefix[1:]):
+        _check_token(f"prompt[{i}]", token, config.vocab_size)
+
+
 def sample(
     model: GPT,
     n_samples: int,
@@ -226,35 +259,11 @@ def sample(
     `temperature=0` is greedy; `top_k` then `top_p` truncate the distribution (None = off).
     `on_progress(done, total)` is called as patients finish, about every 5 % of them.
     """
-    cfg = model.config
     prefix = [int(bos_id)] + [int(t) for t in (prompt or [])]
     max_tokens = int(max_tokens_per_patient)
-    if n_samples < 0:
-        raise ValueError(f"sample: n_samples must be >= 0, got {n_samples}")
-    if max_tokens < 1:
-        raise ValueError(f"sample: max_tokens_per_patient must be >= 1, got {max_tokens}")
-    if roll is not None and not callable(roll):
-        raise ValueError(f"sample: roll must be a callable tokens -> context or None, got {roll!r}")
-    if roll is None and len(prefix) + max_tokens > cfg.n_ctx:
-        raise ValueError(
-            f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens + max_tokens_per_patient {max_tokens} = "
-            f"{len(prefix) + max_tokens} exceeds the model's n_ctx={cfg.n_ctx}; lower it to at most "
-            f"{cfg.n_ctx - len(prefix)} or pass roll= to slide the window (sequences are never silently cropped)"
-        )
-    if len(prefix) > cfg.n_ctx:
-        raise ValueError(f"sample: 1 (bos) + {len(prefix) - 1} prompt tokens exceed the model's n_ctx={cfg.n_ctx}")
-    if batch_size < 1:
-        raise ValueError(f"sample: batch_size must be >= 1, got {batch_size}")
-    if temperature < 0:
-        raise ValueError(f"sample: temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"sample: top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < float(top_p) <= 1.0:
-        raise ValueError(f"sample: top_p must be in (0, 1] or None (off), got {top_p}")
-    for name, token in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
-        _check_token(name, token, cfg.vocab_size)
-    for i, token in enumerate(prefix[1:]):
-        _check_token(f"prompt[{i}]", token, cfg.vocab_size)
+    _check_arguments(model.config, n_samples, prefix, max_tokens, roll=roll, batch_size=batch_size,
+                     temperature=temperature, top_k=top_k, top_p=top_p,
+                     special={"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id})
 
     if device is None:
         device = model.tok_emb.weight.device
@@ -278,29 +287,7 @@ def sample(
             run.loop()
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - start
-    tokens_generated = int(sum(len(s) for s in run.sequences) - len(prefix) * n_samples)
-    n_forced = int(run.forced.sum())
-    return SampleResult(
-        sequences=run.sequences,
-        n_finished=int(run.ended_with_eos.sum()),
-        tokens_generated=tokens_generated,
-        seconds=seconds,
-        tokens_per_second=tokens_generated / max(seconds, 1e-9),
-        patients_per_second=n_samples / max(seconds, 1e-9),
-        n_samples=n_samples,
-        device=str(device),
-        precision=precision,
-        n_forced_closures=n_forced,
-        forced_closure_rate=n_forced / max(n_samples, 1),
-        n_rolls=run.n_rolls,
-        forced=run.forced,
-        max_tokens_per_patient=max_tokens,
-        batch_size=run.B,
-        steps=len(run.step_rows),
-        row_utilization=run.busy_row_steps / max(run.row_steps, 1),
-        step_rows=np.asarray(run.step_rows, dtype=np.int64).reshape(-1, 2),
-    )
+    return run.result(time.perf_counter() - start)
 
 
 class _Run:
@@ -375,167 +362,238 @@ class _Run:
             self.on_progress(self.n_done, self.n_samples)
             self._next_report = (self.n_done // self._report_every + 1) * self._report_every
 
+    def result(self, seconds: float) -> SampleResult:
+        """The sampled patients and the figures of the run, which took `seconds`."""
+        n_samples = self.n_samples
+        tokens_generated = int(sum(len(s) for s in self.sequences) - len(self.prefix) * n_samples)
+        n_forced = int(self.forced.sum())
+        return SampleResult(
+            sequences=self.sequences,
+            n_finished=int(self.ended_with_eos.sum()),
+            tokens_generated=tokens_generated,
+            seconds=seconds,
+            tokens_per_second=tokens_generated / max(seconds, 1e-9),
+            patients_per_second=n_samples / max(seconds, 1e-9),
+            n_samples=n_samples,
+            device=str(self.device),
+            precision=self.precision,
+            n_forced_closures=n_forced,
+            forced_closure_rate=n_forced / max(n_samples, 1),
+            n_rolls=self.n_rolls,
+            forced=self.forced,
+            max_tokens_per_patient=self.max_tokens,
+            batch_size=self.B,
+            steps=len(self.step_rows),
+            row_utilization=self.busy_row_steps / max(self.row_steps, 1),
+            step_rows=np.asarray(self.step_rows, dtype=np.int64).reshape(-1, 2),
+        )
+
     # ---- the loop
     def loop(self) -> None:
         if self.n_samples == 0:
             return
-        model, device, B, P = self.model, self.device, self.B, len(self.prefix)
-        constraint = self.constraint
-        self.on_device = constraint is not None and getattr(constraint, "device", None) is not None
-        closing = getattr(constraint, "max_closing_cost", None)
-        cache_dtype = torch.bfloat16 if self.precision == "bf16" else model.tok_emb.weight.dtype
-
-        # `[bos] + prompt` once; every patient's prefill is a copy of it.
-        template = KVCache.for_model(model, 1, max_len=P, dtype=cache_dtype)
-        prefix_t = torch.from_numpy(self.prefix).to(device)[None]
-        with autocast_context(device, self.precision):
-            first_logits, _ = model(prefix_t, kv_cache=template)
-        first_logits = first_logits[0, -1].float()
-        cache = KVCache.for_model(model, B, dtype=cache_dtype)
-
-        def refill_cache(rows: np.ndarray) -> None:
-            idx = self._rows(rows)
-            cache.kv[:, :, idx, :, :P] = template.kv
-            cache.lengths[idx] = P
-            cache.copy_state(idx, template, 0)
-
-        state = like = None
-        if constraint is not None:
-            # The constraint sees the prompt (bos included) before sampling.
-            state = constraint.start(B)
-            for token in self.prefix:
-                state = constraint.advance(state, np.full(B, token, dtype=np.int64))
-
-        all_rows = np.arange(B)
-        refill_cache(all_rows)
-        logits = first_logits[None].repeat(B, 1)
-        self.buf = np.zeros((B, min(P + self.max_tokens, 2 * self.n_ctx)), dtype=np.int64)
-        self.buf[:, :P] = self.prefix
-        self.n_gen = np.zeros(B, dtype=np.int64)      # tokens generated for the row's patient
-        cache_len = np.full(B, P, dtype=np.int64)     # host copy of cache.lengths
-        cache.host_lengths = cache_len                # the model's forward advances both
-        self.patient = all_rows.copy()                # the patient of each row (-1 = idle)
-        busy = np.ones(B, dtype=bool)
-        busy_t = torch.ones(B, dtype=torch.bool, device=device)
-        next_patient = B
-        pad = torch.full((B,), self.pad_id, dtype=torch.long, device=device)
-        no_flag = torch.zeros(B, dtype=torch.long, device=device)
-        can_shrink = constraint is None or hasattr(constraint, "take")
-
+        logits = self._start()
         while True:
-            self.step_rows.append((int(busy.sum()), self.n_samples - self.n_done))
-            self.busy_row_steps += int(busy.sum())
-            self.row_steps += B
-            logits = logits.masked_fill(self.banned, float("-inf"))
-            differs = None
-            if constraint is not None:
-                remaining = np.where(busy, self.max_tokens - self.n_gen, self.max_tokens)
-                allowed = _as_mask(
-                    constraint.allowed(state, self._rows(remaining) if self.on_device else remaining),
-                    B, self.vocab, device,
-                )
-                near = busy if closing is None else busy & (remaining <= closing)
-                if near.any():
-                    # Did the budget change what this row may sample? (= a forced closure)
-                    free = _as_mask(constraint.allowed(state, None), B, self.vocab, device)
-                    differs = ((free ^ allowed) & ~self.banned).any(dim=-1) & self._upload(near)
-                logits = logits.masked_fill(~allowed, float("-inf"))
-            dead = ~torch.isfinite(logits).any(dim=-1) & busy_t
-            # Idle (and dead) rows draw from finite logits so the draw stays valid; idle rows emit pad.
-            logits = logits.masked_fill((dead | ~busy_t)[:, None], 0.0)
-            nxt = _choose(logits, self.temperature, self.top_k, self.top_p, self.generator)
-            nxt = torch.where(busy_t, nxt, pad)
-            report = torch.stack([nxt, dead.long(), no_flag if differs is None else differs.long()])
-
-            # Feed every row's token before looking at them on the host. A row whose cache is full
-            # (to be rolled, unless it just ended) and an idle row feed junk at position 0; a row
-            # that turns out finished feeds junk past its end: refill and roll overwrite both.
-            full = cache_len >= self.n_ctx
-            reset = np.flatnonzero(full | ~busy)
-            if len(reset):
-                cache.lengths[self._rows(reset)] = 0
-                cache_len[reset] = 0
-            with autocast_context(device, self.precision):
-                out, _ = model(nxt[:, None], kv_cache=cache)
-
-            host = report.cpu().numpy()
-            tokens = host[0]
-            if host[1].any():
-                row = int(np.flatnonzero(host[1])[0])
-                raise RuntimeError(
-                    f"sample: the constraint allowed no token for unfinished row {row} (patient "
-                    f"{int(self.patient[row])}, {int(self.n_gen[row])} tokens generated, max_tokens_per_patient="
-                    f"{self.max_tokens}); pad and bos are never sampled"
-                )
-            if constraint is not None:
-                state = constraint.advance(state, nxt if self.on_device else tokens)
-
-            rows = np.flatnonzero(busy)
-            self._grow(P + int(self.n_gen[rows].max()) + 1)
-            self.buf[rows, P + self.n_gen[rows]] = tokens[rows]
-            self.n_gen[rows] += 1
-            if differs is not None:
-                flagged = np.flatnonzero(host[2] & busy)
-                self.forced[self.patient[flagged]] = True
-            eos = busy & (tokens == self.eos_id)
-            done = busy & (eos | (self.n_gen >= self.max_tokens))
-            done_rows = np.flatnonzero(done)
-            self._finish(done_rows, eos)
+            self.step_rows.append((int(self.busy.sum()), self.n_samples - self.n_done))
+            self.busy_row_steps += int(self.busy.sum())
+            self.row_steps += self.width
+            nxt, report, flags_forced = self._next_tokens(logits)
+            full, out = self._feed(nxt)
+            # Read on the host only now, so the forward above was queued first.
+            done_rows, done = self._take(nxt, report.cpu().numpy(), flags_forced)
             if self.n_done == self.n_samples:
                 return
             logits = out[:, -1].float()
+            self._refill(done_rows, logits)
+            self._roll(np.flatnonzero(full & self.busy & ~done), logits)
+            logits = self._shrink(logits)
 
-            # Ended rows take the next patients, in row order.
-            refill = done_rows[: max(0, self.n_samples - next_patient)]
-            idle = done_rows[len(refill):]
-            if len(refill):
-                self.patient[refill] = np.arange(next_patient, next_patient + len(refill))
-                next_patient += len(refill)
-                self.n_gen[refill] = 0
-                refill_cache(refill)
-                cache_len[refill] = P
-                logits[self._rows(refill)] = first_logits
-                if constraint is not None:
-                    if like is None:
-                        like = constraint.start(1)
-                        for token in self.prefix:
-                            like = constraint.advance(like, np.array([token], dtype=np.int64))
-                    state = constraint.restart(state, self._constraint_rows(refill), like)
-            if len(idle):
-                self.patient[idle] = -1
-                busy[idle] = False
-                busy_t = self._upload(busy)
+    def _start(self) -> torch.Tensor:
+        """Prefill `[bos] + prompt` and give the rows the first patients; the first logits [B, V].
+        The loop's state lives on `self`; `width` is the batch, `B` until it shrinks."""
+        model, device, B, P = self.model, self.device, self.B, len(self.prefix)
+        constraint = self.constraint
+        self.on_device = constraint is not None and getattr(constraint, "device", None) is not None
+        self.closing = getattr(constraint, "max_closing_cost", None)
+        self.cache_dtype = torch.bfloat16 if self.precision == "bf16" else model.tok_emb.weight.dtype
 
-            # Full windows slide: re-prefill with the rolled context (same last token, same phase).
-            rolled = np.flatnonzero(full & busy & ~done)
-            if len(rolled):
-                if self.roll is None:  # unreachable: the length check in `sample` rules it out
-                    raise RuntimeError("sample: a row's context is full and no roll was given")
-                contexts = []
-                for b in rolled:
-                    so_far = self.buf[b, : P + self.n_gen[b]]
-                    contexts.append(_check_context(self.roll(so_far.copy()), so_far, self.n_ctx, self.vocab))
-                idx = self._rows(rolled)
-                logits[idx] = prefill_rows(model, cache, idx, contexts, self.precision)
-                cache_len[rolled] = [len(c) for c in contexts]
-                self.n_rolls += len(rolled)
+        # `[bos] + prompt` once; every patient's prefill is a copy of it.
+        self.template = KVCache.for_model(model, 1, max_len=P, dtype=self.cache_dtype)
+        prefix_t = torch.from_numpy(self.prefix).to(device)[None]
+        with autocast_context(device, self.precision):
+            first_logits, _ = model(prefix_t, kv_cache=self.template)
+        self.first_logits = first_logits[0, -1].float()
+        self.cache = KVCache.for_model(model, B, dtype=self.cache_dtype)
 
-            # The tail: no patient left to start and at most half the rows busy -> drop idle rows.
-            n_busy = int(busy.sum())
-            if can_shrink and next_patient >= self.n_samples and 0 < n_busy <= B // 2:
-                keep = np.flatnonzero(busy)
-                keep_t = self._rows(keep)
-                B = len(keep)
-                smaller = KVCache.for_model(model, B, dtype=cache_dtype)
-                smaller.kv.copy_(cache.kv[:, :, keep_t])
-                smaller.lengths.copy_(cache.lengths[keep_t])
-                smaller.copy_state(slice(None), cache, keep_t)
-                cache = smaller
-                logits = logits[keep_t]
-                if constraint is not None:
-                    state = constraint.take(state, self._constraint_rows(keep))
-                self.buf, self.n_gen, cache_len = self.buf[keep], self.n_gen[keep], cache_len[keep]
-                cache.host_lengths = cache_len
-                self.patient, busy = self.patient[keep], busy[keep]
-                busy_t = torch.ones(B, dtype=torch.bool, device=device)
-                pad, no_flag = pad[:B], no_flag[:B]
+        self.state = self.like = None
+        if constraint is not None:
+            # The constraint sees the prompt (bos included) before sampling.
+            self.state = constraint.start(B)
+            for token in self.prefix:
+                self.state = constraint.advance(self.state, np.full(B, token, dtype=np.int64))
+
+        all_rows = np.arange(B)
+        self._refill_cache(all_rows)
+        self.buf = np.zeros((B, min(P + self.max_tokens, 2 * self.n_ctx)), dtype=np.int64)
+        self.buf[:, :P] = self.prefix
+        self.n_gen = np.zeros(B, dtype=np.int64)      # tokens generated for the row's patient
+        self.cache_len = np.full(B, P, dtype=np.int64)  # host copy of cache.lengths
+        self.cache.host_lengths = self.cache_len      # the model's forward advances both
+        self.patient = all_rows.copy()                # the patient of each row (-1 = idle)
+        self.busy = np.ones(B, dtype=bool)
+        self.busy_t = torch.ones(B, dtype=torch.bool, device=device)
+        self.next_patient = B
+        self.pad = torch.full((B,), self.pad_id, dtype=torch.long, device=device)
+        self.no_flag = torch.zeros(B, dtype=torch.long, device=device)
+        self.can_shrink = constraint is None or hasattr(constraint, "take")
+        self.width = B
+        return self.first_logits[None].repeat(B, 1)
+
+    def _refill_cache(self, rows: np.ndarray) -> None:
+        """Give `rows` the cached `[bos] + prompt` (keys, values, condition and clocks)."""
+        idx, P = self._rows(rows), len(self.prefix)
+        self.cache.kv[:, :, idx, :, :P] = self.template.kv
+        self.cache.lengths[idx] = P
+        self.cache.copy_state(idx, self.template, 0)
+
+    def _next_tokens(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Draw one token per row: the tokens [width], the report the host reads after the forward
+        ([tokens, dead rows, rows whose budget changed the mask]) and whether its last row counts."""
+        logits = logits.masked_fill(self.banned, float("-inf"))
+        differs = None
+        if self.constraint is not None:
+            logits, differs = self._constrain(logits)
+        dead = ~torch.isfinite(logits).any(dim=-1) & self.busy_t
+        # Idle (and dead) rows draw from finite logits so the draw stays valid; idle rows emit pad.
+        logits = logits.masked_fill((dead | ~self.busy_t)[:, None], 0.0)
+        nxt = _choose(logits, self.temperature, self.top_k, self.top_p, self.generator)
+        nxt = torch.where(self.busy_t, nxt, self.pad)
+        report = torch.stack([nxt, dead.long(), self.no_flag if differs is None else differs.long()])
+        return nxt, report, differs is not None
+
+    def _constrain(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits with what the constraint forbids at -inf, and per row whether the budget
+        changed the mask (None when no busy row is near its cap)."""
+        remaining = np.where(self.busy, self.max_tokens - self.n_gen, self.max_tokens)
+        allowed = _as_mask(
+            self.constraint.allowed(self.state, self._rows(remaining) if self.on_device else remaining),
+            self.width, self.vocab, self.device,
+        )
+        differs = None
+        near = self.busy if self.closing is None else self.busy & (remaining <= self.closing)
+        if near.any():
+            # Did the budget change what this row may sample? (= a forced closure)
+            free = _as_mask(self.constraint.allowed(self.state, None), self.width, self.vocab, self.device)
+            differs = ((free ^ allowed) & ~self.banned).any(dim=-1) & self._upload(near)
+        return logits.masked_fill(~allowed, float("-inf")), differs
+
+    def _feed(self, nxt: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """One forward of every row's token through the cache: the rows whose cache was full
+        before it, and the model's output."""
+        # Feed every row's token before looking at them on the host. A row whose cache is full
+        # (to be rolled, unless it just ended) and an idle row feed junk at position 0; a row
+        # that turns out finished feeds junk past its end: refill and roll overwrite both.
+        full = self.cache_len >= self.n_ctx
+        reset = np.flatnonzero(full | ~self.busy)
+        if len(reset):
+            self.cache.lengths[self._rows(reset)] = 0
+            self.cache_len[reset] = 0
+        with autocast_context(self.device, self.precision):
+            out, _ = self.model(nxt[:, None], kv_cache=self.cache)
+        return full, out
+
+    def _take(self, nxt: torch.Tensor, host: np.ndarray, flags_forced: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Append the busy rows' tokens (`host`: the report on the host) and finish the patients
+        that ended; the rows that ended, as indices and as a mask."""
+        tokens = host[0]
+        if host[1].any():
+            row = int(np.flatnonzero(host[1])[0])
+            raise RuntimeError(
+                f"sample: the constraint allowed no token for unfinished row {row} (patient "
+                f"{int(self.patient[row])}, {int(self.n_gen[row])} tokens generated, max_tokens_per_patient="
+                f"{self.max_tokens}); pad and bos are never sampled"
+            )
+        if self.constraint is not None:
+            self.state = self.constraint.advance(self.state, nxt if self.on_device else tokens)
+        P, busy = len(self.prefix), self.busy
+        rows = np.flatnonzero(busy)
+        self._grow(P + int(self.n_gen[rows].max()) + 1)
+        self.buf[rows, P + self.n_gen[rows]] = tokens[rows]
+        self.n_gen[rows] += 1
+        if flags_forced:
+            flagged = np.flatnonzero(host[2] & busy)
+            self.forced[self.patient[flagged]] = True
+        eos = busy & (tokens == self.eos_id)
+        done = busy & (eos | (self.n_gen >= self.max_tokens))
+        done_rows = np.flatnonzero(done)
+        self._finish(done_rows, eos)
+        return done_rows, done
+
+    def _prompt_state(self) -> Any:
+        """The constraint's state after `[bos] + prompt`, for one row (made once, when first needed)."""
+        if self.like is None:
+            self.like = self.constraint.start(1)
+            for token in self.prefix:
+                self.like = self.constraint.advance(self.like, np.array([token], dtype=np.int64))
+        return self.like
+
+    def _refill(self, done_rows: np.ndarray, logits: torch.Tensor) -> None:
+        """Ended rows take the next patients, in row order (their logits in `logits` become the
+        prompt's); the rest go idle."""
+        refill = done_rows[: max(0, self.n_samples - self.next_patient)]
+        idle = done_rows[len(refill):]
+        if len(refill):
+            self.patient[refill] = np.arange(self.next_patient, self.next_patient + len(refill))
+            self.next_patient += len(refill)
+            self.n_gen[refill] = 0
+            self._refill_cache(refill)
+            self.cache_len[refill] = len(self.prefix)
+            logits[self._rows(refill)] = self.first_logits
+            if self.constraint is not None:
+                like = self._prompt_state()
+                self.state = self.constraint.restart(self.state, self._constraint_rows(refill), like)
+        if len(idle):
+            self.patient[idle] = -1
+            self.busy[idle] = False
+            self.busy_t = self._upload(self.busy)
+
+    def _roll(self, rolled: np.ndarray, logits: torch.Tensor) -> None:
+        """Full windows slide: re-prefill `rolled` rows with the rolled context (same last token,
+        same phase) and put its logits in `logits`."""
+        if not len(rolled):
+            return
+        if self.roll is None:  # unreachable: the length check in `sample` rules it out
+            raise RuntimeError("sample: a row's context is full and no roll was given")
+        P = len(self.prefix)
+        contexts = []
+        for b in rolled:
+            so_far = self.buf[b, : P + self.n_gen[b]]
+            contexts.append(_check_context(self.roll(so_far.copy()), so_far, self.n_ctx, self.vocab))
+        idx = self._rows(rolled)
+        logits[idx] = prefill_rows(self.model, self.cache, idx, contexts, self.precision)
+        self.cache_len[rolled] = [len(c) for c in contexts]
+        self.n_rolls += len(rolled)
+
+    def _shrink(self, logits: torch.Tensor) -> torch.Tensor:
+        """The tail: no patient left to start and at most half the rows busy -> drop idle rows.
+        The logits of the rows kept."""
+        n_busy = int(self.busy.sum())
+        if not (self.can_shrink and self.next_patient >= self.n_samples and 0 < n_busy <= self.width // 2):
+            return logits
+        keep = np.flatnonzero(self.busy)
+        keep_t = self._rows(keep)
+        self.width = B = len(keep)
+        smaller = KVCache.for_model(self.model, B, dtype=self.cache_dtype)
+        smaller.kv.copy_(self.cache.kv[:, :, keep_t])
+        smaller.lengths.copy_(self.cache.lengths[keep_t])
+        smaller.copy_state(slice(None), self.cache, keep_t)
+        self.cache = smaller
+        logits = logits[keep_t]
+        if self.constraint is not None:
+            self.state = self.constraint.take(self.state, self._constraint_rows(keep))
+        self.buf, self.n_gen, self.cache_len = self.buf[keep], self.n_gen[keep], self.cache_len[keep]
+        self.cache.host_lengths = self.cache_len
+        self.patient, self.busy = self.patient[keep], self.busy[keep]
+        self.busy_t = torch.ones(B, dtype=torch.bool, device=self.device)
+        self.pad, self.no_flag = self.pad[:B], self.no_flag[:B]
+        return logits

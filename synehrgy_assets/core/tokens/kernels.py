@@ -77,8 +77,7 @@ def value_tokens(var_code, var_map, value, text_code, text_map, continuous, grid
 
 
 @njit(cache=True, nogil=True)
-def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visits
-                       ):
+def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visits):
     """Values and DT tokens of every visit, for rows already in (visit, hours, rank) order.
 
     Rows with token < 0 are skipped. Several values of one variable at one time keep the lower
@@ -99,48 +98,53 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
     seen = np.zeros(n_visits, np.bool_)
     stats = np.zeros(3, np.int64)
     k = 0            # next stream position
-    s = -1           # current segment
-    cur_g = -1
+    s = 0            # segments so far
+    ok = True
+    i = 0
+    while i < n:
+        if token[i] < 0:
+            i += 1
+            continue
+        g = gv[i]
+        if seen[g]:
+            ok = False  # the visit's rows are not contiguous
+            break
+        seen[g] = True
+        seg_gv[s] = g
+        seg_start[s] = k
+        # One call per visit, not per row: the per-row loop stays in one compiled function.
+        i, k, ok = _visit_stream(gv, hours, rank, token, i, stream, k, n_val, n_row,
+                                 dt_inner, dt_cap, dt_base, stats)
+        if not ok:
+            break
+        seg_len[s] = k - seg_start[s]
+        s += 1
+    if not ok:
+        return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
+    return True, stream[:k], seg_gv[:s], seg_start[:s], seg_len[:s], n_val, n_row, stats
+
+
+@njit(cache=True, nogil=True)
+def _visit_stream(gv, hours, rank, token, i, stream, k, n_val, n_row, dt_inner, dt_cap, dt_base, stats):
+    """The values and DT tokens of the visit of row i (which has a token), written from stream
+    position k on. Returns the first row of the next visit (or len(gv)), the next stream position
+    and ok (False: the visit's rows are out of order; the row and position are then meaningless)."""
+    n = len(gv)
+    g = gv[i]
     row_open = False
     cur_h = 0.0      # hours of the open row
     cur_r = -1       # rank of the last value in the open row
     last_h = 0.0     # hours of the previous row of this visit (0: ICU admission)
-    ok = True
-    i = 0
-    while i < n:
-        t = token[i]
-        if t < 0:
-            i += 1
-            continue
-        g = gv[i]
+    while i < n and gv[i] == g:
         h = hours[i]
         r = rank[i]
-        if g != cur_g:
-            if row_open:
-                stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
-                k += 1
-                n_row[cur_g] += 1
-                row_open = False
-            if s >= 0:
-                seg_len[s] = k - seg_start[s]
-            if seen[g]:
-                ok = False  # the visit's rows are not contiguous
-                break
-            seen[g] = True
-            s += 1
-            seg_gv[s] = g
-            seg_start[s] = k
-            cur_g = g
-            last_h = 0.0
         if row_open:
             if h == cur_h:
                 if r <= cur_r:
-                    ok = False  # variables of a row out of rank order
-                    break
+                    return i, k, False  # variables of a row out of rank order
             else:
                 if h < cur_h:
-                    ok = False  # rows of a visit out of time order
-                    break
+                    return i, k, False  # rows of a visit out of time order
                 stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
                 k += 1
                 n_row[g] += 1
@@ -149,7 +153,8 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
         if not row_open:
             row_open = True
             cur_h = h
-        # The run of values of this variable at this time (skipping rows without a token).
+        # The run of values of this variable at this time (skipping rows without a token); it
+        # ends at a row with a token, so every row the loop starts from has one.
         j = i + 1
         m = 1
         while j < n:
@@ -160,6 +165,7 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
                 j += 1
             else:
                 break
+        t = token[i]
         if m > 1:
             buf = np.empty(m, np.int32)
             c = 0
@@ -175,15 +181,9 @@ def measurement_stream(gv, hours, rank, token, dt_inner, dt_cap, dt_base, n_visi
         n_val[g] += 1
         cur_r = r
         i = j
-    if not ok:
-        return False, stream[:0], seg_gv[:0], seg_start[:0], seg_len[:0], n_val, n_row, stats
-    if row_open:
-        stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
-        k += 1
-        n_row[cur_g] += 1
-    if s >= 0:
-        seg_len[s] = k - seg_start[s]
-    return True, stream[:k], seg_gv[:s + 1], seg_start[:s + 1], seg_len[:s + 1], n_val, n_row, stats
+    stream[k] = _dt_token(cur_h - last_h, dt_inner, dt_cap, dt_base, stats)
+    n_row[g] += 1
+    return i, k + 1, True
 
 
 @njit(cache=True, nogil=True)
