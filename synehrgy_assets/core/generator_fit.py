@@ -52,6 +52,7 @@ class GeneratorFitSpec:
     checkpoint_every: int = 50
     mortality_loss_weight: float = 1.0
     calibrate_outcome: bool = True
+    stay_end_probe_patients: int = 128
     seed: int = 0
     device: str = "auto"
     n_processes: int = 1
@@ -215,6 +216,7 @@ def _budget_plan(plan: GeneratorFitPlan, log: Callable[[str], None]):
 class GeneratorFit:
     result: TrainResult
     calibration: Any = None  # calibration.OutcomeCalibration, with `calibrate_outcome`
+    stay_calibration: Any = None  # stay_calibration.StayEndCalibration, with `stay_end_probe_patients`
 
 
 def fit_generator(plan: GeneratorFitPlan, ddp_dir: Path, *, on_log: Callable[[dict], None] | None = None,
@@ -250,4 +252,23 @@ def fit_generator(plan: GeneratorFitPlan, ddp_dir: Path, *, on_log: Callable[[di
         # Only the shift is said: the before/after means are train aggregates.
         log(f"Outcome calibration: MORTALITY//1 logit shifted by {calibration.logit_shift:+.3f}"
             if calibration.applied else f"Outcome calibration skipped: {calibration.reason}")
-    return GeneratorFit(result, calibration)
+    return GeneratorFit(result, calibration, calibrate_stays(plan, log))
+
+
+def calibrate_stays(plan: GeneratorFitPlan, log: Callable[[str], None]):
+    """The `</ts>` shift (core/stay_calibration.py) on probes of sampled patients, each capped as
+    the synthesis caps them; None when `stay_end_probe_patients` is 0."""
+    n_probe = plan.spec.stay_end_probe_patients
+    if not n_probe:
+        return None
+    from synehrgy_assets.core.generation import length_cap
+    from synehrgy_assets.core.stay_calibration import calibrate_stay_end
+
+    cap, _ = length_cap(None, plan.data.summary.get("max_tokens_per_patient_default"), plan.model_config.n_ctx)
+    log(f"Stay-end calibration: sampling {n_probe} patients twice")
+    result = calibrate_stay_end(plan.model, plan.vocab, np.asarray(plan.data.train_sequences.tokens),
+                                n_probe=n_probe, max_tokens_per_patient=cap, seed=plan.spec.seed)
+    # Only the shift is said: rows per stay are train aggregates.
+    log(f"Stay-end calibration: </ts> logit shifted by {result.logit_shift:+.3f}"
+        if result.applied else f"Stay-end calibration skipped: {result.reason}")
+    return result

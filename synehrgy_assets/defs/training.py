@@ -74,6 +74,13 @@ class GptTrainingConfig(dg.Config):
         "probability over the train visits equals their observed death share (core/calibration.py); the sampled "
         "death rate then matches the real one. Skipped when either outcome has fewer than 10 train visits.",
     )
+    stay_end_probe_patients: int = Field(
+        default=128, ge=0,
+        description="After training, sample this many patients (twice) and shift the `</ts>` logit so that the "
+        "sampled ICU stays have as many measurement rows, on average, as the real train stays "
+        "(core/stay_calibration.py); a model that closes stays too rarely once it has rolled past its context "
+        "writes stays that are too long otherwise. 0 = off.",
+    )
     seed: int = Field(default=0, description="Seed of the initial weights, the batch order and dropout.")
     device: str = Field(default="auto", description="auto = CUDA (bf16, fused attention) when present, else CPU.")
     n_processes: int = Field(
@@ -142,6 +149,8 @@ def gpt_checkpoint(
         result, calibration = fit.result, fit.calibration
         if calibration is not None and calibration.applied:
             mlflow.log_metric("final_outcome_logit_shift", calibration.logit_shift)
+        if fit.stay_calibration is not None and fit.stay_calibration.applied:
+            mlflow.log_metric("final_stay_end_logit_shift", fit.stay_calibration.logit_shift)
         ckpt_dir = workspace.layout.checkpoints / run.info.run_id
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         # The generation cap travels with the weights, so a consumer of the registered model
@@ -276,6 +285,12 @@ def training_logger(context: dg.AssetExecutionContext, config: GptTrainingConfig
     return on_log
 
 
+def stay_calibration_note(stay) -> str:
+    if stay is None:
+        return "not applied (off)"
+    return "applied" if stay.applied else f"not applied: {stay.reason}"
+
+
 def training_metadata(config: GptTrainingConfig, plan, fit, ckpt_dir, final_metrics: dict, curve: bytes,
                       asset_seconds: float) -> dict:
     """The training outcome in the asset's metadata (after the registration's keys)."""
@@ -293,6 +308,9 @@ def training_metadata(config: GptTrainingConfig, plan, fit, ckpt_dir, final_metr
         **({"final_outcome_logit_shift": calibration.logit_shift} if calibration and calibration.applied else {}),
         "outcome_calibration": ("applied" if calibration and calibration.applied
                                 else "not applied" + (f": {calibration.reason}" if calibration else " (off)")),
+        **({"final_stay_end_logit_shift": fit.stay_calibration.logit_shift}
+           if fit.stay_calibration and fit.stay_calibration.applied else {}),
+        "stay_end_calibration": stay_calibration_note(fit.stay_calibration),
         "resumed_from_step": result.resumed_from_step,
         "val_windows": result.val_windows,
         "val_tokens": result.val_tokens,

@@ -14,7 +14,9 @@ SMALL_RUN_CONFIG = {
         # 0.91 < 0.95), and the check `train_tokens_with_full_history` rightly fails.
         "token_sequences": {"config": {"n_ctx": 512}},
         "gpt_checkpoint": {
-            "config": {"n_layer": 1, "n_head": 2, "n_embd": 32, "max_steps": 30, "batch_size": 8, "eval_every": 15}
+            # A 16-patient stay-end probe: the calibration runs, in seconds, on a model this small.
+            "config": {"n_layer": 1, "n_head": 2, "n_embd": 32, "max_steps": 30, "batch_size": 8, "eval_every": 15,
+                       "stay_end_probe_patients": 16}
         },
         "synthetic_sequences": {"config": {"n_patients": 40, "batch_size": 20}},
     }
