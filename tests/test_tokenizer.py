@@ -860,3 +860,21 @@ def test_stay_length_is_the_identity_on_a_continuous_los_and_never_before_the_la
     assert out[2] == 10.0          # below every real LOS: the shortest real one
     assert out[3] == 120.0         # past every real LOS: never before its own last row
     np.testing.assert_array_equal(stay_length(last, np.zeros(4), None), last)
+
+
+def test_an_outer_bin_without_quantiles_decodes_near_its_inner_edge_not_out_to_the_bound():
+    """A basophil share's top bin runs to the validity bound 100 %: without k-anonymous quantiles it
+    must not decode uniformly up to 100 (it did: synthetic basophils of 98 %), but over one
+    neighbouring bin's width past the inner edge. Inner bins and bins with quantiles keep theirs."""
+    from synehrgy_assets.core.tokens.bins import NumericBins
+
+    q = list(np.linspace(0.1, 0.2, 5))
+    bins = NumericBins(np.array([0.0, 0.1, 0.2, 0.4, 0.76, 100.0]), [None, q, None, None, None])
+    table = bins.quantile_table(5)
+    assert table[-1].min() == 0.76 and table[-1].max() == pytest.approx(0.76 + 0.36)
+    assert table[0].tolist() == pytest.approx(np.linspace(0.0, 0.1, 5).tolist())  # as wide as its neighbour
+    assert table[1].tolist() == q and table[2].tolist() == pytest.approx(np.linspace(0.2, 0.4, 5).tolist())
+    bottom = NumericBins(np.array([0.0, 91.0, 94.0, 97.0, 100.0]), [None, None, None, None]).quantile_table(3)
+    assert bottom[0].tolist() == pytest.approx([88.0, 89.5, 91.0])  # SpO2 stays near 91, not down to 0
+    aged = NumericBins(np.array([18.0, 20.0, 25.0, 90.0]), [None] * 4, top_bucket=90.0).quantile_table(3)
+    assert aged[-1].tolist() == [90.0, 90.0, 90.0] and aged[2].tolist() == pytest.approx([25.0, 27.5, 30.0])

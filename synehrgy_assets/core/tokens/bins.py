@@ -25,8 +25,11 @@ class NumericBins:
     """Bins [edges[i], edges[i+1]) (the last one closed) with optional within-bin quantiles.
 
     `top_bucket` adds one more bin holding exactly the values >= top_bucket (age's capped >89).
-    `quantiles[i]` is None when the bin had fewer than `min_bin_count` training values: decoding
-    then samples uniformly inside the bin.
+    `quantiles[i]` is None when the bin had too few training values (or patients) for k-anonymous
+    quantiles: decoding then samples uniformly inside the bin, except in an outer bin, whose far edge
+    is the variable's validity bound (a basophil share of 100 %, an SpO2 of 0 %), not data: there
+    the values spread from the inner edge over the width of the neighbouring bin, as if the tail
+    continued at the density next to it, instead of uniformly out to the bound.
     """
 
     edges: np.ndarray
@@ -62,10 +65,23 @@ class NumericBins:
     def quantile_table(self, k: int) -> np.ndarray:
         low, high = self.bounds()
         table = np.linspace(low, high, k, axis=1)
+        last = len(self.edges) - 2  # the last regular bin (a top bucket comes after it)
         for i, q in enumerate(self.quantiles):
             if q is not None:
                 table[i] = q
+            elif last >= 2 and i in (0, last):
+                table[i] = self._tail_span(i, k)
         return table
+
+    def _tail_span(self, i: int, k: int) -> np.ndarray:
+        """k values over an outer bin without quantiles: from its inner edge, as far as the
+        neighbouring bin is wide (never past the bin itself)."""
+        e = self.edges
+        if i == 0:
+            width = e[2] - e[1]
+            return np.linspace(max(e[0], e[1] - width), e[1], k)
+        width = e[i] - e[i - 1]
+        return np.linspace(e[i], min(e[i + 1], e[i] + width), k)
 
     def to_dict(self) -> dict:
         return {
