@@ -304,18 +304,30 @@ class MlflowResource(dg.ConfigurableResource):
 _ORPHANS_CLEANED: set[tuple[str, str]] = set()
 
 
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def mlflow_environment() -> dict[str, str | None]:
+    """The MLflow URI variables as they are now (None: unset), for `restore_mlflow_environment`."""
+    return {k: os.environ.get(k) for k in MLFLOW_URI_VARIABLES}
+
+
+def restore_mlflow_environment(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextmanager
 def mlflow_environment_kept() -> Iterator[None]:
     """Leave MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI as they were before the block."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = mlflow_environment()
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_mlflow_environment(saved)
 
 
 def point_mlflow_at(uri: str) -> None:

@@ -84,22 +84,25 @@ def released_workspace():
     return small_graph()
 
 
-_SESSION_MLFLOW_ENVIRONMENT = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+@pytest.fixture(scope="session", autouse=True)
+def _session_mlflow_environment():
+    """The MLflow URI variables as the session found them (set up before any module fixture)."""
+    from synehrgy_assets.resources import mlflow_environment
+
+    return mlflow_environment()
 
 
 @pytest.fixture(autouse=True)
-def _keep_mlflow_environment():
+def _keep_mlflow_environment(_session_mlflow_environment):
     """mlflow.set_tracking_uri (called by MLflow itself, and by a test that forgets
     `point_mlflow_at`) exports MLFLOW_TRACKING_URI: without this, every workspace built later in the
     session (build_resources reads that variable) would read and write an earlier test's MLflow
     store. Restored to the session's start, not to the test's: a module-scoped fixture runs before
     this fixture, so what it exports would otherwise outlive its module."""
+    from synehrgy_assets.resources import restore_mlflow_environment
+
     yield
-    for key, value in _SESSION_MLFLOW_ENVIRONMENT.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    restore_mlflow_environment(_session_mlflow_environment)
 
 
 @pytest.hookimpl(optionalhook=True)

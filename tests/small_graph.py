@@ -61,12 +61,12 @@ SHARED_RUN_CONFIG["ops"]["synthetic_sequences"]["config"].update(
 
 def _definitions(home: Path) -> dg.Definitions:
     from synehrgy_assets.definitions import build_definitions
-    from synehrgy_assets.resources import mlflow_environment_kept
+    from synehrgy_assets.resources import MLFLOW_URI_VARIABLES, mlflow_environment_kept
     from tests.helpers.graph_runs import lax_gates
 
     # Built without any MLFLOW_TRACKING_URI a test may have exported: the workspace's own store, always.
     with mlflow_environment_kept():
-        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        for key in MLFLOW_URI_VARIABLES:
             os.environ.pop(key, None)
         defs = build_definitions(home=str(home), synthetic_hospital=True, synthetic_patients=150,
                                  release_gate=lax_gates())

@@ -285,10 +285,11 @@ def training_logger(context: dg.AssetExecutionContext, config: GptTrainingConfig
     return on_log
 
 
-def stay_calibration_note(stay) -> str:
-    if stay is None:
+def calibration_note(calibration) -> str:
+    """applied / not applied: why / not applied (off), for the outcome and the stay-end calibration."""
+    if calibration is None:
         return "not applied (off)"
-    return "applied" if stay.applied else f"not applied: {stay.reason}"
+    return "applied" if calibration.applied else f"not applied: {calibration.reason}"
 
 
 def training_metadata(config: GptTrainingConfig, plan, fit, ckpt_dir, final_metrics: dict, curve: bytes,
@@ -306,11 +307,10 @@ def training_metadata(config: GptTrainingConfig, plan, fit, ckpt_dir, final_metr
         **{k: v for k, v in final_metrics.items() if "/" not in k},
         # the same name and value as the MLflow metric
         **({"final_outcome_logit_shift": calibration.logit_shift} if calibration and calibration.applied else {}),
-        "outcome_calibration": ("applied" if calibration and calibration.applied
-                                else "not applied" + (f": {calibration.reason}" if calibration else " (off)")),
+        "outcome_calibration": calibration_note(calibration),
         **({"final_stay_end_logit_shift": fit.stay_calibration.logit_shift}
            if fit.stay_calibration and fit.stay_calibration.applied else {}),
-        "stay_end_calibration": stay_calibration_note(fit.stay_calibration),
+        "stay_end_calibration": calibration_note(fit.stay_calibration),
         "resumed_from_step": result.resumed_from_step,
         "val_windows": result.val_windows,
         "val_tokens": result.val_tokens,
